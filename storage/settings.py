@@ -1,0 +1,45 @@
+"""Runtime settings, read once from the environment.
+
+Every process (CLI, worker, scheduler, tests) reads its configuration here so that a URL or a
+limit has exactly one name. Unset URLs mean "use the embedded servers" (see `storage.embedded`).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Meterline's configuration; field names are the environment variable names."""
+
+    model_config = SettingsConfigDict(case_sensitive=True, env_ignore_empty=True, extra="ignore")
+
+    DATABASE_URL: str | None = None
+    REDIS_URL: str | None = None
+    BROKER_URL: str | None = None  # None: the Redis URL in effect (see embedded.broker_url)
+    SENTRY_DSN: str | None = None
+    METER_DATA_DIR: Path = Path(".meter")
+    METER_ACCEPT_PAST_DAYS: int = Field(default=35, ge=0)
+    METER_ACCEPT_FUTURE_SECONDS: int = Field(default=300, ge=0)
+    METER_INVOICE_GRACE_SECONDS: int = Field(default=3600, ge=0)
+    METER_POOL_MAX: int = Field(default=10, ge=1)
+
+    @property
+    def data_dir(self) -> Path:
+        """METER_DATA_DIR as an absolute path (relative values are taken from the cwd)."""
+        return self.METER_DATA_DIR.expanduser().resolve()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Forget the cached settings so the next `get_settings()` re-reads the environment."""
+    get_settings.cache_clear()
