@@ -1,0 +1,571 @@
+"""Record usage from a web app's request path: validate at once, buffer, send in batches.
+
+`record_usage()` costs a few microseconds and never talks to the network: it checks the event
+in plain Python (a bad event raises `ValueError` in the caller, naming the field), stamps it
+with an `event_id` and the current time when the caller gave none, and appends it to an
+in-process buffer. A daemon thread turns the buffer into ONE Dramatiq message per batch —
+an enqueue costs a broker round trip (~230 µs on Redis), so batching is the whole game.
+
+The id and the timestamp are fixed at record time, so a batch that is re-sent after a broker
+failure carries the same ids and timestamps: the ledger's dedup (and its partitioning by the
+event's period) relies on it. A broker outage is retried with exponential backoff, forever,
+never dropping a batch; meanwhile the buffer fills and, once it holds `max_buffer` unsent
+events, `record()` waits up to `block_timeout` and then raises `BufferFull`.
+
+The message (a contract: non-Python producers may enqueue it themselves)
+-----------------------------------------------------------------------
+A Dramatiq message on queue ``ingest`` for actor ``ingest_events``, encoded by Dramatiq's
+default JSON encoder (UTF-8 JSON)::
+
+    {"queue_name": "ingest", "actor_name": "ingest_events",
+     "args": [BATCH], "kwargs": {}, "options": {},
+     "message_id": "<uuid4, unique per message>",
+     "message_timestamp": <int, milliseconds since the Unix epoch>}
+
+    BATCH = {"batch_id": "<str, unique per batch; a re-send of the batch keeps it>",
+             "events": [EVENT, ...]}                      # 1 to 500 events by default
+
+    EVENT = {"event_id": "<str, 1-128 chars, unique per event; a re-send keeps it>",
+             "customer_id": "<str, 1-128 chars>",
+             "metric": "<str, 1-128 chars>",
+             "quantity": "<decimal string, e.g. \\"1\\", \\"12.5\\", \\"-3.000001\\":
+                          |quantity| < 10**18, at most 6 decimal places, never exponent form>",
+             "timestamp": "<RFC 3339 with offset and microseconds,
+                           e.g. \\"2026-11-27T10:00:00.123456+00:00\\" (this producer sends UTC)>",
+             "properties": {"<key, 1-64 chars>": <str of at most 512 chars | number | bool>}}
+                                                    # at most 50 keys; {} when there are none
+
+Python producers send it with ``broker.enqueue(dramatiq.Message(queue_name="ingest",
+actor_name="ingest_events", args=(batch,), kwargs={}, options={}))``, which needs no actor
+declared. Others write it where the broker looks:
+
+- Redis broker (namespace ``dramatiq``): add ``"redis_message_id": "<uuid4>"`` to ``options``,
+  then, atomically (MULTI/EXEC or a Lua script):
+  ``HSET dramatiq:ingest.msgs <redis_message_id> <json>`` and
+  ``RPUSH dramatiq:ingest <redis_message_id>``.
+- RabbitMQ: declare the durable queue ``ingest`` (Dramatiq declares it with
+  ``x-dead-letter-exchange: ""`` and ``x-dead-letter-routing-key: "ingest.XQ"``) and publish
+  the JSON to the default exchange with routing key ``ingest`` and ``delivery_mode=2``.
+
+Delivery is at least once: the same batch may arrive twice (a re-send after a failure whose
+first attempt did reach the broker); the ingest actor skips events whose ``event_id`` it has.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import itertools
+import logging
+import math
+import os
+import secrets
+import string
+import threading
+import time
+import uuid
+import weakref
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Context, Decimal
+from typing import Any
+
+import dramatiq
+
+from tasks.broker import INGEST_ACTOR, INGEST_QUEUE, get_broker
+
+log = logging.getLogger("meterline.recorder")
+
+MAX_ID_LENGTH = 128
+MAX_QUANTITY = 10**18  # exclusive bound on |quantity|; sums must fit the ledger numeric(30,6)
+QUANTITY_PLACES = 6
+MAX_PROPERTIES = 50
+MAX_PROPERTY_KEY_LENGTH = 64
+MAX_PROPERTY_VALUE_LENGTH = 512
+
+RETRY_FIRST_DELAY = 0.05  # seconds before the first re-send; doubles up to RETRY_MAX_DELAY
+RETRY_MAX_DELAY = 5.0
+EXIT_FLUSH_TIMEOUT = 10.0  # how long interpreter exit waits for buffered events to be sent
+_LIVENESS_POLL = 0.5  # flush() re-checks that the flusher thread is alive this often
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = Decimal(1).scaleb(-QUANTITY_PLACES)
+_EXACT = Context(prec=60)  # enough digits for any accepted quantity, whatever the caller's context
+_PREFIX_ALPHABET = string.ascii_letters + string.digits
+_PREFIX_LENGTH = 12  # 62**12 ≈ 2**71: prefixes of distinct processes do not collide
+
+Stamp = int | datetime  # time.time_ns() at record time, or the caller's timestamp in UTC
+Buffered = tuple[str, str, str, int | float | Decimal, Stamp, dict[str, Any] | None]
+
+
+class BufferFull(RuntimeError):
+    """`max_buffer` events are waiting to be sent and none was sent within `block_timeout`."""
+
+
+@dataclass(frozen=True)
+class RecorderStats:
+    """A snapshot of a recorder's counters (this process only; reset in a forked child)."""
+
+    recorded: int  # accepted by record(): sent_events + buffered
+    sent_events: int
+    sent_batches: int
+    send_failures: int  # failed enqueue attempts, each one retried
+    buffered: int  # recorded, not yet enqueued
+
+
+class _FlushMarker(threading.Event):
+    """Queued by flush(): set once every event appended before it has been enqueued."""
+
+
+class UsageRecorder:
+    """Buffers usage events in this process and sends them to the ingest queue in batches.
+
+    Parameters:
+      broker: where to send; default `tasks.broker.get_broker()`, resolved at the first send.
+      batch_size: events per message.
+      flush_interval: seconds a partial batch may wait before it is sent.
+      max_buffer: unsent events held before `record()` waits for room. Concurrent threads may
+        overshoot it by at most one event each: the check takes no lock.
+      block_timeout: seconds `record()` waits for room before raising `BufferFull`.
+    """
+
+    def __init__(
+        self,
+        broker: dramatiq.Broker | None = None,
+        *,
+        batch_size: int = 500,
+        flush_interval: float = 0.05,
+        max_buffer: int = 100_000,
+        block_timeout: float = 5.0,
+    ) -> None:
+        if batch_size < 1 or max_buffer < 1 or flush_interval <= 0 or block_timeout < 0:
+            raise ValueError(
+                "batch_size and max_buffer must be >= 1, flush_interval > 0, block_timeout >= 0"
+            )
+        self._broker = broker
+        self._declared_on: dramatiq.Broker | None = None
+        self._batch_size = batch_size
+        self._flush_interval = flush_interval
+        self._max_buffer = max_buffer
+        self._block_timeout = block_timeout
+        self._closed = False
+        self._reset()
+        _live_recorders.add(self)
+
+    def _reset(self) -> None:
+        """Fresh per-process state: at construction and in a forked child (the parent keeps,
+        and sends, the events it had buffered)."""
+        self._buf: deque[Buffered | _FlushMarker] = deque()
+        self._lock = threading.Lock()  # thread start and flush-marker count; not per record
+        self._wake = threading.Event()
+        self._space = threading.Condition(threading.Lock())
+        self._prefix = "".join(secrets.choice(_PREFIX_ALPHABET) for _ in range(_PREFIX_LENGTH))
+        self._seq = itertools.count(1)
+        self._thread: threading.Thread | None = None
+        self._running = False  # record() starts the thread when this is False
+        self._stopping = False
+        self._urgent = False  # send partial batches now (flush, close, full buffer)
+        self._inflight = 0  # events taken off the buffer, not yet enqueued
+        self._markers = 0  # flush markers in the buffer, not events
+        self._sent_events = 0
+        self._sent_batches = 0
+        self._send_failures = 0
+
+    def record(
+        self,
+        customer_id: str,
+        metric: str,
+        quantity: int | float | Decimal = 1,
+        *,
+        event_id: str | None = None,
+        timestamp: datetime | None = None,
+        properties: dict[str, Any] | None = None,
+    ) -> str:
+        """Validate one event and buffer it; returns its `event_id`. Raises ValueError naming
+        the bad field (nothing is buffered), or BufferFull if the broker is down too long."""
+        # Fast paths first: the common call must stay in the low microseconds.
+        if type(customer_id) is not str or not 0 < len(customer_id) <= MAX_ID_LENGTH:
+            customer_id = _check_id("customer_id", customer_id)
+        if type(metric) is not str or not 0 < len(metric) <= MAX_ID_LENGTH:
+            metric = _check_id("metric", metric)
+        if type(quantity) is not int or not -MAX_QUANTITY < quantity < MAX_QUANTITY:
+            quantity = _check_quantity(quantity)
+        if event_id is None:
+            event_id = f"{self._prefix}-{next(self._seq)}"
+        elif type(event_id) is not str or not 0 < len(event_id) <= MAX_ID_LENGTH:
+            event_id = _check_id("event_id", event_id)
+        stamp: Stamp = time.time_ns() if timestamp is None else _check_timestamp(timestamp)
+        if properties is not None:
+            properties = _check_properties(properties)
+        if not self._running:
+            self._start()
+        buf = self._buf
+        if len(buf) + self._inflight >= self._max_buffer:
+            self._wait_for_space()
+        buf.append((event_id, customer_id, metric, quantity, stamp, properties))
+        if len(buf) >= self._batch_size and not self._wake.is_set():
+            self._wake.set()
+        return event_id
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Block until every event recorded before this call has been enqueued. Returns False
+        if `timeout` elapsed first; the events stay buffered and keep being retried."""
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            return self._pending() == 0
+        marker = _FlushMarker()
+        with self._lock:
+            self._markers += 1
+            self._buf.append(marker)
+        self._urgent = True
+        self._wake.set()
+        deadline = math.inf if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if marker.wait(min(_LIVENESS_POLL, max(remaining, 0.0))):
+                return True
+            if not thread.is_alive():  # closed concurrently: the marker came too late
+                return self._pending() == 0
+            if remaining <= 0:
+                return False
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Send everything buffered and stop the thread; later `record()` calls raise.
+        Returns False (and logs) if events were still unsent when `timeout` elapsed."""
+        with self._lock:
+            self._closed = True
+            self._running = False
+            thread = self._thread
+        if thread is None:
+            return True
+        self._stopping = True
+        self._wake.set()
+        thread.join(timeout)
+        left = self._pending()
+        if left:
+            log.error("recorder closed with %d events not yet enqueued (still retrying)", left)
+        return left == 0
+
+    @property
+    def stats(self) -> RecorderStats:
+        with self._space:  # the flusher moves a batch from in flight to sent under this lock
+            buffered = self._pending()
+            sent_events, sent_batches = self._sent_events, self._sent_batches
+        return RecorderStats(
+            recorded=sent_events + buffered,
+            sent_events=sent_events,
+            sent_batches=sent_batches,
+            send_failures=self._send_failures,
+            buffered=buffered,
+        )
+
+    def _pending(self) -> int:
+        return len(self._buf) - self._markers + self._inflight
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("recorder is closed")
+            if not self._running:
+                self._thread = threading.Thread(
+                    target=self._run, name="meterline-recorder", daemon=True
+                )
+                self._thread.start()
+                self._running = True
+
+    def _wait_for_space(self) -> None:
+        deadline = time.monotonic() + self._block_timeout
+        self._urgent = True
+        self._wake.set()
+        with self._space:
+            while len(self._buf) + self._inflight >= self._max_buffer:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise BufferFull(
+                        f"buffer: {self._max_buffer} events not yet enqueued after waiting "
+                        f"{self._block_timeout}s; is the broker reachable?"
+                    )
+                self._space.wait(remaining)
+
+    def _run(self) -> None:
+        """The flusher thread: full batches as soon as they fill, partial ones when the
+        interval elapses or someone waits (flush, close, a full buffer)."""
+        while True:
+            timed_out = not self._wake.wait(self._flush_interval)
+            self._wake.clear()
+            partial = timed_out or self._urgent or self._stopping
+            self._urgent = False
+            try:
+                self._drain(partial)
+            except Exception:  # a bug, not an outage: enqueue failures are retried in _send
+                log.exception("recorder flusher failed: %d events lost", self._inflight)
+                self._inflight = 0
+            if self._stopping and not self._buf:
+                return
+
+    def _drain(self, partial: bool) -> None:
+        while self._buf and (partial or len(self._buf) >= self._batch_size):
+            events, marker = self._take_batch()
+            try:
+                if events:
+                    self._send(events)
+            finally:
+                if marker is not None:
+                    with self._lock:
+                        self._markers -= 1
+                    marker.set()
+
+    def _take_batch(self) -> tuple[list[Buffered], _FlushMarker | None]:
+        """Up to batch_size events off the buffer, stopping at a flush marker (returned, to be
+        set once the events before it are sent)."""
+        buf = self._buf
+        count = min(len(buf), self._batch_size)
+        # Counted as in flight before they leave the buffer: record() never sees false room.
+        self._inflight = count
+        events: list[Buffered] = []
+        for _ in range(count):
+            item = buf.popleft()
+            if isinstance(item, _FlushMarker):
+                self._inflight = len(events)
+                return events, item
+            events.append(item)
+        return events, None
+
+    def _send(self, events: list[Buffered]) -> None:
+        """Enqueue one message for `events`, retrying the same message until it goes."""
+        batch = {"batch_id": str(uuid.uuid4()), "events": [_encode_event(e) for e in events]}
+        message: dramatiq.Message[Any] = dramatiq.Message(
+            queue_name=INGEST_QUEUE, actor_name=INGEST_ACTOR, args=(batch,), kwargs={}, options={}
+        )
+        delay = RETRY_FIRST_DELAY
+        failures = 0
+        while True:
+            try:
+                self._ingest_broker().enqueue(message)
+                break
+            except Exception as exc:
+                failures += 1
+                self._send_failures += 1
+                log.warning(
+                    "enqueue of batch %s (%d events) failed (attempt %d), retry in %.2fs: %s: %s",
+                    batch["batch_id"], len(events), failures, delay, type(exc).__name__, exc,
+                )  # fmt: skip
+                time.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_DELAY)
+        if failures:
+            log.info("batch %s enqueued after %d failed attempts", batch["batch_id"], failures)
+        with self._space:
+            self._sent_events += len(events)
+            self._sent_batches += 1
+            self._inflight = 0
+            self._space.notify_all()
+
+    def _ingest_broker(self) -> dramatiq.Broker:
+        if self._broker is None:
+            self._broker = get_broker()
+        if self._declared_on is not self._broker:
+            self._broker.declare_queue(INGEST_QUEUE)
+            self._declared_on = self._broker
+        return self._broker
+
+
+# --- validation (slow paths of record(); messages start with the field name) ---------------
+
+
+def _check_id(field: str, value: object) -> str:
+    if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH:
+        return str.__str__(value)  # a str subclass (StrEnum) as its plain value
+    raise ValueError(
+        f"{field}: must be a non-empty str of at most {MAX_ID_LENGTH} characters, "
+        f"got {value!r:.200}"
+    )
+
+
+def _check_quantity(q: object) -> int | float | Decimal:
+    if isinstance(q, bool):
+        raise ValueError(f"quantity: must be a number, got bool {q!r}")
+    if isinstance(q, int):
+        if -MAX_QUANTITY < q < MAX_QUANTITY:
+            return int(q)
+    elif isinstance(q, float):
+        if not math.isfinite(q):
+            raise ValueError(f"quantity: must be finite, got {q!r}")
+        if -MAX_QUANTITY < q < MAX_QUANTITY:
+            if round(q, QUANTITY_PLACES) != q:
+                raise ValueError(f"quantity: at most {QUANTITY_PLACES} decimal places, got {q!r}")
+            return float(q)
+    elif isinstance(q, Decimal):
+        if not q.is_finite():
+            raise ValueError(f"quantity: must be finite, got {q}")
+        if q.copy_abs() < MAX_QUANTITY:
+            exponent = q.as_tuple().exponent
+            if isinstance(exponent, int) and exponent >= -QUANTITY_PLACES:
+                return q
+            exact = q.quantize(_MICRO, context=_EXACT)
+            if exact != q:
+                raise ValueError(f"quantity: at most {QUANTITY_PLACES} decimal places, got {q}")
+            return exact
+    else:
+        raise ValueError(f"quantity: must be int, Decimal or float, got {type(q).__name__}")
+    raise ValueError(f"quantity: magnitude must be below 10**18, got {q}")
+
+
+def _check_timestamp(ts: object) -> datetime:
+    if not isinstance(ts, datetime):
+        raise ValueError(f"timestamp: must be a datetime, got {type(ts).__name__}")
+    if ts.utcoffset() is None:
+        raise ValueError(f"timestamp: must be timezone-aware, got naive {ts.isoformat()}")
+    try:
+        return ts.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"timestamp: out of range, got {ts.isoformat()}") from None
+
+
+def _check_properties(props: object) -> dict[str, Any]:
+    """A validated copy: the caller may mutate its dict after record() returns."""
+    if not isinstance(props, dict):
+        raise ValueError(f"properties: must be a dict, got {type(props).__name__}")
+    if len(props) > MAX_PROPERTIES:
+        raise ValueError(f"properties: at most {MAX_PROPERTIES} keys, got {len(props)}")
+    checked: dict[str, Any] = {}
+    for key, value in props.items():
+        if not isinstance(key, str) or not 0 < len(key) <= MAX_PROPERTY_KEY_LENGTH:
+            raise ValueError(
+                f"properties: keys must be non-empty str of at most "
+                f"{MAX_PROPERTY_KEY_LENGTH} characters, got {key!r:.100}"
+            )
+        checked[str.__str__(key)] = _check_property_value(key, value)
+    return checked
+
+
+def _check_property_value(key: str, value: object) -> str | int | float | bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        if len(value) > MAX_PROPERTY_VALUE_LENGTH:
+            raise ValueError(
+                f"properties: value of {key!r} longer than {MAX_PROPERTY_VALUE_LENGTH} characters"
+            )
+        return str.__str__(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"properties: value of {key!r} must be finite, got {value!r}")
+        return float(value)
+    if isinstance(value, Decimal):  # money stays exact: sent as a decimal string
+        if not value.is_finite():
+            raise ValueError(f"properties: value of {key!r} must be finite, got {value}")
+        return format(value, "f")
+    raise ValueError(
+        f"properties: value of {key!r} must be str, int, float, Decimal or bool, "
+        f"got {type(value).__name__}"
+    )
+
+
+# --- the message format (built in the flusher thread, not in record()) ---------------------
+
+
+def _encode_event(item: Buffered) -> dict[str, Any]:
+    event_id, customer_id, metric, quantity, stamp, properties = item
+    return {
+        "event_id": event_id,
+        "customer_id": customer_id,
+        "metric": metric,
+        "quantity": _format_quantity(quantity),
+        "timestamp": _format_timestamp(stamp),
+        "properties": properties or {},
+    }
+
+
+def _format_quantity(quantity: int | float | Decimal) -> str:
+    if type(quantity) is int:
+        return str(quantity)
+    if type(quantity) is float:
+        quantity = Decimal(repr(quantity))  # the shortest decimal that is this float
+    return format(quantity, "f")
+
+
+def _format_timestamp(stamp: Stamp) -> str:
+    if isinstance(stamp, int):
+        micros = stamp // 1000
+        seconds, fraction = divmod(micros, 1_000_000)
+        return f"{_utc_second(seconds)}.{fraction:06d}+00:00"
+    return stamp.isoformat(timespec="microseconds")
+
+
+@functools.lru_cache(maxsize=256)
+def _utc_second(seconds: int) -> str:
+    """Date and time of day of a Unix second: events of one batch share a few seconds."""
+    return (_EPOCH + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+# --- process-wide plumbing: fork, exit, the default recorder ---------------------------------
+
+_live_recorders: weakref.WeakSet[UsageRecorder] = weakref.WeakSet()
+
+
+def _reset_in_child() -> None:
+    for recorder in list(_live_recorders):
+        recorder._reset()
+
+
+def _close_at_exit() -> None:
+    for recorder in list(_live_recorders):
+        recorder.close(timeout=EXIT_FLUSH_TIMEOUT)
+
+
+os.register_at_fork(after_in_child=_reset_in_child)
+atexit.register(_close_at_exit)
+
+_default: UsageRecorder | None = None
+_default_lock = threading.Lock()
+
+
+def default_recorder() -> UsageRecorder:
+    """The process-wide recorder behind `record_usage`, created on first use."""
+    global _default
+    if _default is None:
+        with _default_lock:
+            if _default is None:
+                _default = UsageRecorder()
+    return _default
+
+
+def configure_recorder(**kwargs: Any) -> UsageRecorder:
+    """Replace the default recorder (UsageRecorder keyword arguments); the old one is closed
+    after its buffered events are sent."""
+    global _default
+    new = UsageRecorder(**kwargs)
+    with _default_lock:
+        old, _default = _default, new
+    if old is not None:
+        old.close()
+    return new
+
+
+def record_usage(
+    customer_id: str,
+    metric: str,
+    quantity: int | float | Decimal = 1,
+    *,
+    event_id: str | None = None,
+    timestamp: datetime | None = None,
+    properties: dict[str, Any] | None = None,
+) -> str:
+    """Record one usage event on the default recorder; see `UsageRecorder.record`."""
+    return (_default or default_recorder()).record(
+        customer_id,
+        metric,
+        quantity,
+        event_id=event_id,
+        timestamp=timestamp,
+        properties=properties,
+    )
+
+
+def flush_usage(timeout: float | None = None) -> bool:
+    """Block until the default recorder's buffered events are enqueued (False on timeout)."""
+    recorder = _default
+    return True if recorder is None else recorder.flush(timeout)
