@@ -1,0 +1,23 @@
+"""`meter db ...`: database maintenance."""
+
+from __future__ import annotations
+
+import typer
+
+from cli.output import console, print_json
+
+app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+
+
+@app.command("migrate")
+def migrate(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Apply pending schema migrations (also done automatically on start)."""
+    from storage.migrate import migrate as apply_migrations
+
+    applied = apply_migrations()
+    if as_json:
+        print_json({"applied": applied})
+    elif applied:
+        console.print(f"applied {len(applied)} migration(s): {', '.join(applied)}")
+    else:
+        console.print("schema is up to date")

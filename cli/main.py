@@ -1,0 +1,38 @@
+"""The `meter` command: one Typer app, one module per command group."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from cli import customers, db, demo, plans, quote
+from cli.output import CliError, err_console
+
+app = typer.Typer(
+    help="Meterline: usage metering and billing.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("quote")(quote.quote)
+app.command("demo")(demo.demo)
+app.add_typer(plans.app, name="plans")
+app.add_typer(customers.app, name="customers")
+app.add_typer(db.app, name="db")
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that are the user's to fix: a message on stderr, no traceback."""
+    from pricing.plans import PlanError
+    from storage.errors import Conflict, InvalidInput, NotFound
+
+    return (CliError, PlanError, NotFound, Conflict, InvalidInput, ValueError, FileNotFoundError)
+
+
+def main() -> None:
+    try:
+        app()
+    except _user_errors() as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
+        sys.exit(1)

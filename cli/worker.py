@@ -1,0 +1,27 @@
+"""`meter worker`: the Dramatiq worker processes (what the Procfile's `worker:` line runs)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+
+def worker(
+    processes: int = typer.Option(2, "--processes", "-p", help="Worker processes."),
+    threads: int = typer.Option(4, "--threads", "-t", help="Threads per process."),
+    queues: list[str] = typer.Option([], "--queue", "-Q", help="Only these queues."),
+) -> None:
+    """Run the workers: ingest batches, generate invoices, deliver notifications."""
+    from storage.embedded import broker_url, database_url, redis_url
+
+    # Start (or find) the embedded servers once here, so the worker processes share them.
+    os.environ.setdefault("DATABASE_URL", database_url())
+    os.environ.setdefault("REDIS_URL", redis_url())
+    os.environ.setdefault("BROKER_URL", broker_url())
+    args = [sys.executable, "-m", "dramatiq", "workers.app"]
+    args += ["--processes", str(processes), "--threads", str(threads)]
+    if queues:
+        args += ["--queues", *queues]
+    os.execv(sys.executable, args)
