@@ -1,0 +1,136 @@
+"""An in-process cache of customers, their subscriptions and plans, for the ingest hot path.
+
+Ingest validates every event against the customer's plan; one SQL query per batch per customer
+would cost more than the inserts. Customers are cached for a few seconds (a plan change shows up
+within `ttl`), immutable plan versions forever. A customer that is not found is looked up again
+on the next batch, so events sent right after `meter customers create` are never rejected for
+long.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from pricing.metering import Segment
+from pricing.periods import billing_period
+from pricing.plans import Plan
+from storage import db
+from storage.plans import get_plan
+
+
+@dataclass(frozen=True)
+class SubscriptionSpan:
+    plan_code: str
+    starts_at: datetime
+    ends_at: datetime | None
+
+
+@dataclass(frozen=True)
+class CustomerContext:
+    customer_id: str
+    timezone: str
+    anchor_day: int | None
+    starts_at: datetime
+    ends_at: datetime | None
+    spans: tuple[SubscriptionSpan, ...]
+
+    def span_at(self, at: datetime) -> SubscriptionSpan | None:
+        for span in self.spans:
+            if span.starts_at <= at and (span.ends_at is None or at < span.ends_at):
+                return span
+        return None
+
+
+class Catalog:
+    def __init__(self, ttl: float = 5.0) -> None:
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._customers: dict[str, tuple[float, CustomerContext | None]] = {}
+        self._plans: dict[tuple[str, int | None], tuple[float, Plan, int]] = {}
+
+    def clear(self) -> None:
+        with self._lock:
+            self._customers.clear()
+            self._plans.clear()
+
+    def customers(self, ids: set[str]) -> dict[str, CustomerContext]:
+        """The known customers among `ids` (unknown ones are simply absent)."""
+        now = time.monotonic()
+        found: dict[str, CustomerContext] = {}
+        missing = []
+        with self._lock:
+            for customer_id in ids:
+                cached = self._customers.get(customer_id)
+                if cached and cached[0] > now and cached[1] is not None:
+                    found[customer_id] = cached[1]
+                else:
+                    missing.append(customer_id)
+        if missing:
+            loaded = _load_customers(missing)
+            with self._lock:
+                for customer_id in missing:
+                    context = loaded.get(customer_id)
+                    self._customers[customer_id] = (now + self.ttl, context)
+                    if context is not None:
+                        found[customer_id] = context
+        return found
+
+    def plan(self, code: str) -> tuple[Plan, int]:
+        """The latest version of a plan (re-read after `ttl`; versions are immutable)."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._plans.get((code, None))
+        if cached and cached[0] > now:
+            return cached[1], cached[2]
+        plan, version = get_plan(code)
+        with self._lock:
+            self._plans[(code, None)] = (now + self.ttl, plan, version)
+        return plan, version
+
+    def segment(self, context: CustomerContext, at: datetime) -> Segment | None:
+        """The billing period segment and plan in force for a customer at `at`."""
+        span = context.span_at(at)
+        if span is None:
+            return None
+        plan, version = self.plan(span.plan_code)
+        period = billing_period(
+            at, timezone=context.timezone, anchor_day=context.anchor_day, interval=plan.interval
+        )
+        start = max(period.start, span.starts_at)
+        end = min(period.end, span.ends_at) if span.ends_at else period.end
+        return Segment(plan, version, period, start, end, context.timezone)
+
+
+def _load_customers(ids: list[str]) -> dict[str, CustomerContext]:
+    with db.connection() as conn:
+        customers = conn.execute(
+            "SELECT id, timezone, anchor_day, starts_at, ends_at FROM customers WHERE id = ANY(%s)",
+            (ids,),
+        ).fetchall()
+        spans: dict[str, list[SubscriptionSpan]] = {}
+        for customer_id, plan_code, starts_at, ends_at in conn.execute(
+            "SELECT customer_id, plan_code, starts_at, ends_at FROM subscriptions"
+            " WHERE customer_id = ANY(%s) ORDER BY customer_id, starts_at",
+            (ids,),
+        ):
+            spans.setdefault(customer_id, []).append(
+                SubscriptionSpan(plan_code, starts_at, ends_at)
+            )
+    return {
+        row[0]: CustomerContext(
+            customer_id=row[0],
+            timezone=row[1],
+            anchor_day=row[2],
+            starts_at=row[3],
+            ends_at=row[4],
+            spans=tuple(spans.get(row[0], ())),
+        )
+        for row in customers
+    }
+
+
+catalog = Catalog()
+db.register_cache(catalog.clear)

@@ -1,0 +1,227 @@
+"""One batch of usage events into the ledger, the rollups and the rejects, in one transaction.
+
+The batch is claimed by its id first: a redelivered batch finds its claim and gets back the
+counter deltas stored with it (so a worker killed between the PostgreSQL commit and the Redis
+write converges on redelivery) and writes nothing twice. Events are checked before the
+transaction; every event ends up accepted, a duplicate, or a rejected row with its reason.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from pricing.events import UsageEvent
+from pricing.metering import Rejection, Segment, build_deltas, check_event, decode_event
+from storage import db, ledger, rollups
+from storage.catalog import catalog
+from storage.counters import CounterDelta
+from storage.settings import get_settings
+
+
+@dataclass
+class IngestOutcome:
+    batch_id: str
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    deltas: list[CounterDelta] = field(default_factory=list)
+    redelivered: bool = False
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+
+def _json_safe(value: Any) -> Any:
+    """A payload as JSON that PostgreSQL accepts (no NaN/Infinity, no exotic types)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def _classify(
+    raw_events: Sequence[Any], now: datetime
+) -> tuple[list[tuple[UsageEvent, Segment]], list[Rejection], int]:
+    settings = get_settings()
+    earliest = now - timedelta(days=settings.METER_ACCEPT_PAST_DAYS)
+    latest = now + timedelta(seconds=settings.METER_ACCEPT_FUTURE_SECONDS)
+    parsed: list[UsageEvent] = []
+    rejections: list[Rejection] = []
+    for raw in raw_events:
+        event = decode_event(raw)
+        if isinstance(event, Rejection):
+            rejections.append(event)
+        else:
+            parsed.append(event)
+    contexts = catalog.customers({e.customer_id for e in parsed})
+    accepted: list[tuple[UsageEvent, Segment]] = []
+    seen: set[tuple[str, str]] = set()
+    duplicates = 0
+    for event in parsed:
+        context = contexts.get(event.customer_id)
+        reason: tuple[str, str] | None = None
+        segment = None
+        if context is None:
+            reason = ("unknown_customer", f"customer_id: no customer {event.customer_id!r}")
+        elif not earliest <= event.timestamp <= latest:
+            reason = (
+                "timestamp_out_of_window",
+                f"timestamp: {event.timestamp.isoformat()} is outside the accepted window "
+                f"{earliest.isoformat()} – {latest.isoformat()}",
+            )
+        else:
+            segment = catalog.segment(context, event.timestamp)
+            if segment is None:
+                reason = (
+                    "no_subscription",
+                    f"timestamp: customer {event.customer_id!r} has no plan at "
+                    f"{event.timestamp.isoformat()}",
+                )
+            else:
+                reason = check_event(segment.plan, event)
+        if reason is not None or segment is None:
+            code, detail = reason or ("invalid_event", "")
+            rejections.append(Rejection(code, detail, event.model_dump(mode="json")))
+            continue
+        key = (event.customer_id, event.event_id)
+        if key in seen:
+            duplicates += 1
+            continue
+        seen.add(key)
+        accepted.append((event, segment))
+    return accepted, rejections, duplicates
+
+
+def ingest_batch(
+    batch_id: str, raw_events: Sequence[Any], *, now: datetime | None = None
+) -> IngestOutcome:
+    """Write a batch exactly once; return what happened and the counter deltas to apply."""
+    now = now or datetime.now(UTC)
+    accepted, rejections, in_batch_duplicates = _classify(raw_events, now)
+    ledger.ensure_months([event for event, _ in accepted])
+    with db.connection() as conn, conn.transaction():
+        claimed = conn.execute(
+            "INSERT INTO ingest_batches (batch_id, received_at) VALUES (%s, %s)"
+            " ON CONFLICT DO NOTHING RETURNING batch_id",
+            (batch_id, now),
+        ).fetchone()
+        if claimed is None:
+            return _stored_outcome(conn, batch_id)
+        inserted = ledger.insert_events(conn, batch_id, [event for event, _ in accepted])
+        fresh = [(e, s) for e, s in accepted if (e.customer_id, e.event_id) in inserted]
+        segment_deltas = build_deltas(fresh)
+        versions = rollups.apply(conn, segment_deltas)
+        deltas = [
+            CounterDelta(
+                customer_id=d.customer_id,
+                start=d.start,
+                end=d.end,
+                version=versions[(d.customer_id, d.start)],
+                state=d.state,
+                uniques=d.uniques,
+            )
+            for d in segment_deltas
+        ]
+        rejected: dict[str, int] = {}
+        if rejections:
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO rejected_events (batch_id, event_id, customer_id, metric, reason,"
+                    " detail, payload, received_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                    [
+                        (
+                            batch_id,
+                            r.event_id,
+                            r.customer_id,
+                            r.metric,
+                            r.reason,
+                            r.detail,
+                            Jsonb(_json_safe(r.payload)),
+                            now,
+                        )
+                        for r in rejections
+                    ],
+                )
+            for r in rejections:
+                rejected[r.reason] = rejected.get(r.reason, 0) + 1
+        outcome = IngestOutcome(
+            batch_id=batch_id,
+            accepted=len(fresh),
+            duplicates=in_batch_duplicates + len(accepted) - len(fresh),
+            rejected=rejected,
+            deltas=deltas,
+        )
+        conn.execute(
+            "UPDATE ingest_batches SET accepted = %s, duplicates = %s, rejected = %s,"
+            " deltas = %s WHERE batch_id = %s",
+            (
+                outcome.accepted,
+                outcome.duplicates,
+                outcome.rejected_total,
+                Jsonb([d.to_json() for d in deltas]),
+                batch_id,
+            ),
+        )
+    return outcome
+
+
+def _stored_outcome(conn: Any, batch_id: str) -> IngestOutcome:
+    row = conn.execute(
+        "SELECT accepted, duplicates, deltas FROM ingest_batches WHERE batch_id = %s", (batch_id,)
+    ).fetchone()
+    deltas = [CounterDelta.from_json(d) for d in (row[2] or [])]
+    return IngestOutcome(batch_id, row[0] or 0, row[1] or 0, {}, deltas, redelivered=True)
+
+
+def mark_counters_applied(batch_id: str) -> None:
+    with db.connection() as conn:
+        conn.execute(
+            "UPDATE ingest_batches SET counters_applied_at = now() WHERE batch_id = %s",
+            (batch_id,),
+        )
+
+
+def record_failed_batch(batch: Any, error: str) -> None:
+    """A batch whose retries ran out: keep it whole, so it can be replayed (nothing is lost)."""
+    batch_id = batch.get("batch_id") if isinstance(batch, dict) else None
+    with db.connection() as conn:
+        conn.execute(
+            "INSERT INTO failed_batches (batch_id, payload, error) VALUES (%s, %s, %s)",
+            (batch_id, Jsonb(_json_safe(batch)), error),
+        )
+
+
+def stats() -> dict[str, Any]:
+    """Ingest totals since the start: accepted, duplicates, rejected by reason."""
+    with db.connection() as conn:
+        accepted, duplicates = conn.execute(
+            "SELECT coalesce(sum(accepted), 0), coalesce(sum(duplicates), 0) FROM ingest_batches"
+        ).fetchone() or (0, 0)
+        rejected = dict(
+            conn.execute("SELECT reason, count(*) FROM rejected_events GROUP BY reason").fetchall()
+        )
+    return {"accepted": int(accepted), "duplicates": int(duplicates), "rejected": rejected}
+
+
+def dumps(outcome: IngestOutcome) -> str:
+    return json.dumps(
+        {
+            "batch_id": outcome.batch_id,
+            "accepted": outcome.accepted,
+            "duplicates": outcome.duplicates,
+            "rejected": outcome.rejected,
+        }
+    )

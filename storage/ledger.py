@@ -1,0 +1,118 @@
+"""The usage-event ledger: durable, deduplicated, partitioned by month.
+
+`event_ids` holds one row per customer × event id over the accepted window, so a resend is
+caught even when its timestamp differs; `usage_events` holds the events themselves, partitioned
+by the month of their timestamp. Both are written by one statement per batch: the array
+parameters are unnested server-side (one round trip, no per-event statements).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from pricing.events import UsageEvent
+from storage import db
+
+_INSERT = """
+WITH input AS (
+    SELECT * FROM unnest(
+        %(customer_id)s::text[], %(event_id)s::text[], %(metric)s::text[],
+        %(quantity)s::numeric[], %(ts)s::timestamptz[], %(properties)s::jsonb[]
+    ) AS t(customer_id, event_id, metric, quantity, timestamp, properties)
+), fresh AS (
+    INSERT INTO event_ids (customer_id, event_id, timestamp)
+    SELECT customer_id, event_id, timestamp FROM input
+    ON CONFLICT DO NOTHING
+    RETURNING customer_id, event_id
+)
+INSERT INTO usage_events (customer_id, event_id, metric, quantity, timestamp, properties, batch_id)
+SELECT i.customer_id, i.event_id, i.metric, i.quantity, i.timestamp, i.properties, %(batch_id)s
+FROM input i JOIN fresh f USING (customer_id, event_id)
+RETURNING customer_id, event_id
+"""
+
+_known_months: set[tuple[int, int]] = set()
+_months_lock = threading.Lock()
+db.register_cache(_known_months.clear)
+
+
+def _month(ts: datetime) -> tuple[int, int]:
+    utc = ts.astimezone(UTC)
+    return utc.year, utc.month
+
+
+def ensure_months(events: Sequence[UsageEvent]) -> None:
+    """Create the monthly partitions these events need, once per process, outside the batch's
+    transaction (partition DDL locks the parent table)."""
+    needed = {_month(e.timestamp) for e in events} - _known_months
+    if not needed:
+        return
+    with _months_lock:
+        needed -= _known_months
+        if not needed:
+            return
+        with db.connection() as conn:
+            for year, month in sorted(needed):
+                start = datetime(year, month, 1, tzinfo=UTC)
+                db.ensure_ledger_partitions(conn, start, start)
+        _known_months.update(needed)
+
+
+def insert_events(
+    conn: psycopg.Connection[Any], batch_id: str, events: Sequence[UsageEvent]
+) -> set[tuple[str, str]]:
+    """Insert events not seen before; return the (customer_id, event_id) pairs inserted.
+
+    `events` must not repeat a (customer_id, event_id) pair: the caller drops in-batch repeats.
+    """
+    if not events:
+        return set()
+    params = {
+        "customer_id": [e.customer_id for e in events],
+        "event_id": [e.event_id for e in events],
+        "metric": [e.metric for e in events],
+        "quantity": [e.quantity for e in events],
+        "ts": [e.timestamp for e in events],
+        "properties": [Jsonb(e.properties) for e in events],
+        "batch_id": batch_id,
+    }
+    rows = conn.execute(_INSERT, params).fetchall()
+    return {(row[0], row[1]) for row in rows}
+
+
+def count_events(customer_id: str, start: datetime, end: datetime) -> int:
+    with db.connection() as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM usage_events WHERE customer_id = %s"
+            " AND timestamp >= %s AND timestamp < %s",
+            (customer_id, start, end),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def events_between(customer_id: str, start: datetime, end: datetime) -> list[UsageEvent]:
+    """The customer's events in [start, end), in time order (for offline re-rating and checks)."""
+    with db.connection() as conn:
+        rows = conn.execute(
+            "SELECT event_id, customer_id, metric, quantity, timestamp, properties"
+            " FROM usage_events WHERE customer_id = %s AND timestamp >= %s AND timestamp < %s"
+            " ORDER BY timestamp, event_id",
+            (customer_id, start, end),
+        ).fetchall()
+    return [
+        UsageEvent(
+            event_id=r[0],
+            customer_id=r[1],
+            metric=r[2],
+            quantity=r[3],
+            timestamp=r[4],
+            properties=r[5] or {},
+        )
+        for r in rows
+    ]

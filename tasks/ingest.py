@@ -1,0 +1,58 @@
+"""The ingest actor: one batch of usage events into the ledger, the rollups and the counters.
+
+Thin on purpose: decode the batch, let `storage.ingest` write it exactly once, apply the
+counter deltas (idempotent), then let the alert check look at the customers that changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import Any
+
+import dramatiq
+
+from storage.counters import apply_deltas
+from storage.ingest import ingest_batch, mark_counters_applied, record_failed_batch
+from tasks.broker import INGEST_ACTOR, INGEST_QUEUE, get_broker
+
+log = logging.getLogger("meterline.ingest")
+get_broker()
+
+
+def batch_identity(batch: dict[str, Any]) -> str:
+    """The batch's id; a producer that sent none gets one derived from the content, so a
+    redelivery of the same message still has the same id."""
+    batch_id = batch.get("batch_id")
+    if isinstance(batch_id, str) and batch_id:
+        return batch_id
+    digest = hashlib.sha256(json.dumps(batch, sort_keys=True, default=str).encode()).hexdigest()
+    return f"sha256:{digest}"
+
+
+@dramatiq.actor(
+    actor_name=INGEST_ACTOR,
+    queue_name=INGEST_QUEUE,
+    max_retries=20,
+    min_backoff=500,
+    max_backoff=300_000,
+    time_limit=120_000,
+    on_retry_exhausted="ingest_failed",
+)
+def ingest_events(batch: Any) -> None:
+    if not isinstance(batch, dict) or not isinstance(batch.get("events"), list):
+        record_failed_batch(batch, "malformed batch: expected {batch_id, events: [...]}")
+        return
+    outcome = ingest_batch(batch_identity(batch), batch["events"])
+    apply_deltas(outcome.deltas)
+    mark_counters_applied(outcome.batch_id)
+    if outcome.rejected:
+        log.info("batch %s: rejected %s", outcome.batch_id, outcome.rejected)
+
+
+@dramatiq.actor(actor_name="ingest_failed", queue_name=INGEST_QUEUE, max_retries=100)
+def ingest_failed(message_data: dict[str, Any], retry_info: dict[str, Any]) -> None:
+    """Called when a batch ran out of retries: keep it whole, with its last error."""
+    args = message_data.get("args") or [None]
+    record_failed_batch(args[0], str(retry_info.get("last_error") or "retries exhausted"))

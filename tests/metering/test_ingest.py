@@ -1,0 +1,163 @@
+"""Ingest: every accepted event counted exactly once in ledger, rollups and counters."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from storage import ingest, ledger
+from storage.counters import segment_key
+from tasks.ingest import ingest_events
+from tests.metering.helpers import assert_consistent, batch, event, setup_customer
+
+
+@pytest.fixture(autouse=True)
+def customer(clean_state: None) -> None:
+    setup_customer()
+
+
+def test_batch_lands_in_ledger_rollups_and_counters() -> None:
+    events = [event(quantity=3) for _ in range(10)]
+    events += [event("storage", quantity=q) for q in (4, 9, 2)]
+    events += [event("login", properties={"user_id": u}) for u in ("a", "b", "a", "c")]
+    events += [event("payments", properties={"amount": a}) for a in ("50", "80", "200.5")]
+    ingest_events(batch(events))
+    quantities = assert_consistent()
+    assert quantities["api_calls"] == 30
+    assert quantities["requests"] == 10
+    assert quantities["peak_gb"] == 9
+    assert quantities["disk"] == 2
+    assert quantities["seats"] == 3
+    assert quantities["payments"] == Decimal("330.5")
+    assert ingest.stats()["accepted"] == len(events)
+
+
+@pytest.mark.parametrize("deliveries", [2, 3, 5])
+def test_duplicate_delivery_of_the_same_batch_counts_once(deliveries: int) -> None:
+    message = batch([event(quantity=7) for _ in range(20)])
+    for _ in range(deliveries):
+        ingest_events(message)
+    assert assert_consistent()["api_calls"] == 140
+    stats = ingest.stats()
+    assert stats["accepted"] == 20 and stats["duplicates"] == 0
+
+
+def test_the_same_event_in_two_batches_is_a_duplicate_not_an_error() -> None:
+    shared = event(quantity=5, event_id="dup-1")
+    ingest_events(batch([shared, event(quantity=1)]))
+    ingest_events(batch([shared, event(quantity=2)]))
+    assert assert_consistent()["api_calls"] == 8
+    assert ingest.stats()["duplicates"] == 1
+
+
+def test_a_resend_with_another_timestamp_is_still_a_duplicate() -> None:
+    first = event(quantity=5, event_id="same-id")
+    later = dict(first, timestamp=(datetime.now(UTC) - timedelta(days=3)).isoformat())
+    ingest_events(batch([first]))
+    ingest_events(batch([later]))
+    assert assert_consistent()["api_calls"] == 5
+
+
+def test_a_repeat_inside_one_batch_counts_once() -> None:
+    one = event(quantity=4, event_id="twice")
+    ingest_events(batch([one, one, event(quantity=1)]))
+    assert assert_consistent()["api_calls"] == 5
+    assert ingest.stats()["duplicates"] == 1
+
+
+def test_counters_missed_after_commit_converge_on_redelivery() -> None:
+    """The worker dies after the PostgreSQL commit, before the Redis write."""
+    message = batch([event(quantity=2) for _ in range(5)])
+    ingest.ingest_batch(message["batch_id"], message["events"])  # committed, counters not applied
+    ingest_events(batch([event(quantity=1)]))  # a later batch leaves a version gap in Redis
+    ingest_events(message)  # redelivery: applies the stored deltas, fills the gap
+    assert assert_consistent()["api_calls"] == 11
+
+
+def test_a_gap_never_filled_is_repaired_from_the_rollups_on_read() -> None:
+    message = batch([event(quantity=2) for _ in range(5)])
+    ingest.ingest_batch(message["batch_id"], message["events"])
+    ingest_events(batch([event(quantity=1)]))
+    assert assert_consistent()["api_calls"] == 11
+
+
+def test_redis_flushed_mid_stream(redis) -> None:  # type: ignore[no-untyped-def]
+    ingest_events(batch([event(quantity=1) for _ in range(10)]))
+    assert_consistent()
+    redis.flushdb()
+    ingest_events(batch([event(quantity=1) for _ in range(10)]))
+    ingest_events(batch([event("login", properties={"user_id": "z"})]))
+    assert assert_consistent()["api_calls"] == 20
+    redis.flushdb()
+    assert assert_consistent()["seats"] == 1
+
+
+def test_counter_hash_carries_the_customer_hash_tag() -> None:
+    assert segment_key("cus_1", datetime(2026, 11, 1, tzinfo=UTC)).startswith("ml:{cus_1}:")
+
+
+def test_rejected_events_are_recorded_with_their_reason(db) -> None:  # type: ignore[no-untyped-def]
+    now = datetime.now(UTC)
+    bad = [
+        event(customer_id="nobody"),
+        event("no_such_metric"),
+        {**event(), "quantity": math.nan},
+        {**event(), "quantity": "Infinity"},
+        {**event(), "quantity": "1e40"},
+        {**event(), "quantity": "0.0000001"},
+        event(quantity=-1),
+        event(at=now - timedelta(days=40)),
+        event(at=now + timedelta(hours=1)),
+        event("login", properties={"x": "y"}),
+        event(properties={f"k{i}": i for i in range(60)}),
+        event(properties={"big": "x" * 5000}),
+        {**event(), "timestamp": "2026-11-27T10:00:00"},
+        {"customer_id": "cus_1"},
+        "not an event",
+    ]
+    ingest_events(batch([*bad, event(quantity=5)]))
+    reasons = [
+        r[0] for r in db.execute("SELECT reason FROM rejected_events ORDER BY id").fetchall()
+    ]
+    assert len(reasons) == len(bad)
+    assert reasons.count("unknown_customer") == 1
+    assert reasons.count("unknown_metric") == 1
+    assert reasons.count("negative_quantity") == 1
+    assert reasons.count("timestamp_out_of_window") == 2
+    assert reasons.count("invalid_value") == 1
+    assert reasons.count("invalid_event") == 9
+    details = [r[0] for r in db.execute("SELECT detail FROM rejected_events").fetchall()]
+    assert any(d.startswith("quantity") for d in details)
+    assert any("properties" in d for d in details)
+    assert any(d.startswith("timestamp") for d in details)
+    assert assert_consistent()["api_calls"] == 5
+    assert sum(ingest.stats()["rejected"].values()) == len(bad)
+
+
+def test_a_malformed_batch_is_kept_whole(db) -> None:  # type: ignore[no-untyped-def]
+    ingest_events({"no": "events"})
+    (payload,) = db.execute("SELECT payload FROM failed_batches").fetchone()
+    assert payload == {"no": "events"}
+
+
+def test_usage_in_an_earlier_month_goes_to_its_own_segment() -> None:
+    now = datetime.now(UTC)
+    earlier = now - timedelta(days=33)
+    ingest_events(batch([event(quantity=4, at=earlier), event(quantity=6)]))
+    assert assert_consistent()["api_calls"] == 6
+    assert assert_consistent(at=earlier)["api_calls"] == 4
+    assert ledger.count_events("cus_1", earlier - timedelta(days=1), now + timedelta(days=1)) == 2
+
+
+def test_a_gap_in_hydrated_counters_is_never_read_as_current() -> None:
+    ingest_events(batch([event(quantity=1)]))
+    assert_consistent()  # counters hydrated at version 1
+    lost = batch([event(quantity=10)])
+    ingest.ingest_batch(lost["batch_id"], lost["events"])  # version 2: Redis write lost
+    ingest_events(batch([event(quantity=100)]))  # version 3 waits behind the gap
+    assert assert_consistent()["api_calls"] == 111
+    ingest_events(lost)  # the redelivery changes nothing more
+    assert assert_consistent()["api_calls"] == 111

@@ -1,0 +1,24 @@
+"""The module `dramatiq` loads in every worker process: broker, middleware, actors.
+
+`meter worker` runs `dramatiq workers.app`. Retries with backoff and time limits are set per
+actor (see `tasks/`); errors go to Sentry when `SENTRY_DSN` is set.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from storage.settings import get_settings
+from tasks.broker import get_broker
+
+broker = get_broker()
+
+if get_settings().SENTRY_DSN:
+    import sentry_sdk
+    from sentry_sdk.integrations.dramatiq import DramatiqIntegration
+
+    sentry_sdk.init(dsn=get_settings().SENTRY_DSN, integrations=[DramatiqIntegration()])
+
+logging.getLogger("meterline").setLevel(logging.INFO)
+
+import tasks.ingest  # noqa: E402,F401  (declares the actors on the broker above)
