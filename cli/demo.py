@@ -1,15 +1,26 @@
-"""`meter demo`: the system end to end on the embedded servers (or the configured ones)."""
+"""`meter demo`: the system end to end on the embedded servers (or the configured ones).
+
+Everything goes through the production paths: plans from files, `record_usage` into Dramatiq
+messages, the ingest actor run by a Dramatiq worker (in this process, so one command is enough),
+live usage read from the Redis counters.
+"""
 
 from __future__ import annotations
 
-from decimal import Decimal
+import random
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
 from cli.output import console
-from cli.quote import print_quote
+from cli.usage import print_usage
 
 EXAMPLE_PLANS = Path(__file__).resolve().parent.parent / "examples" / "plans"
 
+# id, plan, timezone, anniversary day
 DEMO_CUSTOMERS = [
     ("acme", "api", "UTC", None),
     ("globex", "growth", "America/New_York", None),
@@ -18,40 +29,111 @@ DEMO_CUSTOMERS = [
 ]
 
 
-def demo() -> None:
-    """Plans, customers and prices on the embedded PostgreSQL and Redis."""
-    from pricing.charges.base import MetricUsage
+def demo(
+    events: int = typer.Option(50_000, "--events", help="Size of the usage burst."),
+) -> None:
+    """Plans, customers, a burst of usage, live usage and estimated bills."""
+    import dramatiq
+
+    import tasks.ingest  # noqa: F401  (declares the ingest actor on the broker)
     from pricing.plans import load_plan
-    from pricing.rating import rate
     from storage.customers import create_customer, get_customer
     from storage.errors import NotFound
-    from storage.plans import apply_plan, get_plan
+    from storage.ingest import stats
+    from storage.live_usage import current_usage
+    from storage.plans import apply_plan
+    from tasks import configure_recorder
+    from tasks.broker import INGEST_QUEUE, get_broker
 
     console.rule("[bold]Meterline demo")
-    console.print("1. Plans are files: validating and storing examples/plans/*.yaml")
+    console.print("[bold]1. Plans are files[/bold]: validating and storing examples/plans/*.yaml")
     for path in sorted(EXAMPLE_PLANS.glob("*.yaml")):
         version, created = apply_plan(load_plan(path.read_text()))
         state = "new version" if created else "unchanged"
-        console.print(f"   {path.name:<16} -> version {version} ({state})")
+        console.print(f"   {path.name:<14} -> plan version {version} ({state})")
 
-    console.print("2. Customers, each in its own time zone")
+    console.print("[bold]2. Customers[/bold], each billed in its own time zone")
+    started = datetime.now(UTC) - timedelta(days=40)
     for customer_id, plan_code, timezone, anchor in DEMO_CUSTOMERS:
         try:
             get_customer(customer_id)
             console.print(f"   {customer_id:<8} exists")
         except NotFound:
-            create_customer(customer_id, plan_code, timezone=timezone, anchor_day=anchor)
+            create_customer(
+                customer_id, plan_code, timezone=timezone, anchor_day=anchor, starts_at=started
+            )
             console.print(f"   {customer_id:<8} created on {plan_code} ({timezone})")
 
-    console.print("3. What 150,000 API calls cost under the API plan (the original problem)")
-    plan, _ = get_plan("api")
-    quote = rate(
-        plan,
-        {
-            "api_calls": MetricUsage(quantity=Decimal(150000), events=None),
-            "storage_gb": MetricUsage(quantity=Decimal(42), events=None),
-            "bandwidth_gb": MetricUsage(quantity=Decimal("130.5"), events=None),
-        },
-    )
-    print_quote(quote.to_json())
+    console.print(f"[bold]3. A burst of {events:,} usage events[/bold] through record_usage()")
+    broker = get_broker()
+    worker = dramatiq.Worker(broker, queues={INGEST_QUEUE}, worker_threads=2)
+    worker.start()
+    recorder = configure_recorder()
+    try:
+        before = stats()["accepted"]
+        _burst(events)
+        _wait_for_ingest(before, events)
+    finally:
+        recorder.flush()
+        worker.stop()
+
+    console.print("[bold]4. Live usage and estimated bills[/bold] (Redis counters, no SQL)")
+    for customer_id, *_ in DEMO_CUSTOMERS:
+        started_at = time.perf_counter()
+        document = current_usage(customer_id).to_json()
+        elapsed_ms = (time.perf_counter() - started_at) * 1000
+        print_usage(document)
+        console.print(f"   [dim]read in {elapsed_ms:.2f} ms[/dim]")
     console.rule("done")
+
+
+def _burst(count: int) -> None:
+    from tasks import record_usage
+
+    rng = random.Random(42)
+    users = [f"user{i}" for i in range(40)]
+    shapes = [
+        ("acme", "api_calls", lambda: 1, None),
+        ("acme", "bandwidth_gb", lambda: round(rng.uniform(0.01, 0.5), 3), None),
+        ("acme", "storage_gb", lambda: rng.randint(1, 60), None),
+        ("globex", "api_calls", lambda: 1, lambda: {"region": rng.choice(["eu", "us", "uk"])}),
+        ("globex", "requests", lambda: 1, None),
+        ("initech", "logins", lambda: 1, lambda: {"user_id": rng.choice(users)}),
+        ("hooli", "payments", lambda: 1, lambda: {"amount": f"{rng.uniform(5, 400):.2f}"}),
+    ]
+    weights = [60, 3, 1, 25, 8, 2, 1]
+    with Progress(
+        TextColumn("   recording"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("record", total=count)
+        for i in range(count):
+            customer, metric, quantity, props = rng.choices(shapes, weights)[0]
+            record_usage(customer, metric, quantity(), properties=props() if props else None)
+            if i % 2000 == 0:
+                progress.update(task, completed=i)
+        progress.update(task, completed=count)
+
+
+def _wait_for_ingest(before: int, count: int) -> None:
+    from storage.ingest import stats as ingest_stats
+
+    with Progress(
+        TextColumn("   ingesting"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("ingest", total=count)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            done = ingest_stats()["accepted"] - before
+            progress.update(task, completed=done)
+            if done >= count:
+                return
+            time.sleep(0.2)
+    console.print("[yellow]   ingest did not finish within 5 minutes[/yellow]")

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from cli import customers, db, demo, plans, quote
+from cli import customers, db, demo, events, plans, quote, stats, usage, worker
 from cli.output import CliError, err_console
 
 app = typer.Typer(
@@ -20,6 +20,13 @@ app.command("demo")(demo.demo)
 app.add_typer(plans.app, name="plans")
 app.add_typer(customers.app, name="customers")
 app.add_typer(db.app, name="db")
+app.add_typer(events.app, name="events")
+app.command("usage")(usage.usage)
+app.command("worker")(worker.worker)
+
+ops_app = typer.Typer(help="Operations: ingest stats, failed jobs.", no_args_is_help=True)
+ops_app.command("stats")(stats.stats)
+app.add_typer(ops_app, name="ops")
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

@@ -28,6 +28,7 @@ from typing import Any
 
 from pricing.aggregations import MetricState
 from pricing.metering import SegmentState
+from storage import rollups
 from storage.redis_client import get_redis
 
 RETENTION = 40 * 86400  # counters outlive their segment by the late-event window
@@ -159,10 +160,10 @@ def apply_deltas(deltas: Sequence[CounterDelta]) -> None:
     redis = get_redis()
     stage = redis.register_script(_STAGE)
     pipe = redis.pipeline(transaction=False)
-    keys: dict[str, datetime] = {}
+    keys: dict[str, CounterDelta] = {}
     for delta in deltas:
         key = segment_key(delta.customer_id, delta.start)
-        keys[key] = delta.end
+        keys[key] = delta
         payload = json.dumps({"at": time.time(), "state": delta.state.to_json()})
         stage(keys=[key], args=[delta.version, payload, _expire_at(delta.end)], client=pipe)
         for metric, values in delta.uniques.items():
@@ -171,17 +172,26 @@ def apply_deltas(deltas: Sequence[CounterDelta]) -> None:
                 pipe.sadd(ukey, *values)
                 pipe.expireat(ukey, _expire_at(delta.end))
     pipe.execute()
-    settle(keys)
+    for key in settle(keys):
+        # Redis lost this segment (restart, flush): rebuild it now rather than let staged
+        # deltas pile up until the next read.
+        delta = keys[key]
+        snap = rollups.snapshot(delta.customer_id, delta.start)
+        load_segment(
+            delta.customer_id, delta.start, delta.end, snap.version, snap.state, snap.uniques
+        )
 
 
-def settle(keys: Iterable[str]) -> None:
-    """Fold staged deltas into each hash in version order (compare-and-set, retried)."""
+def settle(keys: Iterable[str]) -> list[str]:
+    """Fold staged deltas into each hash in version order (compare-and-set, retried).
+    Returns the keys that cannot be folded because Redis has no base state for them."""
     redis = get_redis()
     cas = redis.register_script(_CAS)
     todo = list(dict.fromkeys(keys))
+    unhydrated: list[str] = []
     for _ in range(50):
         if not todo:
-            return
+            return unhydrated
         pipe = redis.pipeline(transaction=False)
         for key in todo:
             pipe.hgetall(key)
@@ -189,7 +199,11 @@ def settle(keys: Iterable[str]) -> None:
         pipe = redis.pipeline(transaction=False)
         attempted = []
         for key, raw in zip(todo, hashes, strict=True):
-            plan = _fold(_decode(raw))
+            fields = _decode(raw)
+            if "_v" not in fields and "pend:1" not in fields:
+                unhydrated.append(key)
+                continue
+            plan = _fold(fields)
             if plan is None:
                 continue
             expected, new_version, fields, delete = plan
@@ -211,9 +225,8 @@ def _decode(raw: dict[bytes, bytes]) -> dict[str, str]:
 
 def _fold(fields: dict[str, str]) -> tuple[str, int, dict[str, str], list[str]] | None:
     """The compare-and-set that folds contiguous pending deltas, or None if nothing to do."""
-    if "_v" not in fields:
-        return None  # not hydrated: the next read rebuilds it from PostgreSQL
-    current = int(fields["_v"])
+    # Version 1 is the segment's first batch: its base is the empty state at version 0.
+    current = int(fields.get("_v", 0))
     pending = {int(k[5:]): k for k in fields if k.startswith("pend:")}
     stale = [name for version, name in pending.items() if version <= current]
     version = current
@@ -229,7 +242,7 @@ def _fold(fields: dict[str, str]) -> tuple[str, int, dict[str, str], list[str]] 
         return None
     new_fields = {k: v for k, v in state_to_fields(state).items() if k in changed}
     folded = [pending[v] for v in range(current + 1, version + 1)]
-    return str(current), version, new_fields, stale + folded
+    return fields.get("_v", ""), version, new_fields, stale + folded
 
 
 def read_segment(

@@ -31,7 +31,14 @@ def make_broker(url: str | None = None) -> dramatiq.Broker:
     """A new broker for `url` (default: the configured one), chosen by the URL's scheme."""
     url = url or broker_url()
     if url.startswith(_REDIS_SCHEMES):
-        return RedisBroker(url=url)
+        from storage.settings import get_settings
+
+        settings = get_settings()
+        return RedisBroker(
+            url=url,
+            heartbeat_timeout=settings.METER_BROKER_HEARTBEAT_TIMEOUT_MS,
+            maintenance_chance=settings.METER_BROKER_MAINTENANCE_CHANCE,
+        )
     if url.startswith(_AMQP_SCHEMES):
         try:  # pika is only installed where RabbitMQ is used
             from dramatiq.brokers.rabbitmq import RabbitmqBroker

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from pricing.metering import segment_usage
 from pricing.plans import load_plan
 from pricing.rating import usage_from_events
 from storage import counters, ledger, rollups
@@ -88,9 +89,13 @@ def batch(events: list[dict[str, Any]], batch_id: str | None = None) -> dict[str
     return {"batch_id": batch_id or f"b{next(_ids)}", "events": events}
 
 
-def assert_consistent(customer_id: str = "cus_1", at: datetime | None = None) -> dict[str, Decimal]:
-    """Ledger = rollups = counters = offline pricing, for the customer's current segment.
-    Returns the per-metric quantities."""
+def assert_consistent(
+    customer_id: str = "cus_1", at: datetime | None = None, *, require_live: bool = True
+) -> dict[str, Decimal]:
+    """Ledger = rollups = counters = offline pricing, for the customer's segment at `at`.
+
+    The counters in Redis are compared as they are, before any rebuild; `require_live` says
+    they must be there (not left for the next read to rebuild). Returns the quantities."""
     at = at or datetime.now(UTC)
     context = catalog.customers({customer_id})[customer_id]
     segment = catalog.segment(context, at)
@@ -110,9 +115,13 @@ def assert_consistent(customer_id: str = "cus_1", at: datetime | None = None) ->
 
     unique_metrics = [k for k, m in plan.metrics.items() if m.aggregation == "unique_count"]
     live = counters.read_segment(customer_id, segment.start, unique_metrics)
-    report = current_usage(customer_id, at)
+    assert live is not None or not require_live, "counters missing or gapped in Redis"
     if live is not None:  # the counters in Redis themselves, before any rebuild
         assert live.version == snap.version
+        usage, _ = segment_usage(plan, live.state, live.unique_counts, segment)
+        for key in plan.metrics:
+            assert usage[key].quantity == offline[key].quantity, f"redis {key}"
+    report = current_usage(customer_id, at)
     for key in plan.metrics:
         assert report.metrics[key].used == offline[key].quantity, f"counter {key}"
     from pricing.rating import rate

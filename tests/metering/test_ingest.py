@@ -81,7 +81,7 @@ def test_a_gap_never_filled_is_repaired_from_the_rollups_on_read() -> None:
     message = batch([event(quantity=2) for _ in range(5)])
     ingest.ingest_batch(message["batch_id"], message["events"])
     ingest_events(batch([event(quantity=1)]))
-    assert assert_consistent()["api_calls"] == 11
+    assert assert_consistent(require_live=False)["api_calls"] == 11
 
 
 def test_redis_flushed_mid_stream(redis) -> None:  # type: ignore[no-untyped-def]
@@ -92,6 +92,7 @@ def test_redis_flushed_mid_stream(redis) -> None:  # type: ignore[no-untyped-def
     ingest_events(batch([event("login", properties={"user_id": "z"})]))
     assert assert_consistent()["api_calls"] == 20
     redis.flushdb()
+    assert assert_consistent(require_live=False)["seats"] == 1  # the read rebuilds them
     assert assert_consistent()["seats"] == 1
 
 
@@ -158,6 +159,6 @@ def test_a_gap_in_hydrated_counters_is_never_read_as_current() -> None:
     lost = batch([event(quantity=10)])
     ingest.ingest_batch(lost["batch_id"], lost["events"])  # version 2: Redis write lost
     ingest_events(batch([event(quantity=100)]))  # version 3 waits behind the gap
-    assert assert_consistent()["api_calls"] == 111
+    assert assert_consistent(require_live=False)["api_calls"] == 111
     ingest_events(lost)  # the redelivery changes nothing more
     assert assert_consistent()["api_calls"] == 111

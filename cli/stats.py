@@ -1,0 +1,24 @@
+"""`meter ops stats`: what ingest has done since the start, and what waits in the queues."""
+
+from __future__ import annotations
+
+import typer
+
+from cli.output import console, print_json, print_table
+
+
+def stats(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Events accepted, duplicates, rejected by reason; queue depths; oldest message age."""
+    from storage.ingest import stats as ingest_stats
+    from tasks.queues import queue_stats
+
+    document = {"events": ingest_stats(), **queue_stats()}
+    if as_json:
+        print_json(document)
+        return
+    events = document["events"]
+    rows = [("accepted", events["accepted"]), ("duplicates", events["duplicates"])]
+    rows += [(f"rejected: {reason}", n) for reason, n in sorted(events["rejected"].items())]
+    print_table("Ingest since start", ["", "events"], rows)
+    print_table("Queues", ["queue", "messages"], list(document["queues"].items()))
+    console.print(f"oldest waiting message: {document['oldest_message_age_s']} s")

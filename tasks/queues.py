@@ -1,0 +1,51 @@
+"""Queue depths and the age of the oldest waiting message, for `meter ops stats`.
+
+Dramatiq has no broker-neutral API for this: the Redis broker keeps each queue as a list of
+message ids plus a hash of messages (`dramatiq:<queue>.msgs`, which also holds messages being
+processed), delayed ones in `<queue>.DQ` and dead ones in `<queue>.XQ`; RabbitMQ reports counts.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+
+from tasks.broker import BILLING_QUEUE, INGEST_QUEUE, get_broker
+
+QUEUES = (INGEST_QUEUE, BILLING_QUEUE)
+
+
+def _redis_stats(broker: RedisBroker) -> dict[str, Any]:
+    client = broker.client
+    ns = broker.namespace
+    depths: dict[str, int] = {}
+    dead = 0
+    oldest_ms: int | None = None
+    for queue in QUEUES:
+        depths[queue] = int(client.hlen(f"{ns}:{queue}.msgs")) + int(
+            client.hlen(f"{ns}:{queue}.DQ.msgs")
+        )
+        dead += int(client.zcard(f"{ns}:{queue}.XQ"))
+        first = client.lindex(f"{ns}:{queue}", 0)
+        if first is not None:
+            raw = client.hget(f"{ns}:{queue}.msgs", first)
+            if raw is not None:
+                stamp = int(json.loads(raw)["message_timestamp"])
+                oldest_ms = stamp if oldest_ms is None else min(oldest_ms, stamp)
+    age = 0.0 if oldest_ms is None else max(time.time() - oldest_ms / 1000, 0.0)
+    return {"queues": {**depths, "dead": dead}, "oldest_message_age_s": round(age, 3)}
+
+
+def queue_stats(broker: dramatiq.Broker | None = None) -> dict[str, Any]:
+    """{"queues": {"ingest": n, "billing": n, "dead": n}, "oldest_message_age_s": s}."""
+    broker = broker or get_broker()
+    if isinstance(broker, RedisBroker):
+        return _redis_stats(broker)
+    triples = {q: broker.get_queue_message_counts(q) for q in QUEUES}  # type: ignore[attr-defined]
+    depths = {q: ready + delayed for q, (ready, delayed, _dead) in triples.items()}
+    dead = sum(t[2] for t in triples.values())
+    return {"queues": {**depths, "dead": dead}, "oldest_message_age_s": None}
