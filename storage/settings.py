@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -27,6 +27,13 @@ class Settings(BaseSettings):
     METER_ACCEPT_FUTURE_SECONDS: int = Field(default=300, ge=0)
     METER_INVOICE_GRACE_SECONDS: int = Field(default=3600, ge=0)
     METER_POOL_MAX: int = Field(default=10, ge=1)
+    # Where pending notifications (outbox rows) are POSTed, and the key that signs them.
+    METER_WEBHOOK_URL: str | None = None
+    METER_WEBHOOK_SECRET: SecretStr | None = None
+    # Redis broker: how long a silent worker keeps its messages before they are requeued, and
+    # how many commands in a million run that maintenance (fault tests shorten both).
+    METER_BROKER_HEARTBEAT_TIMEOUT_MS: int = Field(default=60_000, ge=100)
+    METER_BROKER_MAINTENANCE_CHANCE: int = Field(default=1000, ge=0, le=1_000_000)
 
     @property
     def data_dir(self) -> Path:
