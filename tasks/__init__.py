@@ -4,6 +4,10 @@ Importing `tasks` does not start any server or declare any actor: recording need
 broker, which is created on the first flush.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from tasks.recorder import (
     BufferFull,
     UsageRecorder,
@@ -13,9 +17,22 @@ from tasks.recorder import (
     record_usage,
 )
 
+if TYPE_CHECKING:
+    from tasks.limits import LimitCheck
+
+
+def check_limit(customer_id: str, metric: str) -> LimitCheck:
+    """Usage of a metric this period against its included units (see `tasks.limits`).
+    Imported on first use: recording alone needs no database."""
+    from tasks.limits import check_limit as check
+
+    return check(customer_id, metric)
+
+
 __all__ = [
     "BufferFull",
     "UsageRecorder",
+    "check_limit",
     "configure_recorder",
     "default_recorder",
     "flush_usage",

@@ -162,3 +162,15 @@ def test_a_gap_in_hydrated_counters_is_never_read_as_current() -> None:
     assert assert_consistent(require_live=False)["api_calls"] == 111
     ingest_events(lost)  # the redelivery changes nothing more
     assert assert_consistent()["api_calls"] == 111
+
+
+def test_check_limit_reads_the_live_counters() -> None:
+    from tasks import check_limit
+
+    ingest_events(batch([event("storage", quantity=3)]))
+    limit = check_limit("cus_1", "peak_gb")
+    assert (limit.used, limit.included, limit.remaining, limit.exceeded) == (3, 5, 2, False)
+    ingest_events(batch([event("storage", quantity=8)]))
+    assert check_limit("cus_1", "peak_gb").exceeded
+    with pytest.raises(KeyError, match="metric"):
+        check_limit("cus_1", "nope")
