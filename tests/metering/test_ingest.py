@@ -174,3 +174,14 @@ def test_check_limit_reads_the_live_counters() -> None:
     assert check_limit("cus_1", "peak_gb").exceeded
     with pytest.raises(KeyError, match="metric"):
         check_limit("cus_1", "nope")
+
+
+def test_dedup_index_keeps_every_id_still_inside_the_accepted_window() -> None:
+    now = datetime.now(UTC)
+    old = event(quantity=1, at=now - timedelta(days=34), event_id="old")
+    ingest_events(batch([old, event(quantity=1, event_id="new")]))
+    assert ledger.prune_dedup_index(now) == 0  # 34 days old: still resendable, still known
+    ingest_events(batch([old]))
+    assert assert_consistent(at=now - timedelta(days=34))["api_calls"] == 1
+    assert ledger.prune_dedup_index(now + timedelta(days=36)) == 0  # received today: kept
+    assert ledger.prune_dedup_index(now + timedelta(days=37)) == 2  # out of any window
