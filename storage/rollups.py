@@ -31,16 +31,21 @@ RETURNING customer_id, period_start, version
 """
 
 _SELECT = """
-SELECT metric, event_count, total, maximum, latest_at, latest_event_id, latest_value,
-       weighted_v, weighted_vt, charge_state
-FROM usage_rollups WHERE customer_id = %s AND period_start = %s
+SELECT r.customer_id, r.period_start, r.metric, r.event_count, r.total, r.maximum, r.latest_at,
+       r.latest_event_id, r.latest_value, r.weighted_v, r.weighted_vt, r.charge_state
+FROM usage_rollups r
+JOIN unnest(%s::text[], %s::timestamptz[]) AS k(customer_id, period_start)
+  ON r.customer_id = k.customer_id AND r.period_start = k.period_start
 """
 
 _UPSERT = """
 INSERT INTO usage_rollups (customer_id, metric, period_start, period_end, event_count, total,
     maximum, latest_at, latest_event_id, latest_value, weighted_v, weighted_vt, charge_state,
     updated_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())
+SELECT *, now() FROM unnest(
+    %s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[], %s::bigint[], %s::numeric[],
+    %s::numeric[], %s::timestamptz[], %s::text[], %s::numeric[], %s::numeric[], %s::numeric[],
+    %s::jsonb[])
 ON CONFLICT (customer_id, metric, period_start) DO UPDATE SET
     event_count = excluded.event_count, total = excluded.total, maximum = excluded.maximum,
     latest_at = excluded.latest_at, latest_event_id = excluded.latest_event_id,
@@ -51,7 +56,8 @@ ON CONFLICT (customer_id, metric, period_start) DO UPDATE SET
 
 _UNIQUES = """
 INSERT INTO usage_rollup_uniques (customer_id, metric, period_start, value)
-SELECT %s, %s, %s, unnest(%s::text[]) ON CONFLICT DO NOTHING
+SELECT * FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::text[])
+ON CONFLICT DO NOTHING
 """
 
 _DAILY = """
@@ -64,95 +70,101 @@ ON CONFLICT (customer_id, metric, day) DO UPDATE SET
 
 
 def _state_from_row(row: Sequence[Any]) -> MetricState:
+    """A MetricState from the rollup columns (count, total, ..., weighted_vt)."""
     return MetricState.from_dict(
         {
-            "count": row[1],
-            "total": str(row[2]),
-            "maximum": None if row[3] is None else str(row[3]),
-            "latest_at": None if row[4] is None else row[4].isoformat(),
-            "latest_event_id": row[5],
-            "latest_value": None if row[6] is None else str(row[6]),
-            "weighted_v": str(row[7]),
-            "weighted_vt": str(row[8]),
+            "count": row[0],
+            "total": str(row[1]),
+            "maximum": None if row[2] is None else str(row[2]),
+            "latest_at": None if row[3] is None else row[3].isoformat(),
+            "latest_event_id": row[4],
+            "latest_value": None if row[5] is None else str(row[5]),
+            "weighted_v": str(row[6]),
+            "weighted_vt": str(row[7]),
         }
     )
 
 
-def _read_state(conn: psycopg.Connection[Any], customer_id: str, start: datetime) -> SegmentState:
-    state = SegmentState()
-    for row in conn.execute(_SELECT, (customer_id, start)):
-        state.metrics[row[0]] = _state_from_row(row)
-        for key, charge in (row[9] or {}).items():
-            state.charges[key] = state.charge_from_json(charge)
-    return state
+def _read_states(
+    conn: psycopg.Connection[Any], keys: Sequence[tuple[str, datetime]]
+) -> dict[tuple[str, datetime], SegmentState]:
+    """The stored state of each (customer, segment start), in one query."""
+    states: dict[tuple[str, datetime], SegmentState] = {key: SegmentState() for key in keys}
+    rows = conn.execute(_SELECT, ([k[0] for k in keys], [k[1] for k in keys])).fetchall()
+    for row in rows:
+        state = states[(row[0], row[1])]
+        state.metrics[row[2]] = _state_from_row(row[3:11])
+        for charge_key, charge in (row[11] or {}).items():
+            state.charges[charge_key] = state.charge_from_json(charge)
+    return states
 
 
 def apply(
     conn: psycopg.Connection[Any], deltas: Sequence[SegmentDelta]
 ) -> dict[tuple[str, datetime], int]:
-    """Merge the deltas into the rollups; return the new version of each segment touched."""
+    """Merge the deltas into the rollups; return the new version of each segment touched.
+
+    A constant number of statements per batch, whatever the number of customers in it.
+    """
     if not deltas:
         return {}
     ordered = sorted(deltas, key=lambda d: (d.customer_id, d.start))
+    keys = [(d.customer_id, d.start) for d in ordered]
     rows = conn.execute(
         _BUMP,
-        (
-            [d.customer_id for d in ordered],
-            [d.start for d in ordered],
-            [d.end for d in ordered],
-            [1] * len(ordered),
-        ),
+        ([k[0] for k in keys], [k[1] for k in keys], [d.end for d in ordered], [1] * len(keys)),
     ).fetchall()
     versions = {(r[0], r[1]): int(r[2]) for r in rows}
+    stored = _read_states(conn, keys)
+    upserts: list[tuple[Any, ...]] = []
+    uniques: list[tuple[str, str, datetime, str]] = []
     days: dict[tuple[str, str, date], tuple[int, Decimal]] = {}
-    with conn.cursor() as cur:
-        for delta in ordered:
-            merged = _read_state(conn, delta.customer_id, delta.start).merge(delta.state)
-            params = []
-            for metric, state in merged.metrics.items():
-                if metric not in delta.state.metrics:
-                    continue
-                data = state.to_dict()
-                charges = {
-                    k: merged.charge_json(*v)
-                    for k, v in merged.charges.items()
-                    if k.rsplit(":", 1)[0] == metric
-                }
-                params.append(
-                    (
-                        delta.customer_id,
-                        metric,
-                        delta.start,
-                        delta.end,
-                        data["count"],
-                        data["total"],
-                        data["maximum"],
-                        data["latest_at"],
-                        data["latest_event_id"],
-                        data["latest_value"],
-                        data["weighted_v"],
-                        data["weighted_vt"],
-                        Jsonb(charges) if charges else None,
-                    )
+    for delta, key in zip(ordered, keys, strict=True):
+        merged = stored[key].merge(delta.state)
+        for metric in sorted(delta.state.metrics):
+            data = merged.metrics[metric].to_dict()
+            charges = {
+                k: merged.charge_json(*v)
+                for k, v in merged.charges.items()
+                if k.rsplit(":", 1)[0] == metric
+            }
+            upserts.append(
+                (
+                    delta.customer_id,
+                    metric,
+                    delta.start,
+                    delta.end,
+                    data["count"],
+                    data["total"],
+                    data["maximum"],
+                    data["latest_at"],
+                    data["latest_event_id"],
+                    data["latest_value"],
+                    data["weighted_v"],
+                    data["weighted_vt"],
+                    Jsonb(charges) if charges else None,
                 )
-            cur.executemany(_UPSERT, params)
-            for metric, values in delta.uniques.items():
-                if values:
-                    cur.execute(_UNIQUES, (delta.customer_id, metric, delta.start, values))
-            for (metric, day), (count, total) in delta.days.items():
-                key = (delta.customer_id, metric, day)
-                old = days.get(key, (0, Decimal(0)))
-                days[key] = (old[0] + count, old[1] + total)
+            )
+        for metric, values in delta.uniques.items():
+            uniques.extend((delta.customer_id, metric, delta.start, v) for v in values)
+        for (metric, day), (count, total) in delta.days.items():
+            day_key = (delta.customer_id, metric, day)
+            old = days.get(day_key, (0, Decimal(0)))
+            days[day_key] = (old[0] + count, old[1] + total)
+    if upserts:
+        conn.execute(_UPSERT, [list(column) for column in zip(*upserts, strict=True)])
+    if uniques:
+        conn.execute(_UNIQUES, [list(column) for column in zip(*sorted(uniques), strict=True)])
     if days:
-        keys = sorted(days)
+        day_keys = sorted(days)
         conn.execute(
             _DAILY,
             (
-                [k[0] for k in keys],
-                [k[1] for k in keys],
-                [k[2] for k in keys],
-                [days[k][0] for k in keys],
-                [days[k][1] for k in keys],
+                [k[0] for k in day_keys],
+                [k[1] for k in day_keys],
+                [k[2] for k in day_keys],
+                [days[k][0] for k in day_keys],
+                [days[k][1] for k in day_keys],
             ),
         )
     return versions
@@ -173,7 +185,7 @@ def snapshot(customer_id: str, start: datetime) -> Snapshot:
             "SELECT version FROM usage_periods WHERE customer_id = %s AND period_start = %s",
             (customer_id, start),
         ).fetchone()
-        state = _read_state(conn, customer_id, start)
+        state = _read_states(conn, [(customer_id, start)])[(customer_id, start)]
         uniques: dict[str, list[str]] = {}
         for metric, value in conn.execute(
             "SELECT metric, value FROM usage_rollup_uniques"
