@@ -6,7 +6,19 @@ import sys
 
 import typer
 
-from cli import customers, db, demo, events, plans, quote, stats, usage, worker
+from cli import (
+    customers,
+    db,
+    demo,
+    events,
+    plans,
+    quote,
+    reconcile,
+    scheduler,
+    stats,
+    usage,
+    worker,
+)
 from cli.output import CliError, err_console
 
 app = typer.Typer(
@@ -23,9 +35,11 @@ app.add_typer(db.app, name="db")
 app.add_typer(events.app, name="events")
 app.command("usage")(usage.usage)
 app.command("worker")(worker.worker)
+app.command("scheduler")(scheduler.scheduler)
 
 ops_app = typer.Typer(help="Operations: ingest stats, failed jobs.", no_args_is_help=True)
 ops_app.command("stats")(stats.stats)
+ops_app.command("reconcile")(reconcile.reconcile)
 app.add_typer(ops_app, name="ops")
 
 

@@ -16,7 +16,7 @@ from dramatiq.brokers.redis import RedisBroker
 
 from tasks.broker import BILLING_QUEUE, INGEST_QUEUE, get_broker
 
-QUEUES = (INGEST_QUEUE, BILLING_QUEUE)
+QUEUES = (INGEST_QUEUE, BILLING_QUEUE, "notifications", "maintenance")
 
 
 def _redis_stats(broker: RedisBroker) -> dict[str, Any]:
