@@ -8,18 +8,32 @@ pricing the raw events (`usage_from_events`), which is what makes live usage equ
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from pricing.aggregations import MetricState, metric_event_name
+from pricing.aggregations import MetricState, Sample, metric_event_name
 from pricing.charges import PercentageCharge, PercentageState
 from pricing.charges.base import ChargeResult, MetricUsage
-from pricing.events import EventError, EventLike, UsageEvent, event_value, parse_event
+from pricing.events import (
+    MAX_ID_LENGTH,
+    MAX_PROPERTIES,
+    MAX_PROPERTY_KEY_LENGTH,
+    MAX_PROPERTY_STRING_LENGTH,
+    MAX_QUANTITY,
+    QUANTITY_PLACES,
+    EventError,
+    EventLike,
+    UsageEvent,
+    event_value,
+    matches_filter,
+    parse_event,
+)
 from pricing.periods import Period, local_date
-from pricing.plans import Plan
+from pricing.plans import MetricDefinition, Plan
 
 #: Aggregations whose events may carry a negative quantity (a level that goes down).
 SIGNED_AGGREGATIONS = frozenset({"weighted_sum"})
@@ -68,47 +82,173 @@ class Rejection:
         return self._get("metric")
 
 
-def decode_event(raw: object) -> UsageEvent | Rejection:
+@dataclass(slots=True)
+class Event:
+    """An accepted event on the ingest hot path: what `UsageEvent` holds, without pydantic's
+    cost per instance (an `EventLike`)."""
+
+    event_id: str
+    customer_id: str
+    metric: str
+    quantity: Decimal
+    timestamp: datetime
+    properties: dict[str, Any]
+
+
+_EVENT_KEYS = frozenset(
+    {"event_id", "customer_id", "metric", "quantity", "timestamp", "properties"}
+)
+_ONE = Decimal(1)
+_PLACES = Decimal(1).scaleb(-QUANTITY_PLACES)
+_MINUTE = timedelta(minutes=1)
+
+
+def _fast_event(raw: Mapping[str, Any]) -> Event | None:
+    """The event when it has the plain shape producers send and breaks no limit, else None
+    (the caller then lets `parse_event` give the exact error). Must accept exactly what
+    `UsageEvent` accepts for that shape: tests compare the two."""
+    if not raw.keys() <= _EVENT_KEYS:
+        return None
+    event_id, customer_id, metric = raw.get("event_id"), raw.get("customer_id"), raw.get("metric")
+    if type(event_id) is not str or type(customer_id) is not str or type(metric) is not str:
+        return None
+    if not (
+        0 < len(event_id) <= MAX_ID_LENGTH
+        and 0 < len(customer_id) <= MAX_ID_LENGTH
+        and 0 < len(metric) <= MAX_ID_LENGTH
+    ):
+        return None
+    raw_quantity = raw.get("quantity", "1")
+    if type(raw_quantity) is not str and type(raw_quantity) is not int:
+        return None
+    try:
+        quantity = _ONE if raw_quantity == "1" else Decimal(raw_quantity)
+    except ArithmeticError:
+        return None
+    if not quantity.is_finite() or abs(quantity) >= MAX_QUANTITY:
+        return None
+    exponent = quantity.as_tuple().exponent
+    if (
+        isinstance(exponent, int)
+        and exponent < -QUANTITY_PLACES
+        and quantity != quantity.quantize(_PLACES)
+    ):
+        return None
+    raw_ts = raw.get("timestamp")
+    if type(raw_ts) is not str:
+        return None
+    try:
+        timestamp = datetime.fromisoformat(raw_ts)
+    except ValueError:
+        return None
+    if timestamp.tzinfo is not UTC:
+        offset = timestamp.utcoffset()
+        if offset is None or offset % _MINUTE:  # RFC 3339 offsets are whole minutes
+            return None
+        timestamp = timestamp.astimezone(UTC)
+    properties = raw.get("properties", {})
+    if type(properties) is not dict:
+        return None
+    if properties and not _plain_properties(properties):
+        return None
+    return Event(event_id, customer_id, metric, quantity, timestamp, properties)
+
+
+def _plain_properties(properties: dict[Any, Any]) -> bool:
+    if len(properties) > MAX_PROPERTIES:
+        return False
+    for key, value in properties.items():
+        if type(key) is not str or not 0 < len(key) <= MAX_PROPERTY_KEY_LENGTH:
+            return False
+        kind = type(value)
+        if kind is str:
+            if len(value) > MAX_PROPERTY_STRING_LENGTH:
+                return False
+        elif kind is float:
+            if not math.isfinite(value):
+                return False
+        elif kind is not int and kind is not bool:
+            return False
+    return True
+
+
+def decode_event(raw: object) -> Event | UsageEvent | Rejection:
     """A raw event from a message, or the reason it cannot be one."""
     if not isinstance(raw, Mapping):
         return Rejection(
             "invalid_event", f"event: expected an object, got {type(raw).__name__}", raw
         )
+    fast = _fast_event(raw)
+    if fast is not None:
+        return fast
     try:
         return parse_event(raw)
     except EventError as error:
         return Rejection("invalid_event", str(error), raw)
 
 
+@dataclass(frozen=True)
+class MetricReader:
+    """One metric of a plan that reads a given event name, with what ingest needs to know."""
+
+    key: str
+    metric: MetricDefinition
+    signed: bool  # may the event's quantity be negative?
+    percentage: tuple[tuple[str, PercentageCharge], ...]  # (charge key, charge) on this metric
+
+
+_indexes: dict[int, tuple[Plan, dict[str, tuple[MetricReader, ...]]]] = {}
+
+
+def plan_index(plan: Plan) -> dict[str, tuple[MetricReader, ...]]:
+    """Event name -> the plan's metrics that read it (computed once per plan object)."""
+    cached = _indexes.get(id(plan))
+    if cached is not None and cached[0] is plan:
+        return cached[1]
+    index: dict[str, list[MetricReader]] = {}
+    for key, metric in plan.metrics.items():
+        charges = tuple(
+            (_charge_key(key, i), charge)
+            for i, charge in enumerate(plan.charges)
+            if charge.metric == key and isinstance(charge, PercentageCharge)
+        )
+        signed = metric.field is not None or metric.aggregation in SIGNED_AGGREGATIONS
+        index.setdefault(metric_event_name(key, metric), []).append(
+            MetricReader(key, metric, signed, charges)
+        )
+    frozen = {name: tuple(found) for name, found in index.items()}
+    if len(_indexes) > 1000:
+        _indexes.clear()
+    _indexes[id(plan)] = (plan, frozen)
+    return frozen
+
+
 def readers(plan: Plan, event_name: str) -> list[str]:
     """The plan's metrics that read events of this name."""
-    return [key for key, m in plan.metrics.items() if metric_event_name(key, m) == event_name]
+    return [reader.key for reader in plan_index(plan).get(event_name, ())]
 
 
 def check_event(plan: Plan, event: EventLike) -> tuple[str, str] | None:
     """Why the plan cannot accept this event, as (reason code, message), or None."""
-    keys = readers(plan, event.metric)
-    if not keys:
+    found = plan_index(plan).get(event.metric)
+    if not found:
         return "unknown_metric", f"metric: {event.metric!r} is not a metric of plan {plan.code!r}"
-    for key in keys:
-        metric = plan.metrics[key]
-        if (
-            metric.field is None
-            and event.quantity < 0
-            and metric.aggregation not in SIGNED_AGGREGATIONS
-        ):
+    for reader in found:
+        metric = reader.metric
+        if event.quantity < 0 and not reader.signed:
             return (
                 "negative_quantity",
-                f"quantity: must not be negative for metric {key!r} ({metric.aggregation})",
+                f"quantity: must not be negative for metric {reader.key!r} ({metric.aggregation})",
             )
-        if metric.field is not None and event_value(metric, event) is None:
-            from pricing.events import matches_filter
-
-            if matches_filter(metric, event):
-                return (
-                    "invalid_value",
-                    f"properties.{metric.field}: missing or not a number for metric {key!r}",
-                )
+        if (
+            metric.field is not None
+            and event_value(metric, event) is None
+            and matches_filter(metric, event)
+        ):
+            return (
+                "invalid_value",
+                f"properties.{metric.field}: missing or not a number for metric {reader.key!r}",
+            )
     return None
 
 
@@ -177,38 +317,59 @@ class SegmentDelta:
 
 
 def build_deltas(accepted: Sequence[tuple[EventLike, Segment]]) -> list[SegmentDelta]:
-    """Fold accepted events into one delta per customer × segment."""
+    """Fold accepted events into one delta per customer × segment.
+
+    Values are grouped per customer × segment × metric first and each group is summarized in
+    one pass (`MetricState.from_values`): per-event work stays a few dictionary operations.
+    """
     deltas: dict[tuple[str, datetime], SegmentDelta] = {}
-    uniques: dict[tuple[str, datetime], dict[str, set[str]]] = {}
+    groups: dict[tuple[str, datetime], dict[str, list[Sample]]] = {}
+    readers_of: dict[tuple[str, datetime], dict[str, MetricReader]] = {}
+    days_cache: dict[tuple[str, datetime], date] = {}
     for event, segment in accepted:
         key = (event.customer_id, segment.start)
         delta = deltas.get(key)
         if delta is None:
             delta = deltas[key] = SegmentDelta(event.customer_id, segment.start, segment.end)
-        plan = segment.plan
-        day = local_date(event.timestamp, segment.timezone)
-        for name in readers(plan, event.metric):
-            metric = plan.metrics[name]
-            value = event_value(metric, event)
-            if value is None:
-                continue
-            state = delta.state.metrics.setdefault(name, MetricState())
-            state.add(metric, event)
-            if isinstance(value, str):
-                uniques.setdefault(key, {}).setdefault(name, set()).add(value)
-                value = Decimal(0)
-            count, total = delta.days.get((name, day), (0, Decimal(0)))
-            delta.days[(name, day)] = (count + 1, total + value)
-            for index, charge in enumerate(plan.charges):
-                if charge.metric == name and isinstance(charge, PercentageCharge):
-                    ckey = _charge_key(name, index)
-                    _, pstate = delta.state.charges.setdefault(ckey, (charge, PercentageState()))
-                    pstate.add(charge, event.timestamp, event.event_id, value)
-    for key, per_metric in uniques.items():
-        deltas[key].uniques = {name: sorted(values) for name, values in per_metric.items()}
-    for delta in deltas.values():
-        for state in delta.state.metrics.values():
-            state.uniques = frozenset()
+            groups[key] = {}
+            readers_of[key] = {}
+        hour = event.timestamp.replace(minute=0, second=0, microsecond=0)
+        day = days_cache.get((segment.timezone, hour))
+        if day is None:
+            day = days_cache[(segment.timezone, hour)] = local_date(hour, segment.timezone)
+        for reader in plan_index(segment.plan).get(event.metric, ()):
+            metric = reader.metric
+            if (
+                metric.filter is None
+                and metric.field is None
+                and metric.aggregation != "unique_count"
+            ):
+                value: Decimal | str = event.quantity
+            else:
+                found = event_value(metric, event)
+                if found is None:
+                    continue
+                value = found
+            groups[key].setdefault(reader.key, []).append((event.timestamp, event.event_id, value))
+            readers_of[key][reader.key] = reader
+            count, total = delta.days.get((reader.key, day), (0, Decimal(0)))
+            amount = value if isinstance(value, Decimal) else Decimal(0)
+            delta.days[(reader.key, day)] = (count + 1, total + amount)
+    for key, per_metric in groups.items():
+        delta = deltas[key]
+        for name, values in per_metric.items():
+            reader = readers_of[key][name]
+            state = MetricState.from_values(reader.metric, values)
+            if state.uniques:
+                delta.uniques[name] = sorted(state.uniques)
+                state.uniques = frozenset()
+            delta.state.metrics[name] = state
+            for charge_key, charge in reader.percentage:
+                pstate = PercentageState()
+                for ts, event_id, value in values:
+                    if isinstance(value, Decimal):
+                        pstate.add(charge, ts, event_id, value)
+                delta.state.charges[charge_key] = (charge, pstate)
     return list(deltas.values())
 
 

@@ -154,9 +154,80 @@ def _expire_at(end: datetime) -> int:
 
 
 def apply_deltas(deltas: Sequence[CounterDelta]) -> None:
-    """Stage every delta, then fold what can be folded. Safe to call any number of times."""
+    """Apply each delta exactly once, in version order. Safe to call any number of times.
+
+    The common case (the hash is at the version just before the delta's) merges directly with
+    one compare-and-set; anything else (a gap, a lost CAS race, a hash Redis lost) takes the
+    general path: stage the delta under its version, then fold what can be folded.
+    """
     if not deltas:
         return
+    redis = get_redis()
+    by_key = {segment_key(d.customer_id, d.start): d for d in deltas}
+    pipe = redis.pipeline(transaction=False)
+    for key, delta in by_key.items():
+        pipe.hgetall(key)
+        for metric, values in delta.uniques.items():
+            if values:
+                ukey = unique_key(delta.customer_id, delta.start, metric)
+                pipe.sadd(ukey, *values)
+                pipe.expireat(ukey, _expire_at(delta.end))
+    replies = iter(pipe.execute())
+    hashes = {}
+    for key, delta in by_key.items():
+        hashes[key] = _decode(next(replies))
+        for values in delta.uniques.values():
+            if values:
+                next(replies), next(replies)
+    cas = redis.register_script(_CAS)
+    pipe = redis.pipeline(transaction=False)
+    direct: list[str] = []
+    general: list[CounterDelta] = []
+    for key, delta in by_key.items():
+        fields = hashes[key]
+        current = fields.get("_v")
+        if current is not None and int(current) >= delta.version:
+            continue  # already applied
+        if not fields:
+            ready = delta.version == 1  # a new segment: its base is the empty state
+        else:
+            clean = not any(name.startswith("pend:") for name in fields)
+            ready = clean and current is not None and int(current) == delta.version - 1
+        if ready:
+            merged = _merge_fields(fields, delta.state)
+            flat = [x for pair in merged.items() for x in pair]
+            args = [current or "", delta.version, len(merged), *flat]
+            cas(keys=[key], args=args, client=pipe)
+            pipe.expireat(key, _expire_at(delta.end))
+            direct.append(key)
+        else:
+            general.append(delta)
+    results = pipe.execute() if direct else []
+    for key, ok in zip(direct, results[::2], strict=True):
+        if not ok:
+            general.append(by_key[key])
+    if general:
+        _stage_and_settle(general)
+
+
+def _merge_fields(fields: dict[str, str], delta: SegmentState) -> dict[str, str]:
+    """The hash fields a delta changes, merged with their current values."""
+    merged: dict[str, str] = {}
+    for name, state in delta.metrics.items():
+        raw = fields.get(f"m:{name}")
+        if raw is not None:
+            state = MetricState.from_dict(json.loads(raw)).merge(state)
+        merged[f"m:{name}"] = json.dumps(SegmentState.metric_json(state))
+    for name, (charge, charge_state) in delta.charges.items():
+        raw = fields.get(f"c:{name}")
+        if raw is not None:
+            _, old = SegmentState.charge_from_json(json.loads(raw))
+            charge_state = old.merge(charge_state, charge)
+        merged[f"c:{name}"] = json.dumps(SegmentState.charge_json(charge, charge_state))
+    return merged
+
+
+def _stage_and_settle(deltas: Sequence[CounterDelta]) -> None:
     redis = get_redis()
     stage = redis.register_script(_STAGE)
     pipe = redis.pipeline(transaction=False)
@@ -166,20 +237,18 @@ def apply_deltas(deltas: Sequence[CounterDelta]) -> None:
         keys[key] = delta
         payload = json.dumps({"at": time.time(), "state": delta.state.to_json()})
         stage(keys=[key], args=[delta.version, payload, _expire_at(delta.end)], client=pipe)
-        for metric, values in delta.uniques.items():
-            if values:
-                ukey = unique_key(delta.customer_id, delta.start, metric)
-                pipe.sadd(ukey, *values)
-                pipe.expireat(ukey, _expire_at(delta.end))
     pipe.execute()
-    for key in settle(keys):
-        # Redis lost this segment (restart, flush): rebuild it now rather than let staged
-        # deltas pile up until the next read.
-        delta = keys[key]
-        snap = rollups.snapshot(delta.customer_id, delta.start)
-        load_segment(
-            delta.customer_id, delta.start, delta.end, snap.version, snap.state, snap.uniques
-        )
+    # Redis lost these segments (restart, flush): rebuild them now rather than let staged
+    # deltas pile up until the next read.
+    reload_segments([(keys[k].customer_id, keys[k].start, keys[k].end) for k in settle(keys)])
+
+
+def reload_segments(segments: Iterable[tuple[str, datetime, datetime]]) -> None:
+    """Bring these segments' counters up to their rollups (a no-op where Redis is as new).
+    Used when a batch is redelivered: its first delivery may have died before its Redis write."""
+    for customer_id, start, end in segments:
+        snap = rollups.snapshot(customer_id, start)
+        load_segment(customer_id, start, end, snap.version, snap.state, snap.uniques)
 
 
 def settle(keys: Iterable[str]) -> list[str]:

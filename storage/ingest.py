@@ -8,7 +8,6 @@ transaction; every event ends up accepted, a duplicate, or a rejected row with i
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,10 +16,10 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from pricing.events import UsageEvent
+from pricing.events import EventLike
 from pricing.metering import Rejection, Segment, build_deltas, check_event, decode_event
 from storage import db, ledger, rollups
-from storage.catalog import catalog
+from storage.catalog import CustomerContext, catalog
 from storage.counters import CounterDelta
 from storage.settings import get_settings
 
@@ -33,6 +32,8 @@ class IngestOutcome:
     rejected: dict[str, int] = field(default_factory=dict)
     deltas: list[CounterDelta] = field(default_factory=list)
     redelivered: bool = False
+    # Only for a redelivered batch: the (customer, segment start, end) it touched.
+    segments: list[tuple[str, datetime, datetime]] = field(default_factory=list)
 
     @property
     def rejected_total(self) -> int:
@@ -52,13 +53,38 @@ def _json_safe(value: Any) -> Any:
     return str(value)
 
 
+def _event_json(event: EventLike) -> dict[str, Any]:
+    return {
+        "event_id": event.event_id,
+        "customer_id": event.customer_id,
+        "metric": event.metric,
+        "quantity": str(event.quantity),
+        "timestamp": event.timestamp.isoformat(),
+        "properties": dict(event.properties),
+    }
+
+
+def _segment_for(
+    cache: dict[str, list[Segment]], context: CustomerContext, at: datetime
+) -> Segment | None:
+    """The customer's segment at `at`: events of a batch mostly share one, so look there first."""
+    found = cache.setdefault(context.customer_id, [])
+    for segment in found:
+        if segment.start <= at < segment.end:
+            return segment
+    segment = catalog.segment(context, at)
+    if segment is not None:
+        found.append(segment)
+    return segment
+
+
 def _classify(
     raw_events: Sequence[Any], now: datetime
-) -> tuple[list[tuple[UsageEvent, Segment]], list[Rejection], int]:
+) -> tuple[list[tuple[EventLike, Segment]], list[Rejection], int]:
     settings = get_settings()
     earliest = now - timedelta(days=settings.METER_ACCEPT_PAST_DAYS)
     latest = now + timedelta(seconds=settings.METER_ACCEPT_FUTURE_SECONDS)
-    parsed: list[UsageEvent] = []
+    parsed: list[EventLike] = []
     rejections: list[Rejection] = []
     for raw in raw_events:
         event = decode_event(raw)
@@ -67,7 +93,8 @@ def _classify(
         else:
             parsed.append(event)
     contexts = catalog.customers({e.customer_id for e in parsed})
-    accepted: list[tuple[UsageEvent, Segment]] = []
+    accepted: list[tuple[EventLike, Segment]] = []
+    segments: dict[str, list[Segment]] = {}
     seen: set[tuple[str, str]] = set()
     duplicates = 0
     for event in parsed:
@@ -83,7 +110,7 @@ def _classify(
                 f"{earliest.isoformat()} – {latest.isoformat()}",
             )
         else:
-            segment = catalog.segment(context, event.timestamp)
+            segment = _segment_for(segments, context, event.timestamp)
             if segment is None:
                 reason = (
                     "no_subscription",
@@ -94,7 +121,7 @@ def _classify(
                 reason = check_event(segment.plan, event)
         if reason is not None or segment is None:
             code, detail = reason or ("invalid_event", "")
-            rejections.append(Rejection(code, detail, event.model_dump(mode="json")))
+            rejections.append(Rejection(code, detail, _event_json(event)))
             continue
         key = (event.customer_id, event.event_id)
         if key in seen:
@@ -123,8 +150,32 @@ def ingest_batch(
         inserted = ledger.insert_events(conn, batch_id, [event for event, _ in accepted])
         fresh = [(e, s) for e, s in accepted if (e.customer_id, e.event_id) in inserted]
         segment_deltas = build_deltas(fresh)
+        rejected = _record_rejections(conn, batch_id, rejections, now)
+        outcome = IngestOutcome(
+            batch_id=batch_id,
+            accepted=len(fresh),
+            duplicates=in_batch_duplicates + len(accepted) - len(fresh),
+            rejected=rejected,
+        )
+        conn.execute(
+            "UPDATE ingest_batches SET accepted = %s, duplicates = %s, rejected = %s,"
+            " segments = %s WHERE batch_id = %s",
+            (
+                outcome.accepted,
+                outcome.duplicates,
+                outcome.rejected_total,
+                Jsonb(
+                    [
+                        [d.customer_id, d.start.isoformat(), d.end.isoformat()]
+                        for d in segment_deltas
+                    ]
+                ),
+                batch_id,
+            ),
+        )
+        # Last, so that the segments' row locks are held for as short a time as possible.
         versions = rollups.apply(conn, segment_deltas)
-        deltas = [
+        outcome.deltas = [
             CounterDelta(
                 customer_id=d.customer_id,
                 start=d.start,
@@ -135,55 +186,50 @@ def ingest_batch(
             )
             for d in segment_deltas
         ]
-        rejected: dict[str, int] = {}
-        if rejections:
-            with conn.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO rejected_events (batch_id, event_id, customer_id, metric, reason,"
-                    " detail, payload, received_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                    [
-                        (
-                            batch_id,
-                            r.event_id,
-                            r.customer_id,
-                            r.metric,
-                            r.reason,
-                            r.detail,
-                            Jsonb(_json_safe(r.payload)),
-                            now,
-                        )
-                        for r in rejections
-                    ],
-                )
-            for r in rejections:
-                rejected[r.reason] = rejected.get(r.reason, 0) + 1
-        outcome = IngestOutcome(
-            batch_id=batch_id,
-            accepted=len(fresh),
-            duplicates=in_batch_duplicates + len(accepted) - len(fresh),
-            rejected=rejected,
-            deltas=deltas,
-        )
-        conn.execute(
-            "UPDATE ingest_batches SET accepted = %s, duplicates = %s, rejected = %s,"
-            " deltas = %s WHERE batch_id = %s",
-            (
-                outcome.accepted,
-                outcome.duplicates,
-                outcome.rejected_total,
-                Jsonb([d.to_json() for d in deltas]),
-                batch_id,
-            ),
-        )
     return outcome
 
 
+def _record_rejections(
+    conn: Any, batch_id: str, rejections: Sequence[Rejection], now: datetime
+) -> dict[str, int]:
+    rejected: dict[str, int] = {}
+    if not rejections:
+        return rejected
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO rejected_events (batch_id, event_id, customer_id, metric, reason,"
+            " detail, payload, received_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            [
+                (
+                    batch_id,
+                    r.event_id,
+                    r.customer_id,
+                    r.metric,
+                    r.reason,
+                    r.detail,
+                    Jsonb(_json_safe(r.payload)),
+                    now,
+                )
+                for r in rejections
+            ],
+        )
+    for r in rejections:
+        rejected[r.reason] = rejected.get(r.reason, 0) + 1
+    return rejected
+
+
 def _stored_outcome(conn: Any, batch_id: str) -> IngestOutcome:
+    """A redelivered batch: nothing to write; its segments' counters are to be reloaded from
+    the rollups (the first delivery may have died before its Redis write)."""
     row = conn.execute(
-        "SELECT accepted, duplicates, deltas FROM ingest_batches WHERE batch_id = %s", (batch_id,)
+        "SELECT accepted, duplicates, segments FROM ingest_batches WHERE batch_id = %s",
+        (batch_id,),
     ).fetchone()
-    deltas = [CounterDelta.from_json(d) for d in (row[2] or [])]
-    return IngestOutcome(batch_id, row[0] or 0, row[1] or 0, {}, deltas, redelivered=True)
+    segments = [
+        (customer, datetime.fromisoformat(start), datetime.fromisoformat(end))
+        for customer, start, end in (row[2] or [])
+    ]
+    return IngestOutcome(batch_id, row[0] or 0, row[1] or 0, redelivered=True, segments=segments)
 
 
 def mark_counters_applied(batch_id: str) -> None:
@@ -214,14 +260,3 @@ def stats() -> dict[str, Any]:
             conn.execute("SELECT reason, count(*) FROM rejected_events GROUP BY reason").fetchall()
         )
     return {"accepted": int(accepted), "duplicates": int(duplicates), "rejected": rejected}
-
-
-def dumps(outcome: IngestOutcome) -> str:
-    return json.dumps(
-        {
-            "batch_id": outcome.batch_id,
-            "accepted": outcome.accepted,
-            "duplicates": outcome.duplicates,
-            "rejected": outcome.rejected,
-        }
-    )

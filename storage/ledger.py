@@ -8,22 +8,22 @@ parameters are unnested server-side (one round trip, no per-event statements).
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
 
-from pricing.events import UsageEvent
+from pricing.events import EventLike, UsageEvent
 from storage import db
 
 _INSERT = """
 WITH input AS (
     SELECT * FROM unnest(
         %(customer_id)s::text[], %(event_id)s::text[], %(metric)s::text[],
-        %(quantity)s::numeric[], %(ts)s::timestamptz[], %(properties)s::jsonb[]
+        %(quantity)s::numeric[], %(ts)s::timestamptz[], %(properties)s::text[]
     ) AS t(customer_id, event_id, metric, quantity, timestamp, properties)
 ), fresh AS (
     INSERT INTO event_ids (customer_id, event_id, timestamp)
@@ -32,7 +32,8 @@ WITH input AS (
     RETURNING customer_id, event_id
 )
 INSERT INTO usage_events (customer_id, event_id, metric, quantity, timestamp, properties, batch_id)
-SELECT i.customer_id, i.event_id, i.metric, i.quantity, i.timestamp, i.properties, %(batch_id)s
+SELECT i.customer_id, i.event_id, i.metric, i.quantity, i.timestamp, i.properties::jsonb,
+       %(batch_id)s
 FROM input i JOIN fresh f USING (customer_id, event_id)
 RETURNING customer_id, event_id
 """
@@ -47,7 +48,7 @@ def _month(ts: datetime) -> tuple[int, int]:
     return utc.year, utc.month
 
 
-def ensure_months(events: Sequence[UsageEvent]) -> None:
+def ensure_months(events: Sequence[EventLike]) -> None:
     """Create the monthly partitions these events need, once per process, outside the batch's
     transaction (partition DDL locks the parent table)."""
     needed = {_month(e.timestamp) for e in events} - _known_months
@@ -65,7 +66,7 @@ def ensure_months(events: Sequence[UsageEvent]) -> None:
 
 
 def insert_events(
-    conn: psycopg.Connection[Any], batch_id: str, events: Sequence[UsageEvent]
+    conn: psycopg.Connection[Any], batch_id: str, events: Sequence[EventLike]
 ) -> set[tuple[str, str]]:
     """Insert events not seen before; return the (customer_id, event_id) pairs inserted.
 
@@ -79,7 +80,7 @@ def insert_events(
         "metric": [e.metric for e in events],
         "quantity": [e.quantity for e in events],
         "ts": [e.timestamp for e in events],
-        "properties": [Jsonb(e.properties) for e in events],
+        "properties": [json.dumps(e.properties) if e.properties else None for e in events],
         "batch_id": batch_id,
     }
     rows = conn.execute(_INSERT, params).fetchall()

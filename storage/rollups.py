@@ -38,20 +38,50 @@ JOIN unnest(%s::text[], %s::timestamptz[]) AS k(customer_id, period_start)
   ON r.customer_id = k.customer_id AND r.period_start = k.period_start
 """
 
+# Additive merge in SQL (the same rules as MetricState.merge): no read-modify-write, so
+# concurrent batches for one customer only wait on each other's row locks, briefly.
 _UPSERT = """
-INSERT INTO usage_rollups (customer_id, metric, period_start, period_end, event_count, total,
-    maximum, latest_at, latest_event_id, latest_value, weighted_v, weighted_vt, charge_state,
-    updated_at)
+INSERT INTO usage_rollups AS r (customer_id, metric, period_start, period_end, event_count,
+    total, maximum, latest_at, latest_event_id, latest_value, weighted_v, weighted_vt,
+    charge_state, updated_at)
 SELECT *, now() FROM unnest(
     %s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[], %s::bigint[], %s::numeric[],
     %s::numeric[], %s::timestamptz[], %s::text[], %s::numeric[], %s::numeric[], %s::numeric[],
     %s::jsonb[])
 ON CONFLICT (customer_id, metric, period_start) DO UPDATE SET
-    event_count = excluded.event_count, total = excluded.total, maximum = excluded.maximum,
-    latest_at = excluded.latest_at, latest_event_id = excluded.latest_event_id,
-    latest_value = excluded.latest_value, weighted_v = excluded.weighted_v,
-    weighted_vt = excluded.weighted_vt, charge_state = excluded.charge_state,
+    event_count = r.event_count + excluded.event_count,
+    total = r.total + excluded.total,
+    maximum = GREATEST(r.maximum, excluded.maximum),
+    latest_at = CASE WHEN r.latest_at IS NULL
+        OR (excluded.latest_at, excluded.latest_event_id) > (r.latest_at, r.latest_event_id)
+        THEN excluded.latest_at ELSE r.latest_at END,
+    latest_event_id = CASE WHEN r.latest_at IS NULL
+        OR (excluded.latest_at, excluded.latest_event_id) > (r.latest_at, r.latest_event_id)
+        THEN excluded.latest_event_id ELSE r.latest_event_id END,
+    latest_value = CASE WHEN r.latest_at IS NULL
+        OR (excluded.latest_at, excluded.latest_event_id) > (r.latest_at, r.latest_event_id)
+        THEN excluded.latest_value ELSE r.latest_value END,
+    weighted_v = r.weighted_v + excluded.weighted_v,
+    weighted_vt = r.weighted_vt + excluded.weighted_vt,
+    charge_state = coalesce(excluded.charge_state, r.charge_state),
     updated_at = now()
+"""
+
+# Percentage charges keep a state that only Python can merge: lock those rows (creating them
+# first, so that two batches never both see "missing") and merge before the upsert.
+_PLACEHOLDERS = """
+INSERT INTO usage_rollups (customer_id, metric, period_start, period_end)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[])
+ORDER BY 1, 2, 3
+ON CONFLICT DO NOTHING
+"""
+
+_LOCK_CHARGES = """
+SELECT r.customer_id, r.metric, r.period_start, r.charge_state FROM usage_rollups r
+JOIN unnest(%s::text[], %s::text[], %s::timestamptz[]) AS k(customer_id, metric, period_start)
+  ON r.customer_id = k.customer_id AND r.metric = k.metric AND r.period_start = k.period_start
+ORDER BY 1, 2, 3
+FOR UPDATE OF r
 """
 
 _UNIQUES = """
@@ -99,50 +129,72 @@ def _read_states(
     return states
 
 
+def _merged_charges(
+    conn: psycopg.Connection[Any], deltas: Sequence[SegmentDelta]
+) -> dict[tuple[str, str, datetime], dict[str, Any]]:
+    """The new charge_state of every rollup row whose metric has a percentage charge."""
+    keys = sorted(
+        {
+            (d.customer_id, key.rsplit(":", 1)[0], d.start, d.end)
+            for d in deltas
+            for key in d.state.charges
+        }
+    )
+    if not keys:
+        return {}
+    columns = [list(column) for column in zip(*keys, strict=True)]
+    conn.execute(_PLACEHOLDERS, columns)
+    stored: dict[tuple[str, str, datetime], dict[str, Any]] = {
+        (row[0], row[1], row[2]): row[3] or {}
+        for row in conn.execute(_LOCK_CHARGES, columns[:3]).fetchall()
+    }
+    merged: dict[tuple[str, str, datetime], dict[str, Any]] = {}
+    for delta in deltas:
+        for charge_key, (charge, state) in delta.state.charges.items():
+            metric = charge_key.rsplit(":", 1)[0]
+            row_key = (delta.customer_id, metric, delta.start)
+            current = merged.setdefault(row_key, dict(stored.get(row_key, {})))
+            if charge_key in current:
+                _, old = SegmentState.charge_from_json(current[charge_key])
+                state = old.merge(state, charge)
+            current[charge_key] = SegmentState.charge_json(charge, state)
+    return merged
+
+
 def apply(
     conn: psycopg.Connection[Any], deltas: Sequence[SegmentDelta]
 ) -> dict[tuple[str, datetime], int]:
     """Merge the deltas into the rollups; return the new version of each segment touched.
 
-    A constant number of statements per batch, whatever the number of customers in it.
+    A constant number of statements per batch, whatever the number of customers in it. The
+    segments' versions are bumped last: their row locks are held only until the commit.
     """
     if not deltas:
         return {}
     ordered = sorted(deltas, key=lambda d: (d.customer_id, d.start))
-    keys = [(d.customer_id, d.start) for d in ordered]
-    rows = conn.execute(
-        _BUMP,
-        ([k[0] for k in keys], [k[1] for k in keys], [d.end for d in ordered], [1] * len(keys)),
-    ).fetchall()
-    versions = {(r[0], r[1]): int(r[2]) for r in rows}
-    stored = _read_states(conn, keys)
+    charges = _merged_charges(conn, ordered)
     upserts: list[tuple[Any, ...]] = []
     uniques: list[tuple[str, str, datetime, str]] = []
     days: dict[tuple[str, str, date], tuple[int, Decimal]] = {}
-    for delta, key in zip(ordered, keys, strict=True):
-        merged = stored[key].merge(delta.state)
+    for delta in ordered:
         for metric in sorted(delta.state.metrics):
-            data = merged.metrics[metric].to_dict()
-            charges = {
-                k: merged.charge_json(*v)
-                for k, v in merged.charges.items()
-                if k.rsplit(":", 1)[0] == metric
-            }
+            state = delta.state.metrics[metric]
+            charge_state = charges.get((delta.customer_id, metric, delta.start))
             upserts.append(
                 (
                     delta.customer_id,
                     metric,
                     delta.start,
                     delta.end,
-                    data["count"],
-                    data["total"],
-                    data["maximum"],
-                    data["latest_at"],
-                    data["latest_event_id"],
-                    data["latest_value"],
-                    data["weighted_v"],
-                    data["weighted_vt"],
-                    Jsonb(charges) if charges else None,
+                    state.count,
+                    state.total,
+                    state.maximum,
+                    state.latest_at,
+                    state.latest_event_id,
+                    state.latest_value,
+                    state.weighted_v,
+                    state.weighted_vt,
+                    Jsonb(charge_state) if charge_state is not None else None,
                 )
             )
         for metric, values in delta.uniques.items():
@@ -167,7 +219,16 @@ def apply(
                 [days[k][1] for k in day_keys],
             ),
         )
-    return versions
+    rows = conn.execute(
+        _BUMP,
+        (
+            [d.customer_id for d in ordered],
+            [d.start for d in ordered],
+            [d.end for d in ordered],
+            [1] * len(ordered),
+        ),
+    ).fetchall()
+    return {(r[0], r[1]): int(r[2]) for r in rows}
 
 
 @dataclass(frozen=True)

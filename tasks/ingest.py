@@ -13,7 +13,7 @@ from typing import Any
 
 import dramatiq
 
-from storage.counters import apply_deltas
+from storage.counters import apply_deltas, reload_segments
 from storage.ingest import ingest_batch, mark_counters_applied, record_failed_batch
 from tasks.broker import INGEST_ACTOR, INGEST_QUEUE, get_broker
 
@@ -45,7 +45,10 @@ def ingest_events(batch: Any) -> None:
         record_failed_batch(batch, "malformed batch: expected {batch_id, events: [...]}")
         return
     outcome = ingest_batch(batch_identity(batch), batch["events"])
-    apply_deltas(outcome.deltas)
+    if outcome.redelivered:
+        reload_segments(outcome.segments)
+    else:
+        apply_deltas(outcome.deltas)
     mark_counters_applied(outcome.batch_id)
     if outcome.rejected:
         log.info("batch %s: rejected %s", outcome.batch_id, outcome.rejected)
