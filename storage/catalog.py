@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 from pricing.metering import Segment
-from pricing.periods import billing_period
+from pricing.periods import Period, billing_period
 from pricing.plans import Plan
 from storage import db
 from storage.plans import get_plan
@@ -102,6 +103,72 @@ class Catalog:
         start = max(period.start, span.starts_at)
         end = min(period.end, span.ends_at) if span.ends_at else period.end
         return Segment(plan, version, period, start, end, context.timezone)
+
+    def segments(self, context: CustomerContext, period: Period) -> list[Segment]:
+        """Every segment of a billing period: one per subscription span that overlaps it,
+        clipped to the period and to the customer's starts_at/ends_at, oldest first. Each
+        starts where ingest keys its rollups: max(period start, span start)."""
+        found: list[Segment] = []
+        for span in context.spans:
+            start = max(period.start, span.starts_at, context.starts_at)
+            ends = (period.end, span.ends_at, context.ends_at)
+            end = min(bound for bound in ends if bound is not None)
+            if start >= end:
+                continue
+            plan, version = self.plan(span.plan_code)
+            found.append(Segment(plan, version, period, start, end, context.timezone))
+        return found
+
+    def plan_version(self, code: str, version: int) -> Plan:
+        """A stored plan version (immutable, so cached for good)."""
+        with self._lock:
+            cached = self._plans.get((code, version))
+        if cached:
+            return cached[1]
+        plan, _ = get_plan(code, version)
+        with self._lock:
+            self._plans[(code, version)] = (float("inf"), plan, version)
+        return plan
+
+
+def load_contexts(ids: Iterable[str] | None = None) -> dict[str, CustomerContext]:
+    """Customers read fresh from PostgreSQL, past the cache (billing must see every plan
+    change); every customer when `ids` is None."""
+    with db.connection() as conn:
+        if ids is None:
+            ids = [row[0] for row in conn.execute("SELECT id FROM customers ORDER BY id")]
+        return read_contexts(conn, list(ids))
+
+
+def read_contexts(conn: db.Connection, ids: list[str]) -> dict[str, CustomerContext]:
+    """The customers among `ids` with their subscription spans, read on `conn` in one round
+    trip (the caller's transaction: billing reads them with what it prices)."""
+    if not ids:
+        return {}
+    with conn.pipeline():
+        customers = conn.execute(
+            "SELECT id, timezone, anchor_day, starts_at, ends_at FROM customers WHERE id = ANY(%s)",
+            (ids,),
+        )
+        subscriptions = conn.execute(
+            "SELECT customer_id, plan_code, starts_at, ends_at FROM subscriptions"
+            " WHERE customer_id = ANY(%s) ORDER BY customer_id, starts_at",
+            (ids,),
+        )
+    spans: dict[str, list[SubscriptionSpan]] = {}
+    for customer_id, plan_code, starts_at, ends_at in subscriptions.fetchall():
+        spans.setdefault(customer_id, []).append(SubscriptionSpan(plan_code, starts_at, ends_at))
+    return {
+        row[0]: CustomerContext(
+            customer_id=row[0],
+            timezone=row[1],
+            anchor_day=row[2],
+            starts_at=row[3],
+            ends_at=row[4],
+            spans=tuple(spans.get(row[0], ())),
+        )
+        for row in customers.fetchall()
+    }
 
 
 def _load_customers(ids: list[str]) -> dict[str, CustomerContext]:

@@ -21,4 +21,7 @@ if get_settings().SENTRY_DSN:
 
 logging.getLogger("meterline").setLevel(logging.INFO)
 
-import tasks.ingest  # noqa: E402,F401  (declares the actors on the broker above)
+import tasks.billing  # noqa: E402
+import tasks.ingest  # noqa: E402  (declares the actors on the broker above)
+import tasks.maintenance  # noqa: E402
+import tasks.notify  # noqa: E402,F401

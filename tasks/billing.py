@@ -1,0 +1,193 @@
+"""Billing actors: close a period (one invoice job per customer), generate an invoice, finalize
+the drafts whose grace period is over, recompute a draft when late usage arrives.
+
+Thin on purpose: storage decides what is due and what an invoice says; these actors move the
+work through the queue and keep each job row's status, attempts and last error current. The
+scheduler enqueues `close_due_periods` and `finalize_due_invoices` by name, hourly; the ingest
+actor calls `request_invoice_refresh` for usage whose segment has already ended.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import dramatiq
+
+from storage import invoice_jobs, invoices
+from storage.db import Connection
+from storage.errors import InvalidInput, NotFound
+from storage.invoice_jobs import Job
+from tasks.broker import BILLING_QUEUE, get_broker
+
+log = logging.getLogger("meterline.billing")
+get_broker()
+
+GENERATE_MAX_RETRIES = 5
+#: Errors that another attempt cannot fix (no such customer, a period that has not ended).
+PERMANENT_ERRORS = (InvalidInput, NotFound)
+_LONG_RUN_MS = 30 * 60 * 1000
+
+
+def should_retry(retries: int, exception: BaseException) -> bool:
+    """Retry up to GENERATE_MAX_RETRIES times, never a permanent error."""
+    return retries < GENERATE_MAX_RETRIES and not isinstance(exception, PERMANENT_ERRORS)
+
+
+def describe(exception: BaseException) -> str:
+    return f"{type(exception).__name__}: {exception}"
+
+
+def run_invoice_job(customer_id: str, period_start: datetime) -> str:
+    """Generate one customer × period's invoice (or recompute its draft) and keep its job row
+    current: an attempt counted first, the error of a failed attempt, and `succeeded` written
+    in the same transaction that stores the invoice. Returns the invoice id."""
+    recorded: list[str] = []
+
+    def succeed_with_invoice(conn: Connection, invoice_id: str) -> None:
+        invoice_jobs.succeed(customer_id, period_start, invoice_id, conn=conn)
+        recorded.append(invoice_id)
+
+    try:
+        if invoice_jobs.start_attempt(customer_id, period_start) is None:
+            period = invoices.period_of(invoices.customer_context(customer_id), period_start)
+            invoice_jobs.start_attempt(customer_id, period_start, period)
+        invoice = invoices.generate(customer_id, period_start, on_written=succeed_with_invoice)
+    except Exception as exc:
+        invoice_jobs.record_error(customer_id, period_start, describe(exc))
+        raise
+    if not recorded:  # nothing was written: the invoice already existed as it is
+        invoice_jobs.succeed(customer_id, period_start, invoice.id)
+    return invoice.id
+
+
+def fan_out_period(period_label: str | None = None) -> list[int]:
+    """One job (and message) per customer whose period with this label has ended (None: each
+    customer's last ended period); jobs that exist are not sent again unless orphaned.
+    Returns the ids of every job of the close."""
+    now = datetime.now(UTC)
+    jobs, created = invoice_jobs.open_jobs(invoice_jobs.keys_for_label(period_label, now))
+    enqueue_jobs([job for job in jobs if job.id in created or job.is_orphan(now)])
+    return [job.id for job in jobs]
+
+
+def fan_out_due_periods() -> int:
+    """A job (and message) for every period that has ended since its customer started and has
+    none yet; orphaned jobs are sent again. Returns how many messages went out."""
+    now = datetime.now(UTC)
+    jobs, created = invoice_jobs.open_jobs(invoice_jobs.due_keys(now))
+    to_send = {job.id: job for job in jobs if job.id in created}
+    to_send.update({job.id: job for job in invoice_jobs.orphaned_jobs(now)})
+    enqueue_jobs(list(to_send.values()))
+    return len(to_send)
+
+
+# Actors return None: Dramatiq logs a warning for every value returned without a result backend.
+
+
+@dramatiq.actor(
+    actor_name="generate_invoice",
+    queue_name=BILLING_QUEUE,
+    max_retries=GENERATE_MAX_RETRIES,  # documents the limit; retry_when enforces it
+    retry_when=should_retry,
+    min_backoff=1000,
+    max_backoff=60_000,
+    time_limit=120_000,
+    on_retry_exhausted="invoice_job_failed",
+)
+def generate_invoice(customer_id: str, period_start: str) -> None:
+    """Generate (or recompute the draft of) one customer × period's invoice."""
+    run_invoice_job(customer_id, datetime.fromisoformat(period_start))
+
+
+@dramatiq.actor(actor_name="invoice_job_failed", queue_name=BILLING_QUEUE, max_retries=20)
+def invoice_job_failed(message_data: dict[str, Any], retry_info: dict[str, Any]) -> None:
+    """`generate_invoice` gave up: its job is failed, with the error of its last attempt."""
+    args = message_data.get("args") or []
+    if len(args) < 2:
+        log.error("invoice job failed without its arguments: %r", message_data)
+        return
+    traceback = (message_data.get("options") or {}).get("traceback") or ""
+    last_line = traceback.strip().splitlines()[-1] if traceback.strip() else None
+    invoice_jobs.fail(args[0], datetime.fromisoformat(args[1]), last_line)
+    log.warning("invoice job %s %s failed after %s retries", args[0], args[1], retry_info)
+
+
+@dramatiq.actor(
+    actor_name="close_period", queue_name=BILLING_QUEUE, max_retries=5, time_limit=_LONG_RUN_MS
+)
+def close_period(period_label: str | None = None) -> None:
+    """Fan out one `generate_invoice` per customer whose period with this label has ended."""
+    log.info("close %s: %d invoice jobs", period_label, len(fan_out_period(period_label)))
+
+
+@dramatiq.actor(
+    actor_name="close_due_periods", queue_name=BILLING_QUEUE, max_retries=5, time_limit=_LONG_RUN_MS
+)
+def close_due_periods() -> None:
+    """Hourly: every ended period without a job gets one (a scheduler that was down at month
+    end catches up), and lost messages are sent again."""
+    log.info("due periods: %d invoice jobs sent", fan_out_due_periods())
+
+
+@dramatiq.actor(
+    actor_name="finalize_due_invoices",
+    queue_name=BILLING_QUEUE,
+    max_retries=5,
+    time_limit=_LONG_RUN_MS,
+)
+def finalize_due_invoices() -> None:
+    """Finalize (number) every draft whose grace period is over."""
+    log.info("finalized %d invoices", len(invoices.finalize_due()))
+
+
+@dramatiq.actor(actor_name="refresh_invoices", queue_name=BILLING_QUEUE, max_retries=10)
+def refresh_invoices(customer_id: str, segment_start: str) -> None:
+    """Recompute the draft that late usage in this segment affects, if there is one."""
+    invoices.refresh_after_late_usage(customer_id, datetime.fromisoformat(segment_start))
+
+
+def request_invoice_refresh(customer_id: str, segment_start: datetime) -> None:
+    """For the ingest actor: usage was added to a segment that has ended."""
+    refresh_invoices.send(customer_id, segment_start.isoformat())
+
+
+def enqueue_jobs(jobs: Sequence[Job]) -> None:
+    """Send one `generate_invoice` per job, its message id recorded on the row first (a
+    message lost before it is sent is found as an orphan and sent again)."""
+    messages = [
+        (job, generate_invoice.message(job.customer_id, job.period_start.isoformat()))
+        for job in jobs
+    ]
+    invoice_jobs.attach_messages((job.id, message.message_id) for job, message in messages)
+    broker = generate_invoice.broker
+    for _, message in messages:
+        broker.enqueue(message)
+
+
+def run_jobs_inline(jobs: Iterable[Job], on_done: Callable[[Job], None] | None = None) -> None:
+    """Run jobs in this process, one after the other, without a broker (the embedded demo,
+    `--inline`): each gets one attempt; one that fails is marked failed."""
+    for job in jobs:
+        try:
+            run_invoice_job(job.customer_id, job.period_start)
+        except Exception as exc:
+            invoice_jobs.fail(job.customer_id, job.period_start, describe(exc))
+        if on_done is not None:
+            on_done(job)
+
+
+def retry_jobs(job_ids: Sequence[int] | None, *, inline: bool = False) -> list[Job]:
+    """Run jobs again (None: every failed one). Regenerating an invoice that exists changes
+    nothing, so a retry is always safe. Returns the jobs as they were re-queued."""
+    ids = list(job_ids) if job_ids is not None else [job.id for job in invoice_jobs.failed_jobs()]
+    if not ids:
+        return []
+    jobs = invoice_jobs.reset_for_retry(ids)
+    if inline:
+        run_jobs_inline(jobs)
+    else:
+        enqueue_jobs(jobs)
+    return jobs
