@@ -11,6 +11,9 @@ from cli import (
     db,
     demo,
     events,
+    invoices,
+    ops,
+    periods,
     plans,
     quote,
     reconcile,
@@ -33,6 +36,8 @@ app.add_typer(plans.app, name="plans")
 app.add_typer(customers.app, name="customers")
 app.add_typer(db.app, name="db")
 app.add_typer(events.app, name="events")
+app.add_typer(invoices.app, name="invoices")
+app.add_typer(periods.app, name="periods")
 app.command("usage")(usage.usage)
 app.command("worker")(worker.worker)
 app.command("scheduler")(scheduler.scheduler)
@@ -40,6 +45,8 @@ app.command("scheduler")(scheduler.scheduler)
 ops_app = typer.Typer(help="Operations: ingest stats, failed jobs.", no_args_is_help=True)
 ops_app.command("stats")(stats.stats)
 ops_app.command("reconcile")(reconcile.reconcile)
+ops_app.command("failed")(ops.failed)
+ops_app.command("retry")(ops.retry)
 app.add_typer(ops_app, name="ops")
 
 

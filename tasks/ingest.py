@@ -9,12 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import dramatiq
 
 from storage.counters import apply_deltas, reload_segments
 from storage.ingest import ingest_batch, mark_counters_applied, record_failed_batch
+from tasks.billing import request_invoice_refresh
 from tasks.broker import INGEST_ACTOR, INGEST_QUEUE, get_broker
 
 log = logging.getLogger("meterline.ingest")
@@ -46,10 +48,18 @@ def ingest_events(batch: Any) -> None:
         return
     outcome = ingest_batch(batch_identity(batch), batch["events"])
     if outcome.redelivered:
-        reload_segments(outcome.segments)
+        touched = outcome.segments
+        reload_segments(touched)
     else:
+        touched = [(d.customer_id, d.start, d.end) for d in outcome.deltas]
         apply_deltas(outcome.deltas)
     mark_counters_applied(outcome.batch_id)
+    # Late usage for a segment that has ended: its draft invoice is recomputed (a finalized
+    # one is left alone; the next invoice carries an adjustment).
+    now = datetime.now(UTC)
+    for customer_id, start, end in touched:
+        if end <= now:
+            request_invoice_refresh(customer_id, start)
     if outcome.rejected:
         log.info("batch %s: rejected %s", outcome.batch_id, outcome.rejected)
 

@@ -144,10 +144,15 @@ def test_a_malformed_batch_is_kept_whole(db) -> None:  # type: ignore[no-untyped
     assert payload == {"no": "events"}
 
 
-def test_usage_in_an_earlier_month_goes_to_its_own_segment() -> None:
+def test_usage_in_an_earlier_month_goes_to_its_own_segment(
+    invoice_refreshes: list[tuple[str, datetime]],
+) -> None:
     now = datetime.now(UTC)
     earlier = now - timedelta(days=33)
     ingest_events(batch([event(quantity=4, at=earlier), event(quantity=6)]))
+    # Late usage for an ended period asks for its invoice to be refreshed; current usage not.
+    assert len(invoice_refreshes) == 1 and invoice_refreshes[0][0] == "cus_1"
+    assert invoice_refreshes[0][1] < now - timedelta(days=27)
     assert assert_consistent()["api_calls"] == 6
     assert assert_consistent(at=earlier)["api_calls"] == 4
     assert ledger.count_events("cus_1", earlier - timedelta(days=1), now + timedelta(days=1)) == 2
