@@ -1,0 +1,451 @@
+"""End-to-end ingestion throughput: `record_usage()` → Dramatiq → ingest workers → ledger, rollups
+and Redis counters, against the naive design (one Dramatiq message per event, each an INSERT
+and an INCRBY) measured in the same run.
+
+    .venv/bin/python -m bench.bench_ingest [--events N] [--workers P] [--threads T]
+        [--batch-size B] [--producers K] [--customers C] [--baseline-events M]
+
+Runs on its own database and Redis index (see `bench.common`) and starts its workers itself:
+`python -m dramatiq workers.app` for Meterline and `python -m dramatiq
+bench.bench_ingest:setup_naive_worker` for the baseline, with the same processes and threads.
+Throughput is counted from the first event recorded to the last batch whose counters were
+applied (its `ingest_batches.counters_applied_at`), after a warm-up that is then erased, so
+the ledger holds exactly the measured events when they are checked: ledger = rollups = Redis
+counters = what was sent, per metric (event count, sum and peak of the quantities).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import random
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+
+from bench import common
+
+NAIVE_QUEUE = "bench_naive"
+NAIVE_ACTOR = "bench_naive_ingest"
+METRICS = ("api_calls", "storage_gb", "bandwidth_gb")
+METRIC_WEIGHTS = (8, 1, 1)  # most events are calls; storage and bandwidth are sampled
+POLL_S = 0.2
+
+
+# --- the baseline: one message per event (declared in the baseline's worker processes) -------
+
+_NAIVE_INSERT = """
+INSERT INTO usage_events (customer_id, event_id, metric, quantity, timestamp, properties,
+    batch_id)
+VALUES (%s, %s, %s, %s, %s, %s, 'naive') ON CONFLICT DO NOTHING RETURNING 1
+"""
+
+
+def naive_counter_key(customer_id: str, metric: str) -> str:
+    return f"bench:naive:{{{customer_id}}}:{metric}"
+
+
+def naive_ingest(event: dict[str, Any]) -> None:
+    """The design Meterline replaces: validate, commit one INSERT, INCRBY one counter."""
+    from psycopg.types.json import Jsonb
+
+    from pricing.events import parse_event
+    from storage import db
+    from storage.redis_client import get_redis
+
+    parsed = parse_event(event)
+    with db.connection() as conn:
+        inserted = conn.execute(
+            _NAIVE_INSERT,
+            (
+                parsed.customer_id,
+                parsed.event_id,
+                parsed.metric,
+                parsed.quantity,
+                parsed.timestamp,
+                Jsonb(parsed.properties),
+            ),
+        ).fetchone()
+    if inserted:  # a redelivery does not count twice (a crash in between still loses it)
+        get_redis().incrby(
+            naive_counter_key(parsed.customer_id, parsed.metric), int(parsed.quantity)
+        )
+
+
+def declare_naive_actor(broker: dramatiq.Broker) -> dramatiq.Actor[[dict[str, Any]], None]:
+    declare = dramatiq.actor(
+        broker=broker, actor_name=NAIVE_ACTOR, queue_name=NAIVE_QUEUE, max_retries=3
+    )
+    return declare(naive_ingest)
+
+
+def setup_naive_worker() -> None:
+    """Called by `python -m dramatiq bench.bench_ingest:setup_naive_worker` in each worker."""
+    from tasks.broker import get_broker
+
+    declare_naive_actor(get_broker())
+
+
+# --- producers --------------------------------------------------------------------------------
+
+
+class Sent:
+    """What the producers sent, per metric: events, Σ quantity, peak quantity (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count: Counter[str] = Counter()
+        self.total: Counter[str] = Counter()
+        self.peak: dict[str, int] = {}
+
+    def add(self, count: Counter[str], total: Counter[str], peak: dict[str, int]) -> None:
+        with self._lock:
+            self.count.update(count)
+            self.total.update(total)
+            for metric, value in peak.items():
+                self.peak[metric] = max(self.peak.get(metric, 0), value)
+
+
+def produce(
+    seed: int, count: int, customers: list[str], send: Callable[[str, str, int], Any], sent: Sent
+) -> None:
+    """Send `count` events over a uniform spread of customers; quantities are whole units."""
+    rng = random.Random(seed)
+    by_count: Counter[str] = Counter()
+    by_total: Counter[str] = Counter()
+    peak: dict[str, int] = {}
+    metric_of = [m for m, w in zip(METRICS, METRIC_WEIGHTS, strict=True) for _ in range(w)]
+    for _ in range(count):
+        metric = metric_of[rng.randrange(len(metric_of))]
+        quantity = 1 if metric == "api_calls" else rng.randint(1, 500)
+        send(customers[rng.randrange(len(customers))], metric, quantity)
+        by_count[metric] += 1
+        by_total[metric] += quantity
+        if quantity > peak.get(metric, 0):
+            peak[metric] = quantity
+    sent.add(by_count, by_total, peak)
+
+
+def run_producers(
+    threads: int, events: int, customers: list[str], send: Callable[[str, str, int], Any]
+) -> tuple[Sent, float]:
+    """Send `events` events from `threads` threads; returns what was sent and when it started."""
+    sent = Sent()
+    shares = [events // threads + (1 if i < events % threads else 0) for i in range(threads)]
+    workers = [
+        threading.Thread(target=produce, args=(i, share, customers, send, sent), daemon=True)
+        for i, share in enumerate(shares)
+    ]
+    started = time.time()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return sent, started
+
+
+# --- the two phases ---------------------------------------------------------------------------
+
+
+def bench_naive(args: argparse.Namespace, customers: list[str], logs: Path) -> tuple[float, bool]:
+    """Events/s of the one-message-per-event design, and whether every event was counted."""
+    from storage import db
+    from storage.redis_client import get_redis
+    from tasks.broker import get_broker
+
+    actor = declare_naive_actor(get_broker())
+    seq = itertools.count()
+
+    def send(customer_id: str, metric: str, quantity: int) -> None:
+        actor.send(
+            {
+                "event_id": f"naive-{next(seq)}",
+                "customer_id": customer_id,
+                "metric": metric,
+                "quantity": str(quantity),
+                "timestamp": datetime.now(UTC).isoformat(),
+                "properties": {},
+            }
+        )
+
+    get_redis().delete("dramatiq:__heartbeats__")
+    with common.dramatiq_workers(
+        "bench.bench_ingest:setup_naive_worker",
+        processes=args.workers,
+        threads=args.baseline_threads,
+        queues=[NAIVE_QUEUE],
+        log_file=logs / "naive-workers.log",
+    ):
+        common.wait_for_consumers(get_redis(), args.workers)
+        warmup = args.workers * args.baseline_threads * 4
+        run_producers(1, warmup, customers, send)
+        _wait_for_rows(warmup, args.timeout)
+        common.empty_metering_tables()
+        common.delete_keys(get_redis(), "bench:naive:*")
+
+        sent, started = run_producers(args.producers, args.baseline_events, customers, send)
+        _wait_for_rows(args.baseline_events, args.timeout)
+        with db.connection() as conn:
+            row = conn.execute(
+                "SELECT count(*), sum(quantity), max(received_at) FROM usage_events"
+            ).fetchone()
+    assert row is not None
+    rows, quantity, last = row
+    redis = get_redis()
+    counted = sum(int(redis.get(k) or 0) for k in redis.scan_iter(match="bench:naive:*"))
+    expected = sum(sent.total.values())
+    exact = rows == args.baseline_events and quantity == counted == expected
+    rate = args.baseline_events / (last.timestamp() - started)
+    print(
+        f"naive baseline ({args.workers} processes × {args.baseline_threads} threads): "
+        f"{args.baseline_events:,} events, one message each (INSERT + INCRBY): {rate:,.0f} "
+        f"events/s end to end; ledger {rows:,} rows, Σ quantity ledger {quantity:f} / counters "
+        f"{counted} / sent {expected}: {'exact' if exact else 'MISMATCH'}"
+    )
+    common.empty_metering_tables()
+    common.delete_keys(redis, "bench:naive:*")
+    return rate, exact
+
+
+def _wait_for_rows(expected: int, timeout: float) -> None:
+    from storage import db
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with db.connection() as conn:
+            row = conn.execute("SELECT count(*) FROM usage_events").fetchone()
+        if row and row[0] >= expected:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"baseline: {row[0] if row else 0} of {expected} rows stored")
+        time.sleep(POLL_S * 2)
+
+
+def bench_meterline(
+    args: argparse.Namespace, customers: list[str], logs: Path
+) -> tuple[float, bool]:
+    """Events/s of record_usage → ingest workers (with RSS), and whether ledger = rollups =
+    counters = sent."""
+    from storage.redis_client import get_redis
+    from tasks.recorder import configure_recorder, flush_usage, record_usage
+
+    get_redis().delete("dramatiq:__heartbeats__")
+    with common.dramatiq_workers(
+        "workers.app",
+        processes=args.workers,
+        threads=args.threads,
+        queues=["ingest"],
+        log_file=logs / "ingest-workers.log",
+    ) as master:
+        common.wait_for_consumers(get_redis(), args.workers)
+        configure_recorder(batch_size=args.batch_size)
+        warmup = min(args.workers * args.threads * args.batch_size, 50_000)  # a batch a thread
+        run_producers(1, warmup, customers, record_usage)
+        flush_usage()
+        _wait_for_ingest(warmup, args.timeout)
+        common.empty_metering_tables()
+        common.delete_keys(get_redis(), "ml:*")
+
+        rss = {"start": common.tree_rss(master.pid)}
+        progress = _Progress(args.events, master.pid, rss)
+        poller = threading.Thread(target=progress.run, args=(args.timeout,), daemon=True)
+        poller.start()
+        sent, started = run_producers(args.producers, args.events, customers, record_usage)
+        flush_usage()
+        recorded = time.time() - started
+        poller.join()
+        if progress.error:
+            raise progress.error
+        last_commit = progress.last_commit
+    elapsed = last_commit - started
+    rate = args.events / elapsed
+    print(
+        f"meterline: {args.events:,} events recorded in {recorded:.1f} s "
+        f"({args.events / recorded:,.0f} events/s producer side), last batch committed and "
+        f"counted after {elapsed:.1f} s: {rate:,.0f} events/s end to end"
+    )
+    names = ("start", "after N/2", "after N")
+    print(
+        "worker RSS (master + processes): "
+        + ", ".join(f"{n} {common.mib(rss[n][0])} (largest {common.mib(rss[n][1])})" for n in names)
+    )
+    return rate, check_exact(sent, args.events)
+
+
+class _Progress:
+    """Polls ingest_batches until every event is in: RSS at N/2 and N, a line every 5 s."""
+
+    def __init__(self, events: int, worker_pid: int, rss: dict[str, tuple[int, int]]) -> None:
+        self.events = events
+        self.worker_pid = worker_pid
+        self.rss = rss
+        self.last_commit = 0.0
+        self.error: BaseException | None = None
+
+    def run(self, timeout: float) -> None:
+        try:
+            self.last_commit = _wait_for_ingest(self.events, timeout, self._sample)
+        except BaseException as exc:
+            self.error = exc
+
+    def _sample(self, done: int, elapsed: float) -> None:
+        if "after N/2" not in self.rss and done >= self.events // 2:
+            self.rss["after N/2"] = common.tree_rss(self.worker_pid)
+        if done >= self.events:
+            self.rss["after N"] = common.tree_rss(self.worker_pid)
+
+
+def _wait_for_ingest(
+    expected: int, timeout: float, sample: Callable[[int, float], None] | None = None
+) -> float:
+    """Wait until `expected` events are accepted and every batch's counters applied; returns
+    the epoch time of the last counters_applied_at."""
+    from storage import db
+
+    started = time.monotonic()
+    next_line = started + 5
+    while True:
+        with db.connection() as conn:
+            row = conn.execute(
+                "SELECT coalesce(sum(accepted + duplicates + rejected), 0),"
+                " count(*) FILTER (WHERE counters_applied_at IS NULL),"
+                " max(counters_applied_at) FROM ingest_batches"
+            ).fetchone()
+        assert row is not None
+        done, unapplied, last = int(row[0]), int(row[1]), row[2]
+        now = time.monotonic()
+        if sample:
+            sample(done, now - started)
+        if done >= expected and unapplied == 0:
+            return float(last.timestamp())
+        if sample and now >= next_line:
+            print(f"  ... {done:,} events ingested after {now - started:.0f} s", flush=True)
+            next_line += 5
+        if now - started > timeout:
+            raise TimeoutError(f"{done:,} of {expected:,} events ingested after {timeout:.0f}s")
+        time.sleep(POLL_S)
+
+
+def check_exact(sent: Sent, events: int) -> bool:
+    """Ledger = rollups = counters = sent, per metric: prints the table, returns the verdict."""
+    from storage import counters, db
+
+    with db.connection() as conn:
+        ledger = {
+            r[0]: (int(r[1]), r[2], r[3])
+            for r in conn.execute(
+                "SELECT metric, count(*), sum(quantity), max(quantity) FROM usage_events"
+                " GROUP BY metric"
+            )
+        }
+        rollups = {
+            r[0]: (int(r[1]), r[2], r[3])
+            for r in conn.execute(
+                "SELECT metric, sum(event_count), sum(total), max(maximum) FROM usage_rollups"
+                " GROUP BY metric"
+            )
+        }
+        batches = conn.execute(
+            "SELECT count(*), coalesce(sum(accepted), 0), coalesce(sum(duplicates), 0),"
+            " coalesce(sum(rejected), 0) FROM ingest_batches"
+        ).fetchone()
+        segments = conn.execute("SELECT customer_id, period_start, version FROM usage_periods")
+        segment_rows = segments.fetchall()
+    live: dict[str, tuple[int, Decimal, Decimal]] = {}
+    unfolded = stale = 0
+    for customer_id, start, version in segment_rows:
+        seg = counters.read_segment(customer_id, start, [])
+        if seg is None:
+            unfolded += 1
+            continue
+        stale += seg.version != version
+        for metric, state in seg.state.metrics.items():
+            count, total, peak = live.get(metric, (0, Decimal(0), Decimal(0)))
+            live[metric] = (
+                count + state.count,
+                total + state.total,
+                max(peak, state.maximum or Decimal(0)),
+            )
+    assert batches is not None
+    print(
+        f"batches: {batches[0]:,}, accepted {batches[1]:,}, duplicates {batches[2]}, rejected "
+        f"{batches[3]}; counter hashes: {len(segment_rows)} segments, {unfolded} unreadable "
+        f"without a rebuild from the rollups, {stale} behind the rollups' version"
+    )
+    print(f"{'metric':14}{'':10}{'sent':>14}{'ledger':>14}{'rollups':>14}{'counters':>14}")
+    exact = unfolded == 0 and stale == 0 and batches[1] == events
+    for metric in METRICS:
+        figures = [
+            (sent.count[metric], sent.total[metric], sent.peak.get(metric, 0)),
+            ledger.get(metric, (0, 0, 0)),
+            rollups.get(metric, (0, 0, 0)),
+            live.get(metric, (0, 0, 0)),
+        ]
+        for i, label in enumerate(("events", "Σ quantity", "peak")):
+            values = [Decimal(f[i] or 0) for f in figures]
+            exact &= len(set(values)) == 1
+            cells = "".join(f"{v.normalize():>14,f}" for v in values)
+            print(f"{metric if i == 0 else '':14}{label:10}{cells}")
+    print(f"exactness: {'OK' if exact else 'MISMATCH'} (ledger = rollups = counters = sent = N)")
+    return exact
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=500_000, help="events through Meterline")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (both designs)")
+    parser.add_argument("--threads", type=int, default=1, help="threads per worker process")
+    parser.add_argument("--batch-size", type=int, default=5000, help="events per message")
+    parser.add_argument("--producers", type=int, default=2, help="producer threads")
+    parser.add_argument("--customers", type=int, default=1000)
+    parser.add_argument("--baseline-events", type=int, default=20_000)
+    parser.add_argument(
+        "--baseline-threads", type=int, help="threads per baseline worker (default: --threads)"
+    )
+    parser.add_argument("--timeout", type=float, default=600, help="seconds per phase")
+    args = parser.parse_args(argv)
+    args.baseline_threads = args.baseline_threads or args.threads
+
+    servers = common.use_bench_servers()
+    logs = Path(tempfile.mkdtemp(prefix="meterline-bench-"))
+    try:
+        print(f"machine: {common.machine_line()}")
+        print(
+            f"settings: {args.customers} customers on plan api, {args.workers} worker processes × "
+            f"{args.threads} threads, batch size {args.batch_size}, {args.producers} producer "
+            f"threads; worker logs in {logs}"
+        )
+        customers = common.setup_api_customers(args.customers)
+        naive, naive_exact = bench_naive(args, customers, logs)
+        fast, fast_exact = bench_meterline(args, customers, logs)
+        print(
+            f"ratio: Meterline {fast:,.0f} events/s / naive {naive:,.0f} events/s = "
+            f"{fast / naive:.1f}x (goal: >= 50,000 events/s and >= 15x)"
+        )
+        if not (naive_exact and fast_exact):
+            raise SystemExit(1)
+    finally:
+        _close_clients()
+        servers.release()
+
+
+def _close_clients() -> None:
+    from storage import db
+    from storage.redis_client import reset_redis
+    from tasks.recorder import default_recorder
+
+    default_recorder().close(timeout=10)
+    db.close_pool()
+    reset_redis()
+
+
+if __name__ == "__main__":
+    main()
