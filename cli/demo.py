@@ -84,10 +84,47 @@ def demo(
         elapsed_ms = (time.perf_counter() - started_at) * 1000
         print_usage(document)
         console.print(f"   [dim]read in {elapsed_ms:.2f} ms[/dim]")
+
+    label = _previous_label()
+    console.print(f"[bold]5. Closing period {label}[/bold]: one invoice job per customer")
+    _close_and_show(label)
     console.rule("done")
 
 
+def _previous_label() -> str:
+    first = datetime.now(UTC).replace(day=1)
+    return f"{first - timedelta(days=1):%Y-%m}"
+
+
+def _close_and_show(label: str) -> None:
+    from cli.invoices import _print_invoice, render_html
+    from cli.output import print_table
+    from cli.periods import close_period
+    from storage.invoices import list_invoices
+    from storage.settings import get_settings
+
+    summary = close_period(label, inline=True)
+    console.print(f"   jobs: {summary.counts}")
+    invoices = [i.to_json() for i in list_invoices(period_label=label)]
+    print_table(
+        f"Invoices for {label} (drafts until the grace period for late usage ends)",
+        ["invoice", "customer", "status", "total"],
+        [
+            (d["id"], d["customer_id"], d["status"], f"{d['total']} {d['currency']}")
+            for d in invoices
+        ],
+    )
+    if invoices:
+        first = max(invoices, key=lambda d: float(d["total"]))
+        _print_invoice(first)
+        path = get_settings().data_dir / f"invoice-{first['id']}.html"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(render_html(first))
+        console.print(f"   the invoice as a document: {path}")
+
+
 def _burst(count: int) -> None:
+    from pricing.periods import billing_period
     from tasks import record_usage
 
     rng = random.Random(42)
@@ -102,6 +139,12 @@ def _burst(count: int) -> None:
         ("hooli", "payments", lambda: 1, lambda: {"amount": f"{rng.uniform(5, 400):.2f}"}),
     ]
     weights = [60, 3, 1, 25, 8, 2, 1]
+    now = datetime.now(UTC)
+    window_start = (now - timedelta(days=34)).timestamp()
+    last_period: dict[str, tuple[float, float]] = {}
+    for customer_id, _plan, timezone, anchor in DEMO_CUSTOMERS:
+        current = billing_period(now, timezone=timezone, anchor_day=anchor)
+        last_period[customer_id] = (window_start, current.start.timestamp() - 1)
     with Progress(
         TextColumn("   recording"),
         BarColumn(),
@@ -112,7 +155,15 @@ def _burst(count: int) -> None:
         task = progress.add_task("record", total=count)
         for i in range(count):
             customer, metric, quantity, props = rng.choices(shapes, weights)[0]
-            record_usage(customer, metric, quantity(), properties=props() if props else None)
+            # One event in five belongs to last period (recorded late, inside the window).
+            at = rng.uniform(*last_period[customer]) if i % 5 == 0 else None
+            record_usage(
+                customer,
+                metric,
+                quantity(),
+                timestamp=None if at is None else datetime.fromtimestamp(at, UTC),
+                properties=props() if props else None,
+            )
             if i % 2000 == 0:
                 progress.update(task, completed=i)
         progress.update(task, completed=count)
