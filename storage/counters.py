@@ -26,57 +26,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pricing.aggregations import MetricState
 from pricing.metering import SegmentState
+from storage import counter_fields as fields_of
+from storage import counter_scripts as scripts
 from storage import rollups
 from storage.redis_client import get_redis
 
 RETENTION = 40 * 86400  # counters outlive their segment by the late-event window
-
-_STAGE = """
-local current = redis.call('HGET', KEYS[1], '_v')
-if current and tonumber(current) >= tonumber(ARGV[1]) then return 0 end
-redis.call('HSETNX', KEYS[1], 'pend:' .. ARGV[1], ARGV[2])
-redis.call('EXPIREAT', KEYS[1], ARGV[3])
-return 1
-"""
-
-# KEYS[1] hash; ARGV: expected version ('' = none), new version, n_set, field, value...,
-# then fields to delete
-_CAS = """
-local current = redis.call('HGET', KEYS[1], '_v') or ''
-if current ~= ARGV[1] then return 0 end
-local n = tonumber(ARGV[3])
-local i = 4
-for _ = 1, n do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-  i = i + 2
-end
-while i <= #ARGV do
-  redis.call('HDEL', KEYS[1], ARGV[i])
-  i = i + 1
-end
-redis.call('HSET', KEYS[1], '_v', ARGV[2])
-return 1
-"""
-
-# Replace the state with a PostgreSQL snapshot unless the hash is already newer.
-_LOAD = """
-local current = redis.call('HGET', KEYS[1], '_v')
-if current and tonumber(current) >= tonumber(ARGV[1]) then return 0 end
-local fields = redis.call('HKEYS', KEYS[1])
-for _, f in ipairs(fields) do
-  if string.sub(f, 1, 5) ~= 'pend:' then redis.call('HDEL', KEYS[1], f) end
-end
-local i = 4
-for _ = 1, tonumber(ARGV[3]) do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-  i = i + 2
-end
-redis.call('HSET', KEYS[1], '_v', ARGV[1])
-redis.call('EXPIREAT', KEYS[1], ARGV[2])
-return 1
-"""
 
 
 def _tag(customer_id: str) -> str:
@@ -91,22 +47,6 @@ def segment_key(customer_id: str, start: datetime) -> str:
 
 def unique_key(customer_id: str, start: datetime, metric: str) -> str:
     return f"ml:{{{_tag(customer_id)}}}:u:{int(start.timestamp())}:{metric}"
-
-
-def state_to_fields(state: SegmentState) -> dict[str, str]:
-    fields = {f"m:{k}": json.dumps(state.metric_json(v)) for k, v in state.metrics.items()}
-    fields.update({f"c:{k}": json.dumps(state.charge_json(*v)) for k, v in state.charges.items()})
-    return fields
-
-
-def state_from_fields(fields: dict[str, str]) -> SegmentState:
-    state = SegmentState()
-    for name, raw in fields.items():
-        if name.startswith("m:"):
-            state.metrics[name[2:]] = MetricState.from_dict(json.loads(raw))
-        elif name.startswith("c:"):
-            state.charges[name[2:]] = state.charge_from_json(json.loads(raw))
-    return state
 
 
 @dataclass(frozen=True)
@@ -156,80 +96,60 @@ def _expire_at(end: datetime) -> int:
 def apply_deltas(deltas: Sequence[CounterDelta]) -> None:
     """Apply each delta exactly once, in version order. Safe to call any number of times.
 
-    The common case (the hash is at the version just before the delta's) merges directly with
-    one compare-and-set; anything else (a gap, a lost CAS race, a hash Redis lost) takes the
-    general path: stage the delta under its version, then fold what can be folded.
+    Fast path: one script per segment merges the delta inside Redis (integer fields) when the
+    hash is at the version just before the delta's. Anything else (a gap, staged deltas, a
+    metric kept as JSON, a hash Redis lost) takes the general path: stage, then fold.
     """
     if not deltas:
         return
     redis = get_redis()
-    by_key = {segment_key(d.customer_id, d.start): d for d in deltas}
+    fast = redis.register_script(scripts.FAST)
     pipe = redis.pipeline(transaction=False)
-    for key, delta in by_key.items():
-        pipe.hgetall(key)
+    tried: list[CounterDelta] = []
+    general: list[CounterDelta] = []
+    for delta in deltas:  # distinct values first: SADD is idempotent, order is not needed
         for metric, values in delta.uniques.items():
             if values:
                 ukey = unique_key(delta.customer_id, delta.start, metric)
                 pipe.sadd(ukey, *values)
                 pipe.expireat(ukey, _expire_at(delta.end))
-    replies = iter(pipe.execute())
-    hashes = {}
-    for key, delta in by_key.items():
-        hashes[key] = _decode(next(replies))
-        for values in delta.uniques.values():
-            if values:
-                next(replies), next(replies)
-    cas = redis.register_script(_CAS)
-    pipe = redis.pipeline(transaction=False)
-    direct: list[str] = []
-    general: list[CounterDelta] = []
-    for key, delta in by_key.items():
-        fields = hashes[key]
-        current = fields.get("_v")
-        if current is not None and int(current) >= delta.version:
-            continue  # already applied
-        if not fields:
-            ready = delta.version == 1  # a new segment: its base is the empty state
-        else:
-            clean = not any(name.startswith("pend:") for name in fields)
-            ready = clean and current is not None and int(current) == delta.version - 1
-        if ready:
-            merged = _merge_fields(fields, delta.state)
-            flat = [x for pair in merged.items() for x in pair]
-            args = [current or "", delta.version, len(merged), *flat]
-            cas(keys=[key], args=args, client=pipe)
-            pipe.expireat(key, _expire_at(delta.end))
-            direct.append(key)
-        else:
+    for delta in deltas:
+        args = _fast_args(delta)
+        if args is None:
             general.append(delta)
-    results = pipe.execute() if direct else []
-    for key, ok in zip(direct, results[::2], strict=True):
-        if not ok:
-            general.append(by_key[key])
+            continue
+        fast(keys=[segment_key(delta.customer_id, delta.start)], args=args, client=pipe)
+        tried.append(delta)
+    replies = pipe.execute()
+    outcomes = replies[len(replies) - len(tried) :] if tried else []
+    general += [delta for delta, done in zip(tried, outcomes, strict=True) if not done]
     if general:
         _stage_and_settle(general)
 
 
-def _merge_fields(fields: dict[str, str], delta: SegmentState) -> dict[str, str]:
-    """The hash fields a delta changes, merged with their current values."""
-    merged: dict[str, str] = {}
-    for name, state in delta.metrics.items():
-        raw = fields.get(f"m:{name}")
-        if raw is not None:
-            state = MetricState.from_dict(json.loads(raw)).merge(state)
-        merged[f"m:{name}"] = json.dumps(SegmentState.metric_json(state))
-    for name, (charge, charge_state) in delta.charges.items():
-        raw = fields.get(f"c:{name}")
-        if raw is not None:
-            _, old = SegmentState.charge_from_json(json.loads(raw))
-            charge_state = old.merge(charge_state, charge)
-        merged[f"c:{name}"] = json.dumps(SegmentState.charge_json(charge, charge_state))
-    return merged
+def _fast_args(delta: CounterDelta) -> list[Any] | None:
+    """The fast script's arguments, or None when the delta needs the general path."""
+    if delta.state.charges:
+        return None
+    args: list[Any] = [delta.version, _expire_at(delta.end), len(delta.state.metrics)]
+    for name, state in delta.state.metrics.items():
+        fields = fields_of.integer_fields(name, state)
+        if fields is None:
+            return None
+        args += [
+            name,
+            fields[f"n:{name}"],
+            fields[f"s:{name}"],
+            fields.get(f"x:{name}", ""),
+            fields.get(f"t:{name}", ""),
+            fields.get(f"l:{name}", ""),
+        ]
+    return args
 
 
 def _stage_and_settle(deltas: Sequence[CounterDelta]) -> None:
     redis = get_redis()
-    stage = redis.register_script(_STAGE)
+    stage = redis.register_script(scripts.STAGE)
     pipe = redis.pipeline(transaction=False)
     keys: dict[str, CounterDelta] = {}
     for delta in deltas:
@@ -255,7 +175,7 @@ def settle(keys: Iterable[str]) -> list[str]:
     """Fold staged deltas into each hash in version order (compare-and-set, retried).
     Returns the keys that cannot be folded because Redis has no base state for them."""
     redis = get_redis()
-    cas = redis.register_script(_CAS)
+    cas = redis.register_script(scripts.CAS)
     todo = list(dict.fromkeys(keys))
     unhydrated: list[str] = []
     for _ in range(50):
@@ -293,25 +213,34 @@ def _decode(raw: dict[bytes, bytes]) -> dict[str, str]:
 
 
 def _fold(fields: dict[str, str]) -> tuple[str, int, dict[str, str], list[str]] | None:
-    """The compare-and-set that folds contiguous pending deltas, or None if nothing to do."""
+    """The compare-and-set that folds contiguous staged deltas, or None if nothing to do."""
     # Version 1 is the segment's first batch: its base is the empty state at version 0.
     current = int(fields.get("_v", 0))
     pending = {int(k[5:]): k for k in fields if k.startswith("pend:")}
     stale = [name for version, name in pending.items() if version <= current]
     version = current
-    state = state_from_fields(fields)
-    changed: set[str] = set()
+    state = fields_of.state_from_fields(fields)
+    metrics: set[str] = set()
+    charges: set[str] = set()
     while version + 1 in pending:
         version += 1
         delta = SegmentState.from_json(json.loads(fields[pending[version]])["state"])
         state = state.merge(delta)
-        changed.update(f"m:{k}" for k in delta.metrics)
-        changed.update(f"c:{k}" for k in delta.charges)
+        metrics.update(delta.metrics)
+        charges.update(delta.charges)
     if version == current and not stale:
         return None
-    new_fields = {k: v for k, v in state_to_fields(state).items() if k in changed}
+    new_fields: dict[str, str] = {}
+    delete: list[str] = []
+    for name in metrics:
+        written = fields_of.metric_fields(name, state.metrics[name])
+        new_fields.update(written)
+        delete += [f for f in fields_of.stale_fields(name, written) if f in fields]
+    for key in charges:
+        charge, charge_state = state.charges[key]
+        new_fields[f"c:{key}"] = json.dumps(SegmentState.charge_json(charge, charge_state))
     folded = [pending[v] for v in range(current + 1, version + 1)]
-    return fields.get("_v", ""), version, new_fields, stale + folded
+    return fields.get("_v", ""), version, new_fields, delete + stale + folded
 
 
 def read_segment(
@@ -326,11 +255,11 @@ def read_segment(
         pipe.scard(unique_key(customer_id, start, metric))
     raw, *cards = pipe.execute()
     fields = _decode(raw)
-    if "_v" not in fields or any(name.startswith("pend:") for name in fields):
+    if "_v" not in fields or int(fields.get("_p", 0)) > 0:
         return None
     return SegmentCounters(
         version=int(fields["_v"]),
-        state=state_from_fields(fields),
+        state=fields_of.state_from_fields(fields),
         unique_counts=dict(zip(unique_metrics, (int(c) for c in cards), strict=True)),
     )
 
@@ -353,9 +282,9 @@ def load_segment(
         for i in range(0, len(values), 10_000):
             redis.sadd(ukey, *values[i : i + 10_000])
         redis.expireat(ukey, expire)
-    fields = state_to_fields(state)
+    fields = fields_of.state_to_fields(state)
     flat = [x for pair in fields.items() for x in pair]
-    redis.register_script(_LOAD)(keys=[key], args=[version, expire, len(fields), *flat])
+    redis.register_script(scripts.LOAD)(keys=[key], args=[version, expire, len(fields), *flat])
     settle([key])
 
 

@@ -55,10 +55,14 @@ def assert_counters_equal_rollups(segment: Segment) -> None:
 
 
 def corrupt_metric(redis: redis_lib.Redis, segment: Segment, metric: str, **changes: Any) -> None:
+    """Overwrite a metric's count and/or total in its counter hash (scaled integer fields)."""
     key = counters.segment_key("cus_1", segment.start)
-    state = json.loads(redis.hget(key, f"m:{metric}"))  # type: ignore[arg-type]
-    state.update(changes)
-    redis.hset(key, f"m:{metric}", json.dumps(state))
+    mapping = {}
+    if "count" in changes:
+        mapping[f"n:{metric}"] = str(changes["count"])
+    if "total" in changes:
+        mapping[f"s:{metric}"] = str(int(Decimal(changes["total"]).scaleb(6)))
+    redis.hset(key, mapping=mapping)
 
 
 def test_consistent_counters_are_checked_and_left_alone() -> None:
