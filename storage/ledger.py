@@ -22,8 +22,8 @@ from storage import db
 _INSERT = """
 WITH input AS (
     SELECT * FROM unnest(
-        %(customer_id)s::text[], %(event_id)s::text[], %(metric)s::text[],
-        %(quantity)s::numeric[], %(ts)s::timestamptz[], %(properties)s::text[]
+        %(customer_id)b::text[], %(event_id)b::text[], %(metric)b::text[],
+        %(quantity)b::numeric[], %(ts)b::timestamptz[], %(properties)b::text[]
     ) AS t(customer_id, event_id, metric, quantity, timestamp, properties)
 ), fresh AS (
     INSERT INTO event_ids (customer_id, event_id, timestamp)

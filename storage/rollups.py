@@ -24,7 +24,7 @@ from storage import db
 
 _BUMP = """
 INSERT INTO usage_periods (customer_id, period_start, period_end, version)
-SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[], %s::bigint[])
+SELECT * FROM unnest(%b::text[], %b::timestamptz[], %b::timestamptz[], %b::bigint[])
 ORDER BY 1, 2
 ON CONFLICT (customer_id, period_start) DO UPDATE SET version = usage_periods.version + 1
 RETURNING customer_id, period_start, version
@@ -34,7 +34,7 @@ _SELECT = """
 SELECT r.customer_id, r.period_start, r.metric, r.event_count, r.total, r.maximum, r.latest_at,
        r.latest_event_id, r.latest_value, r.weighted_v, r.weighted_vt, r.charge_state
 FROM usage_rollups r
-JOIN unnest(%s::text[], %s::timestamptz[]) AS k(customer_id, period_start)
+JOIN unnest(%b::text[], %b::timestamptz[]) AS k(customer_id, period_start)
   ON r.customer_id = k.customer_id AND r.period_start = k.period_start
 """
 
@@ -45,9 +45,9 @@ INSERT INTO usage_rollups AS r (customer_id, metric, period_start, period_end, e
     total, maximum, latest_at, latest_event_id, latest_value, weighted_v, weighted_vt,
     charge_state, updated_at)
 SELECT *, now() FROM unnest(
-    %s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[], %s::bigint[], %s::numeric[],
-    %s::numeric[], %s::timestamptz[], %s::text[], %s::numeric[], %s::numeric[], %s::numeric[],
-    %s::jsonb[])
+    %b::text[], %b::text[], %b::timestamptz[], %b::timestamptz[], %b::bigint[], %b::numeric[],
+    %b::numeric[], %b::timestamptz[], %b::text[], %b::numeric[], %b::numeric[], %b::numeric[],
+    %b::jsonb[])
 ON CONFLICT (customer_id, metric, period_start) DO UPDATE SET
     event_count = r.event_count + excluded.event_count,
     total = r.total + excluded.total,
@@ -71,14 +71,14 @@ ON CONFLICT (customer_id, metric, period_start) DO UPDATE SET
 # first, so that two batches never both see "missing") and merge before the upsert.
 _PLACEHOLDERS = """
 INSERT INTO usage_rollups (customer_id, metric, period_start, period_end)
-SELECT * FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[])
+SELECT * FROM unnest(%b::text[], %b::text[], %b::timestamptz[], %b::timestamptz[])
 ORDER BY 1, 2, 3
 ON CONFLICT DO NOTHING
 """
 
 _LOCK_CHARGES = """
 SELECT r.customer_id, r.metric, r.period_start, r.charge_state FROM usage_rollups r
-JOIN unnest(%s::text[], %s::text[], %s::timestamptz[]) AS k(customer_id, metric, period_start)
+JOIN unnest(%b::text[], %b::text[], %b::timestamptz[]) AS k(customer_id, metric, period_start)
   ON r.customer_id = k.customer_id AND r.metric = k.metric AND r.period_start = k.period_start
 ORDER BY 1, 2, 3
 FOR UPDATE OF r
@@ -86,13 +86,13 @@ FOR UPDATE OF r
 
 _UNIQUES = """
 INSERT INTO usage_rollup_uniques (customer_id, metric, period_start, value)
-SELECT * FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::text[])
+SELECT * FROM unnest(%b::text[], %b::text[], %b::timestamptz[], %b::text[])
 ON CONFLICT DO NOTHING
 """
 
 _DAILY = """
 INSERT INTO usage_daily (customer_id, metric, day, event_count, total)
-SELECT * FROM unnest(%s::text[], %s::text[], %s::date[], %s::bigint[], %s::numeric[])
+SELECT * FROM unnest(%b::text[], %b::text[], %b::date[], %b::bigint[], %b::numeric[])
 ON CONFLICT (customer_id, metric, day) DO UPDATE SET
     event_count = usage_daily.event_count + excluded.event_count,
     total = usage_daily.total + excluded.total
