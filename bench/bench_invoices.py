@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -36,6 +35,8 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import redis as redis_lib
 from psycopg import sql
+
+from bench.common import stop_process_group, wait_for_consumers
 
 REPO = Path(__file__).resolve().parent.parent
 POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -189,25 +190,6 @@ def start_workers(processes: int, threads: int, log: Path) -> subprocess.Popen[b
         )
 
 
-def stop_workers(master: subprocess.Popen[bytes]) -> None:
-    if master.poll() is not None:
-        return
-    master.send_signal(signal.SIGTERM)
-    try:
-        master.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(master.pid, signal.SIGKILL)  # the group this benchmark started
-        master.wait(timeout=10)
-
-
-def wait_for_workers(client: redis_lib.Redis, processes: int, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while client.zcard("dramatiq:__heartbeats__") < processes:
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{processes} worker processes did not start in {timeout:.0f} s")
-        time.sleep(0.2)
-
-
 def fan_out(label: str, count: int) -> tuple[float, float]:
     """Close the period; (seconds to fan out, seconds until every invoice exists)."""
     from storage import db
@@ -275,12 +257,12 @@ def main(argv: list[str] | None = None) -> None:
             f" = {sequential_rate:,.0f} invoices/s"
         )
         master = start_workers(args.processes, args.threads, log)
-        wait_for_workers(client, args.processes)
+        wait_for_consumers(client, args.processes)
         fanned, total = fan_out(label, args.customers)
         check(label, args.customers, totals)
     finally:
         if master is not None:
-            stop_workers(master)
+            stop_process_group(master)
         release(client)
     rate = args.customers / total
     print(

@@ -123,6 +123,16 @@ def _close_and_show(label: str) -> None:
         console.print(f"   the invoice as a document: {path}")
 
 
+def _bar(label: str) -> Progress:
+    return Progress(
+        TextColumn(f"   {label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
 def _burst(count: int) -> None:
     from pricing.periods import billing_period
     from tasks import record_usage
@@ -145,13 +155,7 @@ def _burst(count: int) -> None:
     for customer_id, _plan, timezone, anchor in DEMO_CUSTOMERS:
         current = billing_period(now, timezone=timezone, anchor_day=anchor)
         last_period[customer_id] = (window_start, current.start.timestamp() - 1)
-    with Progress(
-        TextColumn("   recording"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
+    with _bar("recording") as progress:
         task = progress.add_task("record", total=count)
         for i in range(count):
             customer, metric, quantity, props = rng.choices(shapes, weights)[0]
@@ -172,13 +176,7 @@ def _burst(count: int) -> None:
 def _wait_for_ingest(before: int, count: int) -> None:
     from storage.ingest import stats as ingest_stats
 
-    with Progress(
-        TextColumn("   ingesting"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
+    with _bar("ingesting") as progress:
         task = progress.add_task("ingest", total=count)
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:

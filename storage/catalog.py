@@ -100,8 +100,10 @@ class Catalog:
         period = billing_period(
             at, timezone=context.timezone, anchor_day=context.anchor_day, interval=plan.interval
         )
-        start = max(period.start, span.starts_at)
-        end = min(period.end, span.ends_at) if span.ends_at else period.end
+        start = max(period.start, span.starts_at, context.starts_at)
+        end = min(b for b in (period.end, span.ends_at, context.ends_at) if b is not None)
+        if not start <= at < end:  # before the customer started, or after it ended
+            return None
         return Segment(plan, version, period, start, end, context.timezone)
 
     def segments(self, context: CustomerContext, period: Period) -> list[Segment]:
@@ -173,30 +175,7 @@ def read_contexts(conn: db.Connection, ids: list[str]) -> dict[str, CustomerCont
 
 def _load_customers(ids: list[str]) -> dict[str, CustomerContext]:
     with db.connection() as conn:
-        customers = conn.execute(
-            "SELECT id, timezone, anchor_day, starts_at, ends_at FROM customers WHERE id = ANY(%s)",
-            (ids,),
-        ).fetchall()
-        spans: dict[str, list[SubscriptionSpan]] = {}
-        for customer_id, plan_code, starts_at, ends_at in conn.execute(
-            "SELECT customer_id, plan_code, starts_at, ends_at FROM subscriptions"
-            " WHERE customer_id = ANY(%s) ORDER BY customer_id, starts_at",
-            (ids,),
-        ):
-            spans.setdefault(customer_id, []).append(
-                SubscriptionSpan(plan_code, starts_at, ends_at)
-            )
-    return {
-        row[0]: CustomerContext(
-            customer_id=row[0],
-            timezone=row[1],
-            anchor_day=row[2],
-            starts_at=row[3],
-            ends_at=row[4],
-            spans=tuple(spans.get(row[0], ())),
-        )
-        for row in customers
-    }
+        return read_contexts(conn, ids)
 
 
 catalog = Catalog()
