@@ -21,3 +21,15 @@ def migrate(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -
         console.print(f"applied {len(applied)} migration(s): {', '.join(applied)}")
     else:
         console.print("schema is up to date")
+
+
+@app.command("stop")
+def stop(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Stop the embedded PostgreSQL and Redis kept running under METER_DATA_DIR."""
+    from storage.embedded import stop_embedded
+
+    stopped = stop_embedded()
+    if as_json:
+        print_json({"stopped": stopped})
+    else:
+        console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
