@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from pricing.invoicing import PricedSegment, compose
 from pricing.metering import SegmentState, segment_usage
 from pricing.money import format_decimal, format_money
 from pricing.plans import included_usage
@@ -36,6 +37,7 @@ class UsageReport:
     segment: Segment
     metrics: dict[str, MetricReport]
     quote: Quote
+    estimated_total: Decimal
     as_of: datetime
     version: int
 
@@ -56,7 +58,7 @@ class UsageReport:
                 }
                 for name, m in self.metrics.items()
             },
-            "estimated_total": format_money(self.quote.total, currency),
+            "estimated_total": format_money(self.estimated_total, currency),
             "as_of": self.as_of.isoformat(timespec="milliseconds"),
         }
 
@@ -90,6 +92,10 @@ def current_usage(customer_id: str, at: datetime | None = None) -> UsageReport:
     version, state, unique_counts = segment_counters(customer_id, segment)
     usage, charge_results = segment_usage(segment.plan, state, unique_counts, segment)
     quote = rate(segment.plan, usage, charge_results=charge_results)
+    # The total as this segment's invoice would have it (base fee and minimum prorated).
+    draft = compose(
+        customer_id, segment.period, [PricedSegment(segment, usage, charge_results, version)]
+    )
     metrics: dict[str, MetricReport] = {}
     for name in segment.plan.metrics:
         used = usage[name].quantity if name in usage else Decimal(0)
@@ -99,4 +105,4 @@ def current_usage(customer_id: str, at: datetime | None = None) -> UsageReport:
             Decimal(0),
         )
         metrics[name] = MetricReport(used, included, max(used - included, Decimal(0)), cost)
-    return UsageReport(customer_id, segment, metrics, quote, at, version)
+    return UsageReport(customer_id, segment, metrics, quote, draft.total, at, version)

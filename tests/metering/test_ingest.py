@@ -190,3 +190,34 @@ def test_dedup_index_keeps_every_id_still_inside_the_accepted_window() -> None:
     assert assert_consistent(at=now - timedelta(days=34))["api_calls"] == 1
     assert ledger.prune_dedup_index(now + timedelta(days=36)) == 0  # received today: kept
     assert ledger.prune_dedup_index(now + timedelta(days=37)) == 2  # out of any window
+
+
+def test_the_estimate_prorates_the_base_fee_like_the_invoice() -> None:
+    from decimal import ROUND_HALF_UP
+
+    from pricing.periods import billing_period
+    from storage.customers import create_customer
+    from storage.live_usage import current_usage
+
+    now = datetime.now(UTC)
+    period = billing_period(now)
+    started = period.start + (now - period.start) / 2  # mid-period, in UTC
+    create_customer("cus_new", "live", starts_at=started)
+    report = current_usage("cus_new")
+    days = (period.end.date() - started.date()).days
+    period_days = (period.end.date() - period.start.date()).days
+    expected = (Decimal("10.00") * days / period_days).quantize(Decimal("0.01"), ROUND_HALF_UP)
+    assert report.estimated_total == expected
+    assert report.to_json()["estimated_total"] == str(expected)
+
+
+def test_a_batch_whose_retries_run_out_is_kept_whole(db) -> None:  # type: ignore[no-untyped-def]
+    from tasks.ingest import ingest_failed
+
+    message = batch([event(quantity=3)])
+    assert ingest_events.options["on_retry_exhausted"] == ingest_failed.actor_name
+    ingest_failed({"args": [message], "kwargs": {}}, {"retries": 20, "last_error": "boom"})
+    batch_id, payload, error = db.execute(
+        "SELECT batch_id, payload, error FROM failed_batches"
+    ).fetchone()
+    assert (batch_id, payload, error) == (message["batch_id"], message, "boom")
