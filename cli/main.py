@@ -17,6 +17,7 @@ from cli import (
     plans,
     quote,
     reconcile,
+    replay,
     scheduler,
     stats,
     usage,
@@ -47,6 +48,7 @@ ops_app.command("stats")(stats.stats)
 ops_app.command("reconcile")(reconcile.reconcile)
 ops_app.command("failed")(ops.failed)
 ops_app.command("retry")(ops.retry)
+ops_app.command("replay-failed")(replay.replay_failed)
 app.add_typer(ops_app, name="ops")
 
 

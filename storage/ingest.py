@@ -250,6 +250,23 @@ def record_failed_batch(batch: Any, error: str) -> None:
         )
 
 
+def failed_batches(*, pending_only: bool = True) -> list[dict[str, Any]]:
+    """Batches kept after their retries ran out (the ones not replayed yet, by default)."""
+    with db.connection() as conn:
+        rows = conn.execute(
+            "SELECT id, batch_id, payload, error, failed_at, replayed_at FROM failed_batches"
+            " WHERE NOT %s OR replayed_at IS NULL ORDER BY id",
+            (pending_only,),
+        ).fetchall()
+    keys = ("id", "batch_id", "payload", "error", "failed_at", "replayed_at")
+    return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+def mark_replayed(failed_id: int) -> None:
+    with db.connection() as conn:
+        conn.execute("UPDATE failed_batches SET replayed_at = now() WHERE id = %s", (failed_id,))
+
+
 def stats() -> dict[str, Any]:
     """Ingest totals since the start: accepted, duplicates, rejected by reason."""
     with db.connection() as conn:

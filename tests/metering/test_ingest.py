@@ -221,3 +221,21 @@ def test_a_batch_whose_retries_run_out_is_kept_whole(db) -> None:  # type: ignor
         "SELECT batch_id, payload, error FROM failed_batches"
     ).fetchone()
     assert (batch_id, payload, error) == (message["batch_id"], message, "boom")
+
+
+def test_a_kept_batch_is_replayed_once_and_counted_once(db) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from tasks.ingest import ingest_failed
+
+    message = batch([event(quantity=4), event(quantity=5)])
+    ingest_failed({"args": [message]}, {"last_error": "database was down"})
+    ingest_failed({"args": ["garbage"]}, {"last_error": "malformed"})
+    runner = CliRunner()
+    result = runner.invoke(app, ["ops", "replay-failed", "--inline", "--json"])
+    assert result.exit_code == 0, result.output
+    assert assert_consistent()["api_calls"] == 9
+    again = runner.invoke(app, ["ops", "replay-failed", "--inline", "--json"])
+    assert '"replayed": []' in again.output
+    assert assert_consistent()["api_calls"] == 9
