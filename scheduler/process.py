@@ -20,7 +20,7 @@ from types import FrameType
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from scheduler.jobs import JOBS, Enqueue, JobSpec, enqueue_actor, register_jobs
-from scheduler.leader import LeaderElection
+from storage.leader_lock import LeaderElection
 
 log = logging.getLogger("meterline.scheduler")
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 
-from scheduler.leader import LeaderElection, lock_key
+from storage.leader_lock import LeaderElection, lock_key
 from tests.conftest import SessionServers
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from scheduler.leader import SCHEDULER_LOCK, LeaderElection, lock_key
+from storage.leader_lock import SCHEDULER_LOCK, LeaderElection, lock_key
 from tests.conftest import SessionServers
 from tests.scheduler.conftest import terminate_backend
 

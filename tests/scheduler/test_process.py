@@ -19,8 +19,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from scheduler.jobs import JOBS, JobSpec, register_jobs
-from scheduler.leader import LeaderElection
 from scheduler.process import SchedulerProcess
+from storage.leader_lock import LeaderElection
 from tests.conftest import SessionServers
 from tests.scheduler.conftest import terminate_backend, wait_for
 
@@ -102,7 +102,7 @@ def test_two_schedulers_one_leads_and_the_standby_takes_over(
 _CHILD = """
 import sys
 from scheduler.jobs import JobSpec
-from scheduler.leader import LeaderElection
+from storage.leader_lock import LeaderElection
 from scheduler.process import SchedulerProcess
 from apscheduler.triggers.interval import IntervalTrigger
 

@@ -1,4 +1,4 @@
-"""Leader election through a PostgreSQL session-level advisory lock.
+"""Leader election through a PostgreSQL session-level advisory lock (used by `scheduler/`).
 
 APScheduler 3 cannot share a job store between processes, so two schedulers would both fire
 every job. Instead each scheduler process tries `pg_try_advisory_lock` on a dedicated
