@@ -1,4 +1,5 @@
-"""The scheduler process: leader election (`leader`), the job table (`jobs`), `process.run()`.
+"""The scheduler process: the job table (`jobs`) and `process.run()`; its leader election is
+`storage.leader_lock` (a PostgreSQL advisory lock).
 
 Its jobs only enqueue Dramatiq actors; the workers do the work.
 """
