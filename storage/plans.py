@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Json
 
 from pricing.plans import Plan, load_plan, plan_content_hash, plan_to_dict
 from storage import db
@@ -51,7 +51,7 @@ def apply_plan(plan: Plan, *, conn: db.Connection | None = None) -> tuple[int, b
         version = 1 if latest is None else int(latest[0]) + 1
         tx.execute(
             "INSERT INTO plans (code, version, content_hash, definition) VALUES (%s, %s, %s, %s)",
-            (plan.code, version, content_hash, Jsonb(plan_to_dict(plan))),
+            (plan.code, version, content_hash, Json(plan_to_dict(plan))),
         )
     return version, True
 

@@ -120,3 +120,19 @@ def test_money_in_a_stored_plan_stays_decimal(clean_state: None) -> None:
     apply_plan(_plan(unit_amount="0.0001"))
     stored, _ = get_plan("api")
     assert stored.charges[0].unit_amount == Decimal("0.0001")  # type: ignore[union-attr]
+
+
+def test_a_stored_plan_keeps_the_order_of_its_file(db: object) -> None:
+    from pricing.plans import load_plan
+    from storage.plans import apply_plan, get_plan
+
+    text = (
+        "code: ordered\nname: Ordered\ncurrency: USD\n"
+        "metrics:\n  zeta: {aggregation: sum}\n  alpha: {aggregation: count}\n"
+        "  mid: {aggregation: max}\n"
+        "charges:\n  - {metric: zeta, model: standard, unit_amount: '1'}\n"
+        "  - {metric: alpha, model: standard, unit_amount: '1'}\n"
+    )
+    apply_plan(load_plan(text))
+    plan, _ = get_plan("ordered")
+    assert list(plan.metrics) == ["zeta", "alpha", "mid"]
