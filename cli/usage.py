@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import typer
 
@@ -28,9 +30,12 @@ def print_usage(document: dict[str, Any]) -> None:
         (name, m["used"], m["included"], m["overage"], m["estimated_cost"])
         for name, m in document["metrics"].items()
     ]
+    zone = ZoneInfo(document.get("timezone", "UTC"))
+    start = datetime.fromisoformat(document["period_start"]).astimezone(zone)
+    end = datetime.fromisoformat(document["period_end"]).astimezone(zone) - timedelta(days=1)
     print_table(
         f"{document['customer_id']} — plan {document['plan']}, "
-        f"{document['period_start'][:10]} to {document['period_end'][:10]}",
+        f"{start:%d %b} – {end:%d %b %Y} ({zone.key})",
         ["metric", "used", "included", "overage", f"est. cost ({document['currency']})"],
         rows,
     )

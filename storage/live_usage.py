@@ -49,6 +49,7 @@ class UsageReport:
             "currency": currency,
             "period_start": self.segment.period.start.isoformat(),
             "period_end": self.segment.period.end.isoformat(),
+            "timezone": self.segment.timezone,
             "metrics": {
                 name: {
                     "used": format_decimal(m.used),
