@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
@@ -24,7 +25,9 @@ from storage.errors import Conflict, InvalidInput, NotFound
 # Ids end up in Redis keys inside a {hash tag} and in URLs: no braces, spaces or slashes.
 _ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,127}")
 
-_COLUMNS = "id, name, plan_code, timezone, anchor_day, starts_at, ends_at, metadata, created_at"
+_COLUMNS = sql.SQL(
+    "id, name, plan_code, timezone, anchor_day, starts_at, ends_at, metadata, created_at"
+)
 
 
 @dataclass(frozen=True)
@@ -80,9 +83,11 @@ def create_customer(
         row = (
             tx.cursor(row_factory=dict_row)
             .execute(
-                "INSERT INTO customers (id, name, plan_code, timezone, anchor_day, starts_at,"
-                " metadata) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-                f" ON CONFLICT (id) DO NOTHING RETURNING {_COLUMNS}",
+                sql.SQL(
+                    "INSERT INTO customers (id, name, plan_code, timezone, anchor_day, starts_at,"
+                    " metadata) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                    " ON CONFLICT (id) DO NOTHING RETURNING {columns}"
+                ).format(columns=_COLUMNS),
                 (id, name, plan_code, timezone, anchor_day, start, Jsonb(dict(metadata or {}))),
             )
             .fetchone()
@@ -112,7 +117,12 @@ def get_customers(ids: Iterable[str], *, conn: db.Connection | None = None) -> d
     with db.transaction(conn) as tx:
         rows = (
             tx.cursor(row_factory=dict_row)
-            .execute(f"SELECT {_COLUMNS} FROM customers WHERE id = ANY(%s)", (wanted,))
+            .execute(
+                sql.SQL("SELECT {columns} FROM customers WHERE id = ANY(%s)").format(
+                    columns=_COLUMNS
+                ),
+                (wanted,),
+            )
             .fetchall()
         )
     return {row["id"]: Customer(**row) for row in rows}
@@ -126,8 +136,10 @@ def list_customers(
         rows = (
             tx.cursor(row_factory=dict_row)
             .execute(
-                f"SELECT {_COLUMNS} FROM customers"
-                " WHERE %(plan)s::text IS NULL OR plan_code = %(plan)s ORDER BY id",
+                sql.SQL(
+                    "SELECT {columns} FROM customers"
+                    " WHERE %(plan)s::text IS NULL OR plan_code = %(plan)s ORDER BY id"
+                ).format(columns=_COLUMNS),
                 {"plan": plan_code},
             )
             .fetchall()
@@ -149,7 +161,10 @@ def change_plan(
         cur = tx.cursor(row_factory=dict_row)
         # Row lock: two concurrent changes of one customer apply one after the other.
         customer = cur.execute(
-            f"SELECT {_COLUMNS} FROM customers WHERE id = %s FOR UPDATE", (id,)
+            sql.SQL("SELECT {columns} FROM customers WHERE id = %s FOR UPDATE").format(
+                columns=_COLUMNS
+            ),
+            (id,),
         ).fetchone()
         if customer is None:
             raise NotFound(f"id: no customer {id!r}")
@@ -175,7 +190,9 @@ def change_plan(
             (id, plan_code, when),
         )
         updated = cur.execute(
-            f"UPDATE customers SET plan_code = %s WHERE id = %s RETURNING {_COLUMNS}",
+            sql.SQL("UPDATE customers SET plan_code = %s WHERE id = %s RETURNING {columns}").format(
+                columns=_COLUMNS
+            ),
             (plan_code, id),
         ).fetchone()
     assert updated is not None

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from psycopg import sql
 from psycopg.rows import dict_row
 
 from pricing.periods import Period, billing_period, next_period, period_for_label
@@ -29,7 +30,7 @@ ORPHAN_AFTER = timedelta(hours=1)
 
 _ERROR_LENGTH = 2000
 
-_COLUMNS = (
+_COLUMNS = sql.SQL(
     "id, customer_id, period_start, period_end, period_label, status, attempts, last_error,"
     " message_id, invoice_id, created_at, updated_at, started_at, finished_at"
 )
@@ -41,7 +42,7 @@ ON CONFLICT (customer_id, period_start) DO NOTHING
 RETURNING id
 """
 
-_START = """
+_START = sql.SQL("""
 INSERT INTO invoice_jobs (customer_id, period_start, period_end, period_label, status, attempts,
                           started_at)
 VALUES (%s, %s, %s, %s, 'running', 1, now())
@@ -49,7 +50,7 @@ ON CONFLICT (customer_id, period_start) DO UPDATE SET
     status = 'running', attempts = invoice_jobs.attempts + 1, started_at = now(),
     updated_at = now()
 RETURNING {columns}
-"""
+""").format(columns=_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -228,15 +229,15 @@ def start_attempt(
     updated (None if there is none); with it, a missing job is created."""
     with _committed() as conn:
         if period is None:
-            query = (
+            query = sql.SQL(
                 "UPDATE invoice_jobs SET status = 'running', attempts = attempts + 1,"
                 " started_at = now(), updated_at = now()"
-                f" WHERE customer_id = %s AND period_start = %s RETURNING {_COLUMNS}"
-            )
+                " WHERE customer_id = %s AND period_start = %s RETURNING {columns}"
+            ).format(columns=_COLUMNS)
             cursor = conn.cursor(row_factory=dict_row).execute(query, (customer_id, period_start))
         else:
             cursor = conn.cursor(row_factory=dict_row).execute(
-                _START.format(columns=_COLUMNS),
+                _START,
                 (customer_id, period.start, period.end, period.label),
             )
     row = cursor.fetchone()
@@ -318,10 +319,10 @@ def _update(
     *,
     conn: db.Connection | None = None,
 ) -> None:
-    query = (
-        f"UPDATE invoice_jobs SET {assignments}, updated_at = now()"
+    query = sql.SQL(
+        "UPDATE invoice_jobs SET {assignments}, updated_at = now()"
         " WHERE customer_id = %s AND period_start = %s"
-    )
+    ).format(assignments=sql.SQL(assignments))
     if conn is not None:
         conn.execute(query, (*params, customer_id, period_start))
         return
@@ -342,9 +343,10 @@ def _select(
     conn: db.Connection, where: str, params: Any, *, update: str | None = None
 ) -> list[Job]:
     if update is None:
-        query = f"SELECT {_COLUMNS} FROM invoice_jobs WHERE {where} ORDER BY id"
+        query = sql.SQL("SELECT {columns} FROM invoice_jobs WHERE {where} ORDER BY id")
     else:
-        query = f"UPDATE invoice_jobs SET {update} WHERE {where} RETURNING {_COLUMNS}"
+        query = sql.SQL("UPDATE invoice_jobs SET {update} WHERE {where} RETURNING {columns}")
+    query = query.format(columns=_COLUMNS, where=sql.SQL(where), update=sql.SQL(update or ""))
     rows = conn.cursor(row_factory=dict_row).execute(query, params).fetchall()
     return sorted((Job(**row) for row in rows), key=lambda job: job.id)
 

@@ -20,6 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
@@ -46,7 +47,7 @@ _COMPOSE_ATTEMPTS = 5
 _LOCK_NAMESPACE = "meterline.invoices"
 _NUMBER_SEQUENCE = "invoices"
 
-_COLUMNS = (
+_COLUMNS = sql.SQL(
     "id, customer_id, period_start, period_end, period_label, timezone, status, number,"
     " plan_code, plan_version, currency, subtotal, tax, total, document, segments,"
     " rollup_versions, grace_until, created_at, updated_at, finalized_at, paid_at, voided_at,"
@@ -60,7 +61,7 @@ RETURNING last_number
 """
 
 # A new draft `replaces` the period's latest void invoice, if any.
-_INSERT = f"""
+_INSERT = sql.SQL("""
 INSERT INTO invoices (id, customer_id, period_start, period_end, period_label, timezone,
     plan_code, plan_version, currency, subtotal, tax, total, document, segments,
     rollup_versions, grace_until, replaces)
@@ -69,16 +70,16 @@ VALUES (%(id)s, %(customer)s, %(start)s, %(end)s, %(label)s, %(timezone)s, %(pla
     %(versions)s, %(grace)s,
     (SELECT id FROM invoices WHERE customer_id = %(customer)s AND period_start = %(start)s
      AND status = 'void' ORDER BY voided_at DESC NULLS LAST LIMIT 1))
-RETURNING {_COLUMNS}
-"""
+RETURNING {columns}
+""").format(columns=_COLUMNS)
 
-_UPDATE = f"""
+_UPDATE = sql.SQL("""
 UPDATE invoices SET plan_code = %(plan)s, plan_version = %(version)s, currency = %(currency)s,
     subtotal = %(subtotal)s, tax = %(tax)s, total = %(total)s, document = %(document)s,
     segments = %(segments)s, rollup_versions = %(versions)s, updated_at = now()
 WHERE id = %(id)s
-RETURNING {_COLUMNS}
-"""
+RETURNING {columns}
+""").format(columns=_COLUMNS)
 
 _BILLED_LINES = """
 SELECT l.kind, l.detail->>'adjusts', l.metric, l.model, l.quantity, l.amount, l.segment_start
@@ -562,7 +563,9 @@ def _transition(
                 f" (only from {' or '.join(allowed)})"
             )
         conn.execute(
-            f"UPDATE invoices SET status = %s, {stamp} = %s, updated_at = now() WHERE id = %s",
+            sql.SQL(
+                "UPDATE invoices SET status = %s, {stamp} = %s, updated_at = now() WHERE id = %s"
+            ).format(stamp=sql.Identifier(stamp)),
             (status, now or datetime.now(UTC), invoice_id),
         )
         return _select(conn, "id = %s", (invoice_id,))[0]
@@ -595,8 +598,10 @@ def _read_state(
         if lock:
             _lock_customer(conn, customer_id)
         invoice_rows = _cursor(conn).execute(
-            f"SELECT {_COLUMNS} FROM invoices WHERE customer_id = %s"
-            " ORDER BY period_start, created_at",
+            sql.SQL(
+                "SELECT {columns} FROM invoices WHERE customer_id = %s"
+                " ORDER BY period_start, created_at"
+            ).format(columns=_COLUMNS),
             (customer_id,),
         )
         version_rows = conn.execute(
@@ -625,7 +630,9 @@ def _select(
     *,
     order: str = "period_start, customer_id, created_at",
 ) -> list[Invoice]:
-    query = f"SELECT {_COLUMNS} FROM invoices WHERE {where} ORDER BY {order}"
+    query = sql.SQL("SELECT {columns} FROM invoices WHERE {where} ORDER BY {order}").format(
+        columns=_COLUMNS, where=sql.SQL(where), order=sql.SQL(order)
+    )
     rows = _cursor(conn).execute(query, params).fetchall()
     return [Invoice(**row) for row in rows]
 
