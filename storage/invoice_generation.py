@@ -1,0 +1,313 @@
+"""Generating an invoice: compose it from the rollups with no lock held, then write it in one
+short transaction under the customer's lock after checking its inputs did not change (else
+start over). A draft is recomputed in place; a finalized, paid or void invoice never changes;
+late usage for a finalized period becomes an adjustment on the next invoice.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from pricing.invoicing import (
+    BilledLine,
+    InvoiceDraft,
+    InvoiceLine,
+    PricedSegment,
+    adjustment_lines,
+    compose,
+    price_segment,
+    version_key,
+)
+from pricing.metering import Segment, segment_usage
+from pricing.periods import Period, billing_period
+from storage import db, rollups
+from storage.catalog import CustomerContext, catalog
+from storage.errors import Conflict, InvalidInput
+from storage.invoice_records import (
+    COLUMNS,
+    Invoice,
+    Known,
+    customer_context,
+    dict_cursor,
+    period_of,
+    read_state,
+)
+from storage.settings import get_settings
+
+#: How many times `generate` composes again when its inputs changed while it composed.
+_COMPOSE_ATTEMPTS = 5
+
+
+# A new draft `replaces` the period's latest void invoice, if any.
+_INSERT = sql.SQL("""
+INSERT INTO invoices (id, customer_id, period_start, period_end, period_label, timezone,
+    plan_code, plan_version, currency, subtotal, tax, total, document, segments,
+    rollup_versions, grace_until, replaces)
+VALUES (%(id)s, %(customer)s, %(start)s, %(end)s, %(label)s, %(timezone)s, %(plan)s,
+    %(version)s, %(currency)s, %(subtotal)s, %(tax)s, %(total)s, %(document)s, %(segments)s,
+    %(versions)s, %(grace)s,
+    (SELECT id FROM invoices WHERE customer_id = %(customer)s AND period_start = %(start)s
+     AND status = 'void' ORDER BY voided_at DESC NULLS LAST LIMIT 1))
+RETURNING {columns}
+""").format(columns=COLUMNS)
+
+
+_UPDATE = sql.SQL("""
+UPDATE invoices SET plan_code = %(plan)s, plan_version = %(version)s, currency = %(currency)s,
+    subtotal = %(subtotal)s, tax = %(tax)s, total = %(total)s, document = %(document)s,
+    segments = %(segments)s, rollup_versions = %(versions)s, updated_at = now()
+WHERE id = %(id)s
+RETURNING {columns}
+""").format(columns=COLUMNS)
+
+
+_BILLED_LINES = """
+SELECT l.kind, l.detail->>'adjusts', l.metric, l.model, l.quantity, l.amount, l.segment_start
+FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id
+WHERE i.customer_id = %(customer)s AND i.status <> 'void' AND i.period_start <> %(period)s
+  AND ((l.invoice_id = %(earlier)s AND l.kind <> 'adjustment')
+       OR (l.kind = 'adjustment' AND l.for_period_start = %(earlier_start)s))
+"""
+
+
+def generate(
+    customer_id: str,
+    period_start: datetime,
+    *,
+    now: datetime | None = None,
+    on_written: Callable[[db.Connection, str], None] | None = None,
+) -> Invoice:
+    """The invoice of a customer × ended period: created as a draft, or a draft recomputed in
+    place; an invoice already finalized or paid is returned unchanged. A void invoice no longer
+    counts: generating again issues a new one that `replaces` it.
+
+    `on_written(conn, invoice_id)` runs in the transaction that stores the invoice, when one
+    does: the caller's bookkeeping then commits with the invoice, or not at all.
+    """
+    now = now or datetime.now(UTC)
+    for _ in range(_COMPOSE_ATTEMPTS):
+        with db.connection() as conn:
+            context = customer_context(customer_id, conn=conn)
+            period = period_of(context, period_start)
+            if period.end > now:
+                raise InvalidInput(
+                    f"period {period.label} of customer {customer_id!r} has not ended"
+                    f" (it ends {period.end.isoformat()})"
+                )
+            live, known, others = read_state(conn, customer_id, period)
+        if live is not None and live.status != "draft":
+            return live
+        draft = _compose(context, period, known, others)
+        invoice = _write(draft, known, on_written)
+        if invoice is not None:
+            return invoice
+    raise Conflict(
+        f"customer {customer_id!r} period {period.label}: usage kept changing while the"
+        " invoice was computed; try again"
+    )
+
+
+def refresh_after_late_usage(
+    customer_id: str, segment_start: datetime, *, now: datetime | None = None
+) -> Invoice | None:
+    """Late usage arrived for a segment that has ended: recompute the draft it affects.
+
+    That is the draft of the segment's own period, or, when that invoice is already final, the
+    customer's next draft (which bills the difference as an adjustment). None when there is no
+    such draft: an invoice generated later will include it anyway.
+    """
+    with db.connection() as conn:
+        rows = conn.execute(
+            "SELECT period_start FROM invoices WHERE customer_id = %s AND status = 'draft'"
+            " AND period_end > %s ORDER BY period_start LIMIT 1",
+            (customer_id, segment_start),
+        ).fetchall()
+    if not rows:
+        return None
+    return generate(customer_id, rows[0][0], now=now)
+
+
+def _compose(
+    context: CustomerContext, period: Period, known: Known, others: Sequence[Invoice]
+) -> InvoiceDraft:
+    segments = catalog.segments(context, period)
+    if not segments:
+        raise InvalidInput(f"customer {context.customer_id!r} has no plan in period {period.label}")
+    priced = [_priced(context.customer_id, segment) for segment in segments]
+    adjustments, rerated_versions = _adjustments(context, period, known, others)
+    try:
+        return compose(context.customer_id, period, priced, adjustments, rerated_versions)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+
+
+def _priced(customer_id: str, segment: Segment) -> PricedSegment:
+    """A segment's usage from its rollups, with the same function the live estimate uses."""
+    snap = rollups.snapshot(customer_id, segment.start)
+    plan = segment.plan
+    counts = {
+        key: len(snap.uniques.get(key, ()))
+        for key, metric in plan.metrics.items()
+        if metric.aggregation == "unique_count"
+    }
+    usage, results = segment_usage(plan, snap.state, counts, segment)
+    return PricedSegment(segment, usage, results, snap.version)
+
+
+def _adjustments(
+    context: CustomerContext, period: Period, known: Known, others: Sequence[Invoice]
+) -> tuple[list[InvoiceLine], dict[str, int]]:
+    """Adjustment lines for earlier periods whose final invoice has been overtaken by late
+    usage: a segment whose rollup version is above the highest version any live invoice
+    priced for it. Returns the lines and the versions they priced."""
+    billed_versions: dict[str, int] = {}
+    for other in others:
+        if other.status != "void":
+            for key, version in other.rollup_versions.items():
+                billed_versions[key] = max(billed_versions.get(key, 0), int(version))
+    lines: list[InvoiceLine] = []
+    versions: dict[str, int] = {}
+    for earlier in others:
+        if earlier.status not in ("finalized", "paid") or earlier.period_start >= period.start:
+            continue
+        segments = _recorded_segments(context, earlier)
+        if all(
+            known.versions.get(version_key(s.start), 0)
+            <= billed_versions.get(version_key(s.start), 0)
+            for s in segments
+        ):
+            continue
+        priced = [_priced(context.customer_id, segment) for segment in segments]
+        rerated = [line for p in priced for line in price_segment(p, name_plan=True)]
+        billed = _billed_lines(context.customer_id, earlier, period)
+        lines += adjustment_lines(segments[0].period, rerated, billed)
+        versions.update({version_key(p.segment.start): p.rollup_version for p in priced})
+    return lines, versions
+
+
+def _recorded_segments(context: CustomerContext, invoice: Invoice) -> list[Segment]:
+    """The segments an invoice priced, with the plan versions it priced them with."""
+    found = []
+    for recorded in invoice.segments:
+        plan = catalog.plan_version(recorded["plan"], int(recorded["plan_version"]))
+        period = billing_period(
+            invoice.period_start,
+            timezone=invoice.timezone,
+            anchor_day=context.anchor_day,
+            interval=plan.interval,
+        )
+        found.append(
+            Segment(
+                plan,
+                int(recorded["plan_version"]),
+                period,
+                datetime.fromisoformat(recorded["start"]),
+                datetime.fromisoformat(recorded["end"]),
+                invoice.timezone,
+            )
+        )
+    return found
+
+
+def _billed_lines(customer_id: str, earlier: Invoice, period: Period) -> list[BilledLine]:
+    """What live invoices other than `period`'s billed for the `earlier` invoice's period."""
+    params = {
+        "customer": customer_id,
+        "period": period.start,
+        "earlier": earlier.id,
+        "earlier_start": earlier.period_start,
+    }
+    with db.connection() as conn:
+        rows = conn.execute(_BILLED_LINES, params).fetchall()
+    return [
+        BilledLine(
+            segment_start=segment_start,
+            kind=adjusts if kind == "adjustment" else kind,
+            metric=metric,
+            model=model,
+            quantity=quantity or Decimal(0),
+            amount=amount,
+        )
+        for kind, adjusts, metric, model, quantity, amount, segment_start in rows
+    ]
+
+
+def _write(
+    draft: InvoiceDraft,
+    known: Known,
+    on_written: Callable[[db.Connection, str], None] | None = None,
+) -> Invoice | None:
+    """Store the draft unless its inputs changed since they were read (then None)."""
+    document = json.loads(json.dumps(draft.to_json()))
+    customer_id = draft.customer_id
+    # One transaction in two round trips: lock and re-read, then write and commit. Leaving
+    # early (nothing to write) commits the empty transaction, which releases the lock.
+    with db.connection() as conn, conn.pipeline():
+        live, known_now, _ = read_state(conn, customer_id, draft.period, lock=True)
+        if known_now != known or any(
+            known.versions.get(key, 0) != version for key, version in draft.rollup_versions.items()
+        ):
+            return None
+        if live is not None and (live.status != "draft" or live.document == document):
+            return live
+        invoice_id = live.id if live is not None else f"inv_{secrets.token_hex(8)}"
+        values = {
+            "id": invoice_id,
+            "customer": customer_id,
+            "start": draft.period.start,
+            "end": draft.period.end,
+            "label": draft.period.label,
+            "timezone": draft.period.timezone,
+            "plan": draft.plan_code,
+            "version": draft.plan_version,
+            "currency": draft.currency,
+            "subtotal": draft.subtotal,
+            "tax": draft.tax,
+            "total": draft.total,
+            "document": Jsonb(document),
+            "segments": Jsonb(document["segments"]),
+            "versions": Jsonb(document["rollup_versions"]),
+            "grace": draft.period.end
+            + timedelta(seconds=get_settings().METER_INVOICE_GRACE_SECONDS),
+        }
+        written = dict_cursor(conn).execute(_INSERT if live is None else _UPDATE, values)
+        if live is not None:
+            conn.execute("DELETE FROM invoice_lines WHERE invoice_id = %s", (invoice_id,))
+        _insert_lines(conn, invoice_id, draft.lines)
+        if on_written is not None:
+            on_written(conn, invoice_id)
+        conn.commit()
+    row = written.fetchone()
+    assert row is not None
+    return Invoice(**row)
+
+
+def _insert_lines(conn: db.Connection, invoice_id: str, lines: Sequence[InvoiceLine]) -> None:
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO invoice_lines (invoice_id, position, kind, metric, model, quantity,"
+            " amount, detail, segment_start, for_period_start)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            [
+                (
+                    invoice_id,
+                    position,
+                    line.kind,
+                    line.metric,
+                    line.model,
+                    line.quantity,
+                    line.amount,
+                    Jsonb(dict(line.document)),
+                    line.segment_start,
+                    line.for_period_start,
+                )
+                for position, line in enumerate(lines, start=1)
+            ],
+        )
