@@ -41,8 +41,13 @@ def _tag(customer_id: str) -> str:
     return customer_id
 
 
+#: Bumped whenever the hash layout changes (`storage.counter_fields`): hashes of an older layout
+#: are then simply not found, and rebuilt from the rollups on first use.
+LAYOUT = 2
+
+
 def segment_key(customer_id: str, start: datetime) -> str:
-    return f"ml:{{{_tag(customer_id)}}}:s:{int(start.timestamp())}"
+    return f"ml:{{{_tag(customer_id)}}}:s{LAYOUT}:{int(start.timestamp())}"
 
 
 def unique_key(customer_id: str, start: datetime, metric: str) -> str:

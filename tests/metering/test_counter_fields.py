@@ -54,7 +54,8 @@ def test_a_metric_outgrowing_the_integer_range_switches_to_json(clean_state: Non
 
     setup_customer()
     ingest_events(batch([event(quantity="1")]))  # integer fields, merged inside Redis
-    key = next(k for k in get_redis().keys(segment_key("cus_1", AT).split(":s:")[0] + ":s:*"))
+    prefix = segment_key("cus_1", AT).rsplit(":", 1)[0]
+    key = next(k for k in get_redis().keys(prefix + ":*"))
     assert get_redis().hexists(key, "s:api_calls")
     ingest_events(batch([event(quantity="999999999.5") for _ in range(3)]))  # past 10^15 µunits
     assert get_redis().hexists(key, "j:api_calls") and not get_redis().hexists(key, "s:api_calls")
