@@ -19,6 +19,8 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 import redis as redis_lib
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
@@ -27,6 +29,17 @@ from storage.embedded import database_url, redis_url, stop_embedded
 from storage.migrate import migrate
 from storage.redis_client import get_redis, reset_redis
 from storage.settings import Settings, get_settings, reset_settings
+
+# Hypothesis: a fixed budget per property (HYPOTHESIS_PROFILE=thorough for far more examples);
+# no deadlines or slowness checks, which a cold or shared machine would trip on.
+for _name, _examples in (("meterline", 150), ("thorough", 3000)):
+    hypothesis_settings.register_profile(
+        _name,
+        max_examples=_examples,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "meterline"))
 
 # Redis database indexes a session may claim on a shared server (0 is left to development).
 _REDIS_DB_CHOICES = range(15, 0, -1)

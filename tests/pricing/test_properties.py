@@ -1,14 +1,13 @@
 """Properties that must hold for every input, checked with hypothesis."""
 
 import json
-import os
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import reduce
 from typing import Any
 
 import yaml
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from pricing.aggregations import MetricState, aggregate
@@ -30,10 +29,7 @@ D = Decimal
 PERIOD = Period(datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC))
 PERIOD_MICROS = (PERIOD.end - PERIOD.start) // timedelta(microseconds=1)
 
-# HYPOTHESIS_PROFILE=thorough runs many more examples (minutes instead of seconds).
-settings.register_profile("pricing", max_examples=150, deadline=None)
-settings.register_profile("thorough", max_examples=3000, deadline=None)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "pricing"))
+# Hypothesis profiles (HYPOTHESIS_PROFILE=thorough for many more examples): tests/conftest.py.
 
 
 def decimals(low: str, high: str, places: int) -> st.SearchStrategy[Decimal]:
