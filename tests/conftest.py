@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
@@ -56,12 +58,19 @@ class SessionServers:
     data_dir: str
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Before any test module is imported: embedded servers, if any are needed (modules that
+    declare actors create the broker on import), live in a data dir of this session's own,
+    never in the working copy's `.meter/`."""
+    os.environ["METER_DATA_DIR"] = tempfile.mkdtemp(prefix="meterline-test-")
+    reset_settings()
+
+
 @pytest.fixture(scope="session")
-def test_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SessionServers]:
+def test_servers() -> Iterator[SessionServers]:
     """Create the session's database and Redis database, migrate, and point the env at them."""
     env = pytest.MonkeyPatch()
-    data_dir = tmp_path_factory.mktemp("meter-data")
-    env.setenv("METER_DATA_DIR", str(data_dir))
+    data_dir = os.environ["METER_DATA_DIR"]  # set by pytest_configure
     _reset_clients()
 
     server_url = database_url()  # DATABASE_URL, or the embedded server in data_dir
@@ -83,6 +92,7 @@ def test_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SessionSe
         claim.release()
         _drop_database(server_url, test_db)
         stop_embedded()  # stops only what runs under the session's temporary data dir
+        shutil.rmtree(data_dir, ignore_errors=True)
         env.undo()
         reset_settings()
 
