@@ -34,25 +34,10 @@ from tasks.recorder import (
 )
 
 if TYPE_CHECKING:
-    from tests.conftest import SessionServers
+    pass
 
 TIMESTAMP_FORMAT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}[+-]\d\d:\d\d$")
 NEVER = 3600.0  # a flush_interval that never elapses during a test
-
-
-@pytest.fixture
-def redis_url(test_servers: SessionServers) -> str:
-    """The session's Redis database (claimed for this test session alone by tests/conftest)."""
-    return test_servers.redis_url
-
-
-@pytest.fixture
-def redis_client(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
-    yield client
-    client.flushdb()
-    client.close()
 
 
 @pytest.fixture

@@ -24,24 +24,9 @@ from tasks.broker import INGEST_QUEUE, get_broker, make_broker
 from tasks.recorder import UsageRecorder
 
 if TYPE_CHECKING:
-    from tests.conftest import SessionServers
+    pass
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def redis_url(test_servers: SessionServers) -> str:
-    """The session's Redis database (claimed for this test session alone by tests/conftest)."""
-    return test_servers.redis_url
-
-
-@pytest.fixture
-def redis_client(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
-    yield client
-    client.flushdb()
-    client.close()
 
 
 def queued_events(client: redis.Redis) -> list[dict[str, Any]]:
