@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from pricing.metering import segment_usage
+from pricing.periods import billing_period
 from pricing.plans import load_plan
 from pricing.rating import usage_from_events
 from storage import counters, ledger, rollups
@@ -57,6 +58,17 @@ charges:
 """
 
 _ids = itertools.count()
+
+
+def period_start(at: datetime | None = None) -> datetime:
+    """Start of the (UTC calendar) billing period of the test plan that holds `at` (now)."""
+    return billing_period(at or datetime.now(UTC)).start
+
+
+def in_previous_period(at: datetime | None = None) -> datetime:
+    """An instant in the period before the one holding `at` (now): an hour before the
+    boundary, so always inside the accepted window (35 days back), whatever today is."""
+    return period_start(at) - timedelta(hours=1)
 
 
 def setup_customer(customer_id: str = "cus_1", starts_days_ago: int = 60) -> None:

@@ -1,5 +1,8 @@
 """The live path equals offline pricing: whatever the events, their order, the batching and
-the number of deliveries, the counters (and the rollups) give what `meter quote` computes."""
+the number of deliveries, the counters (and the rollups) give what `meter quote` computes.
+
+Event times are drawn relative to the current period's start (in the previous period or
+between that start and now), so both segments are exercised on every day of the month."""
 
 from __future__ import annotations
 
@@ -15,19 +18,28 @@ from storage import ledger
 from storage.redis_client import get_redis
 from tasks.ingest import ingest_events
 from tests.conftest import SessionServers, truncate_application_tables
-from tests.metering.helpers import assert_consistent, batch, setup_customer
-
-NOW = datetime.now(UTC)
+from tests.metering.helpers import assert_consistent, batch, period_start, setup_customer
 
 quantities = st.decimals(min_value=0, max_value=10_000, places=3, allow_nan=False)
 signed = st.decimals(min_value=-50, max_value=50, places=2, allow_nan=False)
-offsets = st.integers(min_value=0, max_value=20 * 86400)  # seconds before now
+# Where an event lands: (in the previous period?, position in millionths of its span).
+positions = st.tuples(st.booleans(), st.integers(min_value=0, max_value=1_000_000))
+PREVIOUS_SPAN = timedelta(days=3)  # before the boundary: within the 35-day window on any day
+
+
+def place(position: tuple[bool, int], boundary: datetime, now: datetime) -> datetime:
+    """The instant a drawn position stands for: in the `PREVIOUS_SPAN` before the current
+    period's start `boundary`, or in [boundary, now]."""
+    previous, millionths = position
+    if previous:
+        return boundary - timedelta(microseconds=1) - PREVIOUS_SPAN * millionths / 1_000_000
+    return boundary + (now - boundary) * millionths / 1_000_000
 
 
 @st.composite
 def an_event(draw: st.DrawFn, index: int) -> dict[str, Any]:
     kind = draw(st.sampled_from(["api", "storage", "delta", "login", "payment"]))
-    at = NOW - timedelta(seconds=draw(offsets))
+    at = draw(positions)
     properties: dict[str, Any] = {}
     quantity: Decimal = Decimal(1)
     if kind == "api":
@@ -48,7 +60,7 @@ def an_event(draw: st.DrawFn, index: int) -> dict[str, Any]:
         "customer_id": "cus_1",
         "metric": metric,
         "quantity": str(quantity),
-        "timestamp": at.isoformat(),
+        "timestamp": at,  # placed by the test, against its clock
         "properties": properties,
     }
 
@@ -84,13 +96,21 @@ def test_live_usage_equals_offline_pricing(
     get_redis().flushdb()
     storage_db.clear_caches()
     setup_customer(starts_days_ago=90)
-    events, chunks, deliveries = stream
+    now = datetime.now(UTC)
+    boundary = period_start(now)
+    events = [
+        {**e, "timestamp": place(e["timestamp"], boundary, now).isoformat()} for e in stream[0]
+    ]
+    _, chunks, deliveries = stream
     for n, (chunk, times) in enumerate(zip(chunks, deliveries, strict=True)):
         message = batch([events[i] for i in chunk], batch_id=f"batch{n}")
         for _ in range(times):
             ingest_events(message)
     # Every event is in the ledger once, whatever the deliveries.
-    assert ledger.count_events("cus_1", NOW - timedelta(days=90), NOW + timedelta(1)) == len(events)
-    # Some events may fall in the previous billing period: check both segments.
-    assert_consistent()
-    assert_consistent(at=NOW - timedelta(days=20))
+    assert ledger.count_events("cus_1", boundary - PREVIOUS_SPAN * 2, now + timedelta(1)) == len(
+        events
+    )
+    # Both segments; the counters of one that received events must be live in Redis.
+    in_previous = [e["timestamp"][0] for e in stream[0]]
+    assert_consistent(at=now, require_live=not all(in_previous))
+    assert_consistent(at=boundary - timedelta(microseconds=1), require_live=any(in_previous))

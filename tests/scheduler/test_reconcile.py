@@ -4,7 +4,7 @@ disagree with the ledger are reported."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -18,9 +18,13 @@ from storage.live_usage import current_usage
 from storage.reconcile import last_reconciled_at, reconcile
 from tasks.ingest import ingest_events
 from tasks.maintenance import reconcile_counters
-from tests.metering.helpers import assert_consistent, batch, event, setup_customer
-
-EARLIER = timedelta(days=33)  # lands in the previous monthly period
+from tests.metering.helpers import (
+    assert_consistent,
+    batch,
+    event,
+    in_previous_period,
+    setup_customer,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -28,9 +32,9 @@ def customer(clean_state: None) -> None:
     setup_customer()
     ingest_events(batch([event(quantity=3) for _ in range(10)]))
     ingest_events(batch([event("login", properties={"user_id": u}) for u in ("a", "b")]))
-    ingest_events(batch([event(quantity=5, at=datetime.now(UTC) - EARLIER)]))
+    ingest_events(batch([event(quantity=5, at=in_previous_period())]))
     assert_consistent()  # reads (and so hydrates) the counters of both segments
-    assert_consistent(at=datetime.now(UTC) - EARLIER)
+    assert_consistent(at=in_previous_period())
 
 
 def segment_at(at: datetime) -> Segment:
@@ -117,7 +121,7 @@ def test_a_drifted_distinct_value_set_is_repaired(redis: redis_lib.Redis) -> Non
 
 
 def test_the_previous_segment_is_checked_too(redis: redis_lib.Redis) -> None:
-    previous = segment_at(datetime.now(UTC) - EARLIER)
+    previous = segment_at(in_previous_period())
     corrupt_metric(redis, previous, "api_calls", total="6")
 
     report = reconcile()
@@ -178,7 +182,7 @@ def test_a_rollup_that_differs_from_the_ledger_is_reported(db: psycopg.Connectio
 
 
 def test_ledger_rows_missing_from_the_rollups_are_reported(db: psycopg.Connection) -> None:
-    at = datetime.now(UTC) - timedelta(minutes=1)
+    at = datetime.now(UTC)  # in the current segment (a minute ago may not be, on the 1st)
     db.execute(
         "INSERT INTO usage_events (customer_id, event_id, metric, quantity, timestamp)"
         " VALUES ('cus_1', 'sneaked-in', 'api_calls', 4, %s)",
