@@ -171,7 +171,8 @@ def included_usage(plan: Plan, metric: str) -> Decimal:
 
     The sum of `included` over the metric's charges plus, for a graduated charge, the units of
     its leading tiers priced at zero with no flat amount (an unbounded free tier is not
-    counted: it would make everything included).
+    counted: it would make everything included; nor is a free last tier, which is unbounded
+    whatever its `up_to`).
     """
     total = Decimal(0)
     for charge in plan.charges:
@@ -187,8 +188,9 @@ def included_usage(plan: Plan, metric: str) -> Decimal:
 def _free_leading_units(charge: GraduatedCharge) -> Decimal:
     """Where the graduated charge's leading run of free tiers ends (0 if it has none)."""
     end = Decimal(0)
-    for tier in charge.tiers:
-        if tier.up_to is None or tier.unit_amount or tier.flat_amount:
+    last = len(charge.tiers) - 1
+    for index, tier in enumerate(charge.tiers):
+        if tier.up_to is None or index == last or tier.unit_amount or tier.flat_amount:
             break
         end = tier.up_to
     return end

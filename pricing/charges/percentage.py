@@ -2,7 +2,9 @@
 a free allowance, each paid event bounded by a minimum and a maximum (Lago's `percentage`).
 
 The allowance covers events in time order until `free_events` events or `free_amount` of amount
-have been used, whichever comes first. An event wholly inside it is free (no rate, no fixed
+have been used, whichever comes first. A zero in either means no allowance by that measure, as
+in Lago (`free_amount: "0"` with `free_events: 3`: the first 3 events are free, whatever their
+amounts); both absent or zero: no allowance. An event wholly inside it is free (no rate, no fixed
 amount, no minimum); the event that crosses `free_amount` pays the rate on its part above the
 allowance plus the fixed amount. A negative amount (a refund) is priced as 0: a percentage
 charge does not pay fees back.
@@ -52,6 +54,18 @@ class PercentageCharge(ChargeFields):
             raise PlanError([("per_event_min", "must not be greater than per_event_max")])
         return self
 
+    @property
+    def event_allowance(self) -> int | None:
+        """How many events are free at most; None when the events are not counted (a
+        `free_events` of 0 counts as absent, as in Lago)."""
+        return self.free_events or None
+
+    @property
+    def amount_allowance(self) -> Decimal | None:
+        """How much amount is free at most; None when the amount is not counted (a
+        `free_amount` of 0 counts as absent, as in Lago)."""
+        return self.free_amount or None
+
 
 def event_charge(charge: PercentageCharge, paid_amount: Decimal) -> Decimal:
     """What one paid event costs: the rate on its paid part plus the fixed amount, bounded."""
@@ -68,9 +82,10 @@ def _order(event: EventAmount) -> tuple[datetime, str]:
 
 
 def _exhausted(charge: PercentageCharge, used_events: int, used_amount: Decimal) -> bool:
-    by_events = charge.free_events is not None and used_events >= charge.free_events
-    by_amount = charge.free_amount is not None and used_amount >= charge.free_amount
-    no_allowance = charge.free_events is None and charge.free_amount is None
+    free_events, free_amount = charge.event_allowance, charge.amount_allowance
+    by_events = free_events is not None and used_events >= free_events
+    by_amount = free_amount is not None and used_amount >= free_amount
+    no_allowance = free_events is None and free_amount is None
     return by_events or by_amount or no_allowance
 
 
@@ -81,6 +96,7 @@ def _walk(
     allowance was still open when it came. The open events form a prefix: adding events can
     only shorten it, which is what lets `PercentageState` forget everything after it."""
     used_events, used_amount = 0, Decimal(0)
+    free_amount = charge.amount_allowance
     for event in ordered:
         amount = max(event[2], Decimal(0))
         if _exhausted(charge, used_events, used_amount):
@@ -88,10 +104,10 @@ def _walk(
             continue
         used_events += 1
         used_amount += amount
-        if charge.free_amount is None or used_amount <= charge.free_amount:
+        if free_amount is None or used_amount <= free_amount:
             yield event, None, True
         else:
-            yield event, used_amount - charge.free_amount, True
+            yield event, used_amount - free_amount, True
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """Tier models and how a quantity falls into tiers, shared by the tiered charge models.
 
 `up_to` is a cumulative, inclusive upper bound (`null` = no bound), as in Stripe: a tier with
-`up_to: 100` after one with `up_to: 10` covers units 10 < q <= 100.
+`up_to: 100` after one with `up_to: 10` covers units 10 < q <= 100. The last tier may carry a
+number too (Orb's bulk pricing and range packages have one): units beyond it are priced in the
+last tier, so a plan never leaves usage unpriced.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ class PercentageTier(BaseModel):
 
 
 def check_tiers(bounds: Sequence[Decimal | None]) -> None:
-    """Refuse tiers that are empty, out of order or open before the end, or bounded at it."""
+    """Refuse tiers that are empty, out of order or open before the end."""
     errors: list[tuple[str, str]] = []
     if not bounds:
         errors.append(("tiers", "must have at least one tier"))
@@ -50,21 +52,25 @@ def check_tiers(bounds: Sequence[Decimal | None]) -> None:
             errors.append((path, "tiers must be in strictly increasing order"))
         if up_to is not None:
             previous = up_to
-    if bounds and bounds[last] is not None:
-        errors.append((f"tiers[{last}].up_to", "the last tier must have up_to: null"))
     if errors:
         raise PlanError(errors)
+
+
+def open_ended(bounds: Sequence[Decimal | None]) -> list[Decimal | None]:
+    """The bounds as priced: the last tier takes every unit beyond the one before it."""
+    return [*bounds[:-1], None] if bounds else []
 
 
 def graduated_split(quantity: Decimal, bounds: Sequence[Decimal | None]) -> list[Decimal | None]:
     """Units of `quantity` in each tier, or None for a tier that is not entered.
 
     The first tier is always entered (so its flat amount is charged even at quantity 0); a
-    later tier is entered once the quantity goes past the previous bound.
+    later tier is entered once the quantity goes past the previous bound; the last tier takes
+    every unit beyond the one before it, whatever its own `up_to`.
     """
     units: list[Decimal | None] = []
     lower = Decimal(0)
-    for index, up_to in enumerate(bounds):
+    for index, up_to in enumerate(open_ended(bounds)):
         if index > 0 and quantity <= lower:
             units.append(None)
             continue
@@ -76,8 +82,9 @@ def graduated_split(quantity: Decimal, bounds: Sequence[Decimal | None]) -> list
 
 
 def volume_tier(quantity: Decimal, bounds: Sequence[Decimal | None]) -> int:
-    """Index of the tier the total quantity reaches (the first whose bound holds it)."""
-    for index, up_to in enumerate(bounds):
+    """Index of the tier the total quantity reaches (the first whose bound holds it; the last
+    tier for a quantity beyond every bound)."""
+    for index, up_to in enumerate(open_ended(bounds)):
         if up_to is None or quantity <= up_to:
             return index
-    raise ValueError("tiers must end with up_to: null")
+    raise ValueError("tiers: must have at least one tier")

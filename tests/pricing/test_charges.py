@@ -16,6 +16,7 @@ from pricing.charges import (
     GraduatedCharge,
     MetricUsage,
     PercentageCharge,
+    PercentageState,
     VolumeCharge,
     price_charge,
 )
@@ -286,3 +287,80 @@ def test_charge_classes_are_chosen_by_model() -> None:
     assert isinstance(charge(model="volume", tiers=STRIPE_TIERS), VolumeCharge)
     assert isinstance(charge(model="graduated", tiers=STRIPE_TIERS), GraduatedCharge)
     assert isinstance(charge(model="percentage", rate_percent=1), PercentageCharge)
+
+
+# A last tier with a numeric `up_to` (Orb's bulk pricing and range packages end with one): the
+# units beyond it are priced in the last tier, never left unpriced.
+BOUNDED_TIERS = [
+    {"up_to": 5, "unit_amount": "7.00"},
+    {"up_to": 10, "unit_amount": "6.50", "flat_amount": "10"},
+]
+
+
+def test_graduated_last_tier_extends_beyond_its_bound() -> None:
+    # 5 × 7.00 + (7 × 6.50 + 10) = 35 + 55.50 = 90.50: units 11 and 12 are in tier 2
+    result = priced({"model": "graduated", "tiers": BOUNDED_TIERS}, 12)
+    assert result.amount == D("90.50")
+    assert [(t.tier, t.quantity, t.amount) for t in result.tiers] == [
+        (1, D(5), D("35.00")),
+        (2, D(7), D("55.50")),
+    ]
+    # within the bounds it prices as if the last bound were null: 5 × 7 + 5 × 6.50 + 10
+    assert priced({"model": "graduated", "tiers": BOUNDED_TIERS}, 10).amount == D("77.50")
+
+
+def test_volume_beyond_the_last_bound_uses_the_last_tier() -> None:
+    # 12 units reach past tier 2's bound of 10: every unit at 6.50, plus 10 = 88.00
+    result = priced({"model": "volume", "tiers": BOUNDED_TIERS}, 12)
+    assert result.amount == D("88.00")
+    assert [(t.tier, t.quantity) for t in result.tiers] == [(2, D(12))]
+
+
+def test_graduated_percentage_beyond_the_last_bound_uses_the_last_rate() -> None:
+    spec = {
+        "model": "graduated_percentage",
+        "tiers": [
+            {"up_to": 1000, "rate_percent": "1", "flat_amount": "2"},
+            {"up_to": 5000, "rate_percent": "0.5"},
+        ],
+    }
+    # 1000 × 1 % + 2 + 5000 × 0.5 % = 10 + 2 + 25 = 37: the 1000 above 5000 still at 0.5 %
+    assert priced(spec, 6000).amount == D(37)
+
+
+def test_percentage_free_amount_zero_leaves_the_event_allowance() -> None:
+    # As in Lago, free_amount "0" means no allowance by amount: the first 3 events are free
+    # whatever their amounts; the fourth (100) pays 1.30 + 0.30 = 1.60. Read as an allowance
+    # of 0 it would end at once and make all four paid (12.00 × 3 + 1.60 = 37.60).
+    spec = {**LAGO_PERCENTAGE, "free_amount": "0"}
+    result = priced_events(spec, "1000", "1000", "1000", "100")
+    assert result.amount == D("1.60")
+    assert result.details == {"events": "4", "paid_events": "1", "free_events_used": "3"}
+
+
+def test_percentage_free_events_zero_leaves_the_amount_allowance() -> None:
+    # free_events 0 likewise: 100 + 100 inside the 250; the third 100 crosses it and pays
+    # 50 × 1.3 % + 0.30 = 0.95
+    spec = {**LAGO_PERCENTAGE, "free_events": 0}
+    assert priced_events(spec, "100", "100", "100").amount == D("0.95")
+
+
+def test_percentage_zero_allowances_alone_mean_no_allowance() -> None:
+    spec = {"model": "percentage", "rate_percent": "1.3", "fixed_amount": "0.30"}
+    for allowance in (
+        {"free_amount": "0"},
+        {"free_events": 0},
+        {"free_amount": 0, "free_events": 0},
+    ):
+        # 200 × 1.3 % + 0.30 = 2.90 per event, nothing free
+        assert priced_events({**spec, **allowance}, "200", "200").amount == D("5.80")
+
+
+def test_percentage_state_agrees_with_a_zero_free_amount() -> None:
+    # The live path's mergeable state must keep the event allowance's head too.
+    spec = charge(**{**LAGO_PERCENTAGE, "free_amount": "0"})
+    assert isinstance(spec, PercentageCharge)
+    left, right = PercentageState(), PercentageState()
+    for index, (ts, event_id, amount) in enumerate(events("1000", "1000", "1000", "100")):
+        (left if index % 2 else right).add(spec, ts, event_id, amount)
+    assert left.merge(right, spec).charge(spec).amount == D("1.60")

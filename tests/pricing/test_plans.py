@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from pricing.charges import GraduatedCharge, PackageCharge, PercentageCharge, StandardCharge
-from pricing.plans import included_usage, load_plan, plan_content_hash, plan_to_dict
+from pricing.plans import Plan, included_usage, load_plan, plan_content_hash, plan_to_dict
 
 D = Decimal
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "plans"
@@ -169,3 +169,25 @@ def test_pydantic_json_dump_loads_back() -> None:
     # storage may keep `model_dump(mode="json")`; it must load back to the same plan
     plan = load_plan(GROWTH)
     assert load_plan(json.loads(plan.model_dump_json())) == plan
+
+
+def test_a_numeric_last_up_to_is_accepted_and_its_free_tier_is_not_included() -> None:
+    def plan_with(tiers: list[dict[str, object]]) -> Plan:
+        return load_plan(
+            {
+                "code": "p",
+                "name": "P",
+                "currency": "USD",
+                "metrics": {"calls": {"aggregation": "sum"}},
+                "charges": [{"metric": "calls", "model": "graduated", "tiers": tiers}],
+            }
+        )
+
+    # a leading free tier before a bounded last tier is included usage
+    assert (
+        included_usage(plan_with([{"up_to": 100}, {"up_to": 1000, "unit_amount": 1}]), "calls")
+        == 100
+    )
+    # a free last tier is unbounded whatever its up_to: counting it would claim 100 included
+    # units when every unit is free
+    assert included_usage(plan_with([{"up_to": 100, "unit_amount": 0}]), "calls") == 0

@@ -39,13 +39,10 @@ def decimals(low: str, high: str, places: int) -> st.SearchStrategy[Decimal]:
 @st.composite
 def tiers(draw: st.DrawFn) -> list[Tier]:
     bounds = sorted(draw(st.sets(decimals("0", "100000", 2), min_size=0, max_size=5)))
-    prices = draw(
-        st.lists(decimals("0", "10", 4), min_size=len(bounds) + 1, max_size=len(bounds) + 1)
-    )
-    flats = draw(
-        st.lists(decimals("0", "50", 2), min_size=len(bounds) + 1, max_size=len(bounds) + 1)
-    )
-    ups: list[Decimal | None] = [*bounds, None]
+    # the last tier open (null) or bounded: units beyond a bounded last tier are priced in it
+    ups: list[Decimal | None] = list(bounds) if bounds and draw(st.booleans()) else [*bounds, None]
+    prices = draw(st.lists(decimals("0", "10", 4), min_size=len(ups), max_size=len(ups)))
+    flats = draw(st.lists(decimals("0", "50", 2), min_size=len(ups), max_size=len(ups)))
     return [
         Tier(up_to=up, unit_amount=price, flat_amount=flat)
         for up, price, flat in zip(ups, prices, flats, strict=True)
@@ -95,8 +92,9 @@ money = decimals("0", "1000", 4).map(str)
 @st.composite
 def tier_dicts(draw: st.DrawFn, percentage: bool) -> list[dict[str, Any]]:
     bounds = sorted(draw(st.sets(st.integers(0, 10**6), max_size=4)))
+    ups: list[int | None] = list(bounds) if bounds and draw(st.booleans()) else [*bounds, None]
     result: list[dict[str, Any]] = []
-    for up in [*bounds, None]:
+    for up in ups:
         tier: dict[str, Any] = {"up_to": up}
         if percentage:
             tier["rate_percent"] = str(draw(decimals("0", "100", 3)))
@@ -341,5 +339,5 @@ def test_percentage_state_equals_event_list_pricing(
     assert result.details == expected.details
     # the head only keeps what the allowance can still touch
     assert len(merged.head) <= len(events)
-    if charge.free_events is not None:
-        assert len(merged.head) <= charge.free_events
+    if charge.event_allowance is not None:  # free_events 0 counts as absent
+        assert len(merged.head) <= charge.event_allowance
