@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import typer
 
 from cli.output import console, print_json, print_table
+from pricing.money import format_decimal
 
 
 def usage(
@@ -26,10 +28,13 @@ def usage(
 
 
 def print_usage(document: dict[str, Any]) -> None:
-    rows = [
+    """The metrics, then the base fee, minimum true-up and tax rows: the cost column adds up
+    to the estimated total."""
+    rows: list[tuple[str, ...]] = [
         (name, m["used"], m["included"], m["overage"], m["estimated_cost"])
         for name, m in document["metrics"].items()
     ]
+    rows += [(label, "", "", "", amount) for label, amount in _fee_rows(document)]
     zone = ZoneInfo(document.get("timezone", "UTC"))
     start = datetime.fromisoformat(document["period_start"]).astimezone(zone)
     end = datetime.fromisoformat(document["period_end"]).astimezone(zone) - timedelta(days=1)
@@ -43,3 +48,19 @@ def print_usage(document: dict[str, Any]) -> None:
         f"estimated total [bold]{document['estimated_total']} {document['currency']}[/bold]"
         f"  (as of {document['as_of']})"
     )
+
+
+def _fee_rows(document: dict[str, Any]) -> list[tuple[str, str]]:
+    """Base fee, minimum true-up and tax, each when it is not zero (or the plan has a tax
+    rate): a row left out is zero, so the column still adds up to the total."""
+    proration = document.get("proration")
+    days = f" ({proration['days']}/{proration['period_days']} days)" if proration else ""
+    rows = []
+    if Decimal(document["base_fee"]):
+        rows.append((f"base fee{days}", document["base_fee"]))
+    if Decimal(document["minimum_true_up"]):
+        rows.append((f"minimum spend true-up{days}", document["minimum_true_up"]))
+    if Decimal(document["tax"]) or Decimal(document["tax_rate"]):
+        percent = Decimal(document["tax_rate"]) * 100
+        rows.append((f"tax ({format_decimal(percent)} %)", document["tax"]))
+    return rows

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from pricing.invoicing import PricedSegment, compose
+from pricing.invoicing import PricedSegment, compose, segment_days
 from pricing.metering import SegmentState, segment_usage
 from pricing.money import format_decimal, format_money
 from pricing.plans import included_usage
@@ -33,6 +33,10 @@ class MetricReport:
 
 @dataclass(frozen=True)
 class UsageReport:
+    """The current segment's usage and estimated bill. The rows add up: the metrics'
+    estimated costs + `base_fee` + `minimum_true_up` = `subtotal`; `subtotal` + `tax` =
+    `estimated_total` (base fee and minimum prorated as this segment's invoice has them)."""
+
     customer_id: str
     segment: Segment
     metrics: dict[str, MetricReport]
@@ -40,9 +44,17 @@ class UsageReport:
     estimated_total: Decimal
     as_of: datetime
     version: int
+    base_fee: Decimal = Decimal(0)
+    minimum_true_up: Decimal = Decimal(0)
+    subtotal: Decimal = Decimal(0)
+    tax: Decimal = Decimal(0)
+    proration: tuple[int, int] | None = None  # (days, period days) when the segment is partial
 
     def to_json(self) -> dict[str, Any]:
         currency = self.segment.plan.currency
+        extra: dict[str, Any] = {}
+        if self.proration is not None:
+            extra["proration"] = {"days": self.proration[0], "period_days": self.proration[1]}
         return {
             "customer_id": self.customer_id,
             "plan": self.segment.plan.code,
@@ -59,6 +71,12 @@ class UsageReport:
                 }
                 for name, m in self.metrics.items()
             },
+            "base_fee": format_money(self.base_fee, currency),
+            "minimum_true_up": format_money(self.minimum_true_up, currency),
+            "subtotal": format_money(self.subtotal, currency),
+            "tax_rate": format_decimal(self.segment.plan.tax_rate),
+            "tax": format_money(self.tax, currency),
+            **extra,
             "estimated_total": format_money(self.estimated_total, currency),
             "as_of": self.as_of.isoformat(timespec="milliseconds"),
         }
@@ -97,13 +115,29 @@ def current_usage(customer_id: str, at: datetime | None = None) -> UsageReport:
     draft = compose(
         customer_id, segment.period, [PricedSegment(segment, usage, charge_results, version)]
     )
+    # Every amount below comes from the draft's rounded lines, so the rows add up to its total.
+    amounts: dict[tuple[str, str | None], Decimal] = {}
+    for line in draft.lines:
+        key = (line.kind, line.metric)
+        amounts[key] = amounts.get(key, Decimal(0)) + line.amount
     metrics: dict[str, MetricReport] = {}
     for name in segment.plan.metrics:
         used = usage[name].quantity if name in usage else Decimal(0)
         included = included_usage(segment.plan, name)
-        cost = sum(
-            (line.amount for line in quote.lines if line.kind == "usage" and line.metric == name),
-            Decimal(0),
-        )
+        cost = amounts.get(("usage", name), Decimal(0))
         metrics[name] = MetricReport(used, included, max(used - included, Decimal(0)), cost)
-    return UsageReport(customer_id, segment, metrics, quote, draft.total, at, version)
+    days, period_days = segment_days(segment)
+    return UsageReport(
+        customer_id,
+        segment,
+        metrics,
+        quote,
+        draft.total,
+        at,
+        version,
+        base_fee=amounts.get(("base_fee", None), Decimal(0)),
+        minimum_true_up=amounts.get(("minimum_true_up", None), Decimal(0)),
+        subtotal=draft.subtotal,
+        tax=draft.tax,
+        proration=(days, period_days) if days < period_days else None,
+    )
