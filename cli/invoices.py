@@ -13,6 +13,8 @@ from cli.output import console, print_json, print_table
 
 app = typer.Typer(help="Invoices: list, show, finalize, mark paid, void, reissue.")
 
+_ID_HELP = "The invoice id, or a prefix of it that only one invoice has."
+
 
 @app.callback()
 def _group() -> None:
@@ -48,21 +50,22 @@ def list_invoices(
             )
             for i in found
         ],
+        whole={"id", "customer"},
     )
 
 
 @app.command("show")
 def show(
-    invoice_id: str = typer.Argument(..., metavar="ID"),
+    invoice_id: str = typer.Argument(..., metavar="ID", help=_ID_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     html: Path | None = typer.Option(None, "--html", help="Also write it as an HTML document."),
 ) -> None:
     """One invoice: its lines with tiers, totals and status."""
     from storage.customers import get_customer
     from storage.errors import NotFound
-    from storage.invoices import get_invoice
+    from storage.invoices import get_invoice, resolve_invoice_id
 
-    invoice = get_invoice(invoice_id)
+    invoice = get_invoice(resolve_invoice_id(invoice_id))
     document = invoice.to_json()
     if html is not None:
         try:
@@ -80,46 +83,50 @@ def show(
 
 @app.command("finalize")
 def finalize(
-    invoice_id: str = typer.Argument(..., metavar="ID"),
+    invoice_id: str = typer.Argument(..., metavar="ID", help=_ID_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Finalize a draft now (before its grace period ends): it gets the next number."""
     from storage.invoices import finalize as do
+    from storage.invoices import resolve_invoice_id
 
-    _done(do(invoice_id).to_json(), as_json)
+    _done(do(resolve_invoice_id(invoice_id)).to_json(), as_json)
 
 
 @app.command("mark-paid")
 def mark_paid(
-    invoice_id: str = typer.Argument(..., metavar="ID"),
+    invoice_id: str = typer.Argument(..., metavar="ID", help=_ID_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Record that a finalized invoice has been paid."""
     from storage.invoices import mark_paid as do
+    from storage.invoices import resolve_invoice_id
 
-    _done(do(invoice_id).to_json(), as_json)
+    _done(do(resolve_invoice_id(invoice_id)).to_json(), as_json)
 
 
 @app.command("void")
 def void(
-    invoice_id: str = typer.Argument(..., metavar="ID"),
+    invoice_id: str = typer.Argument(..., metavar="ID", help=_ID_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Cancel a draft or finalized invoice (it keeps its number); see `reissue`."""
+    from storage.invoices import resolve_invoice_id
     from storage.invoices import void as do
 
-    _done(do(invoice_id).to_json(), as_json)
+    _done(do(resolve_invoice_id(invoice_id)).to_json(), as_json)
 
 
 @app.command("reissue")
 def reissue(
-    invoice_id: str = typer.Argument(..., metavar="ID"),
+    invoice_id: str = typer.Argument(..., metavar="ID", help=_ID_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Issue a new invoice for the period of a void one, from the current rollups."""
     from storage.invoices import reissue as do
+    from storage.invoices import resolve_invoice_id
 
-    _done(do(invoice_id).to_json(), as_json)
+    _done(do(resolve_invoice_id(invoice_id)).to_json(), as_json)
 
 
 def render_html(document: dict[str, Any], *, customer_name: str | None = None) -> str:

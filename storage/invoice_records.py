@@ -114,6 +114,37 @@ def get_invoice(invoice_id: str, *, conn: db.Connection | None = None) -> Invoic
     return found[0]
 
 
+def resolve_invoice_id(text: str) -> str:
+    """The id of the one invoice whose id is `text` or starts with it (as `git` takes a short
+    commit hash); NotFound when none matches, InvalidInput when several do."""
+    if not text:
+        raise InvalidInput("invoice_id: must not be empty")
+    with db.connection() as conn:
+        if conn.execute("SELECT 1 FROM invoices WHERE id = %s", (text,)).fetchone():
+            return text
+        rows = conn.execute(
+            "SELECT id FROM invoices WHERE starts_with(id, %s) ORDER BY id LIMIT %s",
+            (text, _SHOWN_MATCHES + 1),
+        ).fetchall()
+        if len(rows) > 1:
+            row = conn.execute(
+                "SELECT count(*) FROM invoices WHERE starts_with(id, %s)", (text,)
+            ).fetchone()
+            assert row is not None
+            shown = ", ".join(r[0] for r in rows[:_SHOWN_MATCHES])
+            more = ", ..." if row[0] > _SHOWN_MATCHES else ""
+            raise InvalidInput(
+                f"invoice_id: prefix {text!r} matches {row[0]} invoices ({shown}{more});"
+                " give more of the id"
+            )
+    if not rows:
+        raise NotFound(f"invoice_id: no invoice {text!r}")
+    return str(rows[0][0])
+
+
+_SHOWN_MATCHES = 5
+
+
 def find_invoice(customer_id: str, period_start: datetime) -> Invoice | None:
     """The live (not void) invoice of a customer × period, if there is one."""
     with db.connection() as conn:

@@ -31,6 +31,7 @@ from storage.invoice_records import (
     list_invoices,
     locked_invoice,
     period_of,
+    resolve_invoice_id,
     select_invoices,
 )
 
@@ -48,6 +49,7 @@ __all__ = [
     "period_of",
     "refresh_after_late_usage",
     "reissue",
+    "resolve_invoice_id",
     "void",
 ]
 

@@ -65,7 +65,7 @@ def test_usage_rows_add_up_to_the_estimated_total(clean_state: None) -> None:
     assert "proration" not in document
     assert_rows_add_up(document)
 
-    table = runner.invoke(app, ["usage", "cus_rows"], env={"COLUMNS": "200"})
+    table = runner.invoke(app, ["usage", "cus_rows"])
     assert table.exit_code == 0, table.output
     lines = table.output.splitlines()
     for label, amount in [
