@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import typer
 
-from cli.output import console, print_json, print_table
+from cli.output import console, err_console, print_json, print_table
 
 
 def stats(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Events accepted, duplicates, rejected by reason; queue depths; oldest message age."""
+    """Events accepted, duplicates, rejected by reason; queue depths; oldest message age;
+    a warning when the broker keeps queued batches only in memory."""
     from storage.ingest import stats as ingest_stats
-    from tasks.queues import queue_stats
+    from tasks.queues import broker_warnings, queue_stats
 
-    document = {"events": ingest_stats(), **queue_stats()}
+    document = {"events": ingest_stats(), **queue_stats(), "warnings": broker_warnings()}
+    for warning in document["warnings"]:
+        err_console.print(f"warning: {warning}", style="yellow", soft_wrap=True)
     if as_json:
         print_json(document)
         return

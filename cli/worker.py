@@ -20,8 +20,22 @@ def worker(
     os.environ.setdefault("DATABASE_URL", database_url())
     os.environ.setdefault("REDIS_URL", redis_url())
     os.environ.setdefault("BROKER_URL", broker_url())
+    _warn_if_the_broker_forgets(os.environ["BROKER_URL"])
     args = [sys.executable, "-m", "dramatiq", "workers.app"]
     args += ["--processes", str(processes), "--threads", str(threads)]
     if queues:
         args += ["--queues", *queues]
     os.execv(sys.executable, args)
+
+
+def _warn_if_the_broker_forgets(url: str) -> None:
+    """On stderr, before the workers start: a Redis broker without AOF loses queued batches."""
+    from tasks.broker import make_broker
+    from tasks.queues import broker_warnings
+
+    broker = make_broker(url)
+    try:
+        for warning in broker_warnings(broker):
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
+    finally:
+        broker.close()

@@ -1,4 +1,5 @@
-"""Queue depths and the age of the oldest waiting message, for `meter ops stats`.
+"""Queue depths, the age of the oldest waiting message and the broker's durability, for
+`meter ops stats` (and `meter worker`, which warns about the last one at start).
 
 Dramatiq has no broker-neutral API for this: the Redis broker keeps each queue as a list of
 message ids plus a hash of messages (`dramatiq:<queue>.msgs`, which also holds messages being
@@ -12,6 +13,7 @@ import time
 from typing import Any
 
 import dramatiq
+import redis
 from dramatiq.brokers.redis import RedisBroker
 
 from tasks.broker import BILLING_QUEUE, INGEST_QUEUE, get_broker
@@ -49,3 +51,43 @@ def queue_stats(broker: dramatiq.Broker | None = None) -> dict[str, Any]:
     depths = {q: ready + delayed for q, (ready, delayed, _dead) in triples.items()}
     dead = sum(t[2] for t in triples.values())
     return {"queues": {**depths, "dead": dead}, "oldest_message_age_s": None}
+
+
+# --- broker durability: a Redis that keeps nothing on disk loses every queued batch ----------
+
+PERSISTENCE_OFF = (
+    "the broker's Redis ({where}) has persistence off (appendonly no): queued batches live "
+    "only in its memory and a restart loses them, while producers were told they were sent. "
+    "Use RabbitMQ (durable queues) or Redis with AOF "
+    "(appendonly yes, appendfsync everysec: at most a second lost)."
+)
+PERSISTENCE_UNKNOWN = (
+    "could not tell whether the broker's Redis ({where}) keeps queued batches on disk "
+    "(CONFIG GET and INFO persistence both refused: {error}); without AOF a restart loses them."
+)
+
+
+def _aof_enabled(client: redis.Redis) -> bool:
+    """AOF on? CONFIG GET first; managed Redis often deny CONFIG, so INFO persistence next."""
+    try:
+        return str(client.config_get("appendonly").get("appendonly", "no")).lower() == "yes"
+    except redis.ResponseError:  # CONFIG renamed or denied by ACL
+        return int(client.info("persistence").get("aof_enabled", 0)) == 1
+
+
+def broker_warnings(broker: dramatiq.Broker | None = None) -> list[str]:
+    """What an operator must know about the broker's durability (empty when all is well).
+
+    RabbitMQ's queues are durable; a Redis broker needs AOF to survive a restart.
+    """
+    broker = broker or get_broker()
+    if not isinstance(broker, RedisBroker):
+        return []
+    kwargs = broker.client.connection_pool.connection_kwargs
+    where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
+    try:
+        if _aof_enabled(broker.client):
+            return []
+    except redis.RedisError as exc:
+        return [PERSISTENCE_UNKNOWN.format(where=where, error=f"{type(exc).__name__}: {exc}")]
+    return [PERSISTENCE_OFF.format(where=where)]
