@@ -95,7 +95,7 @@ def test_usage_and_stats_json_have_the_contract_shape(queue: StubBroker) -> None
     assert usage["metrics"]["api_calls"] == {
         "used": "150", "included": "100", "overage": "50", "estimated_cost": "0.50",
     }  # fmt: skip
-    stats = json.loads(runner.invoke(app, ["ops", "stats", "--json"]).output)
+    stats = json.loads(runner.invoke(app, ["ops", "stats", "--json"]).stdout)
     assert stats["events"] == {"accepted": 1, "duplicates": 0, "rejected": {}}
     assert set(stats["queues"]) >= {"ingest", "billing", "dead"}
     assert isinstance(stats["oldest_message_age_s"], float)
