@@ -15,12 +15,16 @@ from pricing.money import format_decimal
 
 def usage(
     customer_id: str = typer.Argument(..., metavar="CUSTOMER_ID"),
+    at: str | None = typer.Option(
+        None, "--at", help="RFC 3339: the period containing this moment; default now."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Per metric: used, included, overage, estimated cost; and the estimated total."""
+    from cli.customers import parse_time
     from storage.live_usage import current_usage
 
-    document = current_usage(customer_id).to_json()
+    document = current_usage(customer_id, parse_time(at, "--at")).to_json()
     if as_json:
         print_json(document)
         return

@@ -26,6 +26,10 @@ _MICROSECOND = timedelta(microseconds=1)
 #: Digits of a weighted_sum (the one aggregation that divides), fixed so that the result does
 #: not depend on the caller's decimal context.
 WEIGHTED_PRECISION = 28
+#: Aggregations of a level (a gauge) rather than of a flow. A level is a fact about the
+#: customer, not about its plan: within a billing period it carries from one segment to the
+#: next across a plan change (`carry_over`), where a flow starts afresh with each plan.
+LEVEL_AGGREGATIONS = frozenset({"weighted_sum", "latest", "max"})
 
 
 def metric_event_name(key: str, metric: MetricDefinition) -> str:
@@ -285,6 +289,37 @@ class MetricState:
 
     def _is_later(self, timestamp: datetime, event_id: str) -> bool:
         return (timestamp, event_id) > _latest_key(self)
+
+
+def carry_over(metric: MetricDefinition, ended: MetricState, start: datetime) -> MetricState:
+    """The level a segment leaves to the next segment of its period, which begins at `start`,
+    as the state that segment starts from. `ended` is the earlier segment's whole state: its
+    own events merged with what it carried in itself.
+
+    - `weighted_sum`: the running level (Σ values so far), held from `start` on, exactly as
+      if one event of that value arrived at `start`.
+    - `latest` and `max`: the last reading before `start`. `latest` keeps it until a new
+      reading comes; `max` is the peak of the level, which at `start` is that reading, so a
+      peak reached earlier under the other plan is not carried, only the level it left.
+
+    Empty for any other aggregation, and when there is no level to carry.
+    """
+    match metric.aggregation:
+        case "weighted_sum":
+            if not ended.weighted_v:
+                return MetricState()
+            with exact_arithmetic():
+                return MetricState(
+                    weighted_v=ended.weighted_v, weighted_vt=ended.weighted_v * _micros(start)
+                )
+        case "latest" | "max" if ended.latest_at is not None:
+            return MetricState(
+                maximum=ended.latest_value,
+                latest_at=ended.latest_at,
+                latest_event_id=ended.latest_event_id,
+                latest_value=ended.latest_value,
+            )
+    return MetricState()
 
 
 def _latest_key(state: MetricState) -> tuple[datetime, str]:

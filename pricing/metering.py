@@ -15,7 +15,13 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from pricing.aggregations import MetricState, Sample, metric_event_name
+from pricing.aggregations import (
+    LEVEL_AGGREGATIONS,
+    MetricState,
+    Sample,
+    carry_over,
+    metric_event_name,
+)
 from pricing.charges import PercentageCharge, PercentageState
 from pricing.charges.base import ChargeResult, MetricUsage
 from pricing.events import (
@@ -373,17 +379,62 @@ def build_deltas(accepted: Sequence[tuple[EventLike, Segment]]) -> list[SegmentD
     return list(deltas.values())
 
 
+def carried_levels(chain: Sequence[tuple[Segment, SegmentState]]) -> list[dict[str, MetricState]]:
+    """What each segment of one billing period starts from, given every segment of it up to
+    the last one wanted (oldest first) with its own state: per level-type metric (`weighted_sum`,
+    `latest`, `max`), the level the segments before it left (`carry_over`).
+
+    A metric carries from one segment to the next when both plans define it, by name, with the
+    same aggregation. A plan without it, or with another aggregation, starts it at 0, and the
+    chain is broken for the segments after it too. Nothing carries from one period to the next.
+    Derived from the states alone, so a late event in an earlier segment moves the levels of
+    the later ones the next time they are priced.
+    """
+    carried: list[dict[str, MetricState]] = []
+    incoming: dict[str, MetricState] = {}
+    previous: tuple[Segment, SegmentState] | None = None
+    for segment, state in chain:
+        if previous is not None:
+            before, before_state = previous
+            if before.period != segment.period:
+                raise ValueError("carried_levels: segments of different billing periods")
+            outgoing: dict[str, MetricState] = {}
+            for key, metric in segment.plan.metrics.items():
+                earlier = before.plan.metrics.get(key)
+                if metric.aggregation not in LEVEL_AGGREGATIONS or earlier is None:
+                    continue
+                if earlier.aggregation != metric.aggregation:
+                    continue
+                ended = incoming.get(key, MetricState()).merge(
+                    before_state.metrics.get(key, MetricState())
+                )
+                level = carry_over(metric, ended, segment.start)
+                if level != MetricState():
+                    outgoing[key] = level
+            incoming = outgoing
+        carried.append(incoming)
+        previous = (segment, state)
+    return carried
+
+
 def segment_usage(
-    plan: Plan, state: SegmentState, unique_counts: Mapping[str, int], segment: Segment
+    plan: Plan,
+    state: SegmentState,
+    unique_counts: Mapping[str, int],
+    segment: Segment,
+    carried: Mapping[str, MetricState] | None = None,
 ) -> tuple[dict[str, MetricUsage], dict[int, ChargeResult]]:
     """Each metric's usage from a segment's state, and the results of its percentage charges
-    (priced from their own states, since a percentage charge needs more than a total)."""
+    (priced from their own states, since a percentage charge needs more than a total).
+    `carried` holds the levels the segment starts from (`carried_levels`)."""
     usage: dict[str, MetricUsage] = {}
     for key, metric in plan.metrics.items():
         if metric.aggregation == "unique_count":
             quantity = Decimal(unique_counts.get(key, 0))
         else:
             metric_state = state.metrics.get(key, MetricState())
+            if carried and key in carried:
+                metric_state = carried[key].merge(metric_state)
             quantity = metric_state.value(metric, segment.weighting_period)
         usage[key] = MetricUsage(quantity)
     results: dict[int, ChargeResult] = {}

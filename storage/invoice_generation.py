@@ -25,7 +25,7 @@ from pricing.invoicing import (
     price_segment,
     version_key,
 )
-from pricing.metering import Segment, segment_usage
+from pricing.metering import Segment, carried_levels, segment_usage
 from pricing.periods import Period, billing_period
 from storage import db, rollups
 from storage.catalog import CustomerContext, catalog
@@ -140,7 +140,7 @@ def _compose(
     segments = catalog.segments(context, period)
     if not segments:
         raise InvalidInput(f"customer {context.customer_id!r} has no plan in period {period.label}")
-    priced = [_priced(context.customer_id, segment) for segment in segments]
+    priced = _priced(context.customer_id, segments)
     adjustments, rerated_versions = _adjustments(context, period, known, others)
     try:
         return compose(context.customer_id, period, priced, adjustments, rerated_versions)
@@ -148,17 +148,22 @@ def _compose(
         raise InvalidInput(str(exc)) from None
 
 
-def _priced(customer_id: str, segment: Segment) -> PricedSegment:
-    """A segment's usage from its rollups, with the same function the live estimate uses."""
-    snap = rollups.snapshot(customer_id, segment.start)
-    plan = segment.plan
-    counts = {
-        key: len(snap.uniques.get(key, ()))
-        for key, metric in plan.metrics.items()
-        if metric.aggregation == "unique_count"
-    }
-    usage, results = segment_usage(plan, snap.state, counts, segment)
-    return PricedSegment(segment, usage, results, snap.version)
+def _priced(customer_id: str, segments: Sequence[Segment]) -> list[PricedSegment]:
+    """The segments of one period with their usage from their rollups, each starting from the
+    levels the earlier ones left, with the same functions the live estimate uses."""
+    snaps = [rollups.snapshot(customer_id, segment.start) for segment in segments]
+    levels = carried_levels([(s, snap.state) for s, snap in zip(segments, snaps, strict=True)])
+    priced = []
+    for segment, snap, carried in zip(segments, snaps, levels, strict=True):
+        plan = segment.plan
+        counts = {
+            key: len(snap.uniques.get(key, ()))
+            for key, metric in plan.metrics.items()
+            if metric.aggregation == "unique_count"
+        }
+        usage, results = segment_usage(plan, snap.state, counts, segment, carried)
+        priced.append(PricedSegment(segment, usage, results, snap.version))
+    return priced
 
 
 def _adjustments(
@@ -184,7 +189,7 @@ def _adjustments(
             for s in segments
         ):
             continue
-        priced = [_priced(context.customer_id, segment) for segment in segments]
+        priced = _priced(context.customer_id, segments)
         rerated = [line for p in priced for line in price_segment(p, name_plan=True)]
         billed = _billed_lines(context.customer_id, earlier, period)
         lines += adjustment_lines(segments[0].period, rerated, billed)

@@ -13,13 +13,14 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from pricing.aggregations import LEVEL_AGGREGATIONS, MetricState
 from pricing.invoicing import PricedSegment, compose, segment_days
-from pricing.metering import SegmentState, segment_usage
+from pricing.metering import SegmentState, carried_levels, segment_usage
 from pricing.money import format_decimal, format_money
 from pricing.plans import included_usage
 from pricing.rating import Quote, rate
 from storage import counters, rollups
-from storage.catalog import Segment, catalog
+from storage.catalog import CustomerContext, Segment, catalog
 from storage.errors import NotFound
 
 
@@ -100,6 +101,24 @@ def segment_counters(
     return live.version, live.state, live.unique_counts
 
 
+def carried_in(
+    customer_id: str, context: CustomerContext, segment: Segment
+) -> dict[str, MetricState]:
+    """The levels a segment starts from, left by the earlier segments of its period (a plan
+    change), from their counters: what the invoice derives from their rollups. Costs nothing
+    for a segment that begins its period or whose plan has no level-type metric."""
+    if segment.start <= segment.period.start or not any(
+        metric.aggregation in LEVEL_AGGREGATIONS for metric in segment.plan.metrics.values()
+    ):
+        return {}
+    chain = [
+        (earlier, segment_counters(customer_id, earlier)[1])
+        for earlier in catalog.segments(context, segment.period)
+        if earlier.start < segment.start
+    ]
+    return carried_levels([*chain, (segment, SegmentState())])[-1]
+
+
 def current_usage(customer_id: str, at: datetime | None = None) -> UsageReport:
     at = at or datetime.now(UTC)
     context = catalog.customers({customer_id}).get(customer_id)
@@ -109,7 +128,8 @@ def current_usage(customer_id: str, at: datetime | None = None) -> UsageReport:
     if segment is None:
         raise NotFound(f"customer {customer_id!r} has no plan at {at.isoformat()}")
     version, state, unique_counts = segment_counters(customer_id, segment)
-    usage, charge_results = segment_usage(segment.plan, state, unique_counts, segment)
+    carried = carried_in(customer_id, context, segment)
+    usage, charge_results = segment_usage(segment.plan, state, unique_counts, segment, carried)
     quote = rate(segment.plan, usage, charge_results=charge_results)
     # The total as this segment's invoice would have it (base fee and minimum prorated).
     draft = compose(
