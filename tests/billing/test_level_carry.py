@@ -239,6 +239,39 @@ def test_a_late_event_before_the_change_moves_the_level_after_it(commands: Comma
     }
 
 
+def test_late_usage_after_the_invoice_is_final_adjusts_both_plans(commands: Commands) -> None:
+    commands.plan("a")
+    commands.plan("b")
+    meter("customers", "create", "fin", "--plan", "a", "--starts-at", "2026-10-01T00:00:00Z")
+    meter("customers", "change-plan", "fin", "--plan", "b", "--at", "2026-10-15T00:00:00Z")
+    commands.send("fin", "gb", "10", utc(2026, 10, 1))
+    commands.work()
+    october = commands.invoice("fin", "2026-10")
+    # October has 31 days: a 10 × 14/31 = 4.516…, b 10 × 17/31 = 5.483…
+    assert [(plan, metric, amount) for plan, kind, metric, amount in lines(october)] == [
+        *(("a", None, Decimal("0.00")), ("a", "gb", Decimal("4.52"))),
+        *(("a", "disk", Decimal("0.00")), ("a", "peak", Decimal("0.00"))),
+        *(("b", None, Decimal("0.00")), ("b", "gb", Decimal("5.48"))),
+        *(("b", "disk", Decimal("0.00")), ("b", "peak", Decimal("0.00"))),
+    ]
+    meter("invoices", "finalize", october["id"], "--json")
+
+    commands.send("fin", "gb", "2", utc(2026, 10, 8))  # late, under plan a
+    commands.work()
+    november = commands.invoice("fin", "2026-11")
+    adjustments = [
+        (line["plan"], line["metric"], line["quantity"], Decimal(line["amount"]))
+        for line in november["lines"]
+        if line["kind"] == "adjustment"
+    ]
+    # a: (10 × 14 + 2 × 7)/31 = 4.97 (+0.45); b: the level is now 12, 12 × 17/31 = 6.58 (+1.10)
+    assert [(plan, metric, amount) for plan, metric, _, amount in adjustments] == [
+        ("a", "gb", Decimal("0.45")),
+        ("b", "gb", Decimal("1.10")),
+    ]
+    assert Decimal(adjustments[1][2]) == Decimal(2) * 17 / 31  # the level moved by 2 GB
+
+
 def test_a_level_is_matched_by_metric_name_and_aggregation(commands: Commands) -> None:
     commands.plan("a")
     # c bills the same `gb` as a, has no `disk`, and sums the `peak` readings.
