@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import typer
@@ -35,6 +36,8 @@ class CloseSummary:
     job_ids: list[int]
     counts: dict[str, int] = field(default_factory=dict)
     failed: list[dict[str, Any]] = field(default_factory=list)
+    not_ended: int = 0  # customers whose period with this label is still running
+    not_ended_until: str | None = None  # when the last of those ends (local time)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -42,6 +45,8 @@ class CloseSummary:
             "jobs": len(self.job_ids),
             "status": self.counts,
             "failed": self.failed,
+            "not_ended": self.not_ended,
+            "not_ended_until": self.not_ended_until,
         }
 
 
@@ -56,7 +61,7 @@ def close(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Fan out one invoice job per customer whose period has ended."""
-    summary = close_period(period, wait=wait, inline=inline, timeout=timeout)
+    summary = close_period(period, wait=wait, inline=inline, timeout=timeout, now=clock())
     if as_json:
         print_json(summary.to_json())
     else:
@@ -65,10 +70,22 @@ def close(
         console.print(f"  {counts or 'none'}")
         if not (wait or inline) and summary.job_ids:
             console.print("  the workers generate the invoices (`meter worker`)")
+    if summary.not_ended:
+        err_console.print(
+            f"note: period {summary.period} has not ended yet for {summary.not_ended}"
+            f" customer(s) (the last ends {summary.not_ended_until}); the scheduler closes"
+            " each one when it ends",
+            highlight=False,
+        )
     if summary.failed:
         for job in summary.failed:
             err_console.print(f"job {job['id']} {job['customer_id']}: {job['last_error']}")
         raise typer.Exit(1)
+
+
+def clock() -> datetime:
+    """The command's "now" (tests set it from period boundaries)."""
+    return datetime.now(UTC)
 
 
 def close_period(
@@ -78,30 +95,37 @@ def close_period(
     inline: bool = False,
     timeout: float = 600.0,
     progress: bool = True,
+    now: datetime | None = None,
 ) -> CloseSummary:
-    """Close `period` (None: each customer's last ended period). `inline` runs the jobs in
-    this process; `wait` polls the job rows until the workers are done. For `meter demo` too."""
+    """Close `period` (None: each customer's last ended period) as of `now`. `inline` runs
+    the jobs in this process; `wait` polls the job rows until the workers are done. A period
+    that has ended for none of its customers yet is refused, saying when it ends; one that
+    has ended for some is closed for those. For `meter demo` too."""
     from storage import invoice_jobs
     from tasks import billing
 
     if period is not None and not re.fullmatch(r"\d{4}(-(0[1-9]|1[0-2]))?", period):
         raise CliError(f"--period {period!r}: expected YYYY-MM (or YYYY)")
+    now = now or clock()
+    selection = invoice_jobs.select_for_label(period, now)
+    bounds = selection.earliest_and_latest()
+    until = bounds[1].describe() if bounds else None
     if inline:
-        jobs, _ = invoice_jobs.open_jobs(invoice_jobs.keys_for_label(period))
+        jobs, _ = invoice_jobs.open_jobs(selection.ended)
         job_ids = [job.id for job in jobs]
         todo = [job for job in jobs if job.status != "succeeded"]
         with _progress(progress) as bar:
             task = bar.add_task("invoices", total=len(jobs), completed=len(jobs) - len(todo))
             billing.run_jobs_inline(todo, on_done=lambda _: bar.advance(task))
     else:
-        job_ids = billing.fan_out_period(period)
+        job_ids = billing.fan_out_keys(selection.ended, now)
         if wait:
             _wait(job_ids, timeout, progress)
     counts = invoice_jobs.status_counts(job_ids)
     failed = []
     if counts["failed"] and (wait or inline):
         failed = [j.to_json() for j in invoice_jobs.get_jobs(job_ids) if j.status == "failed"]
-    return CloseSummary(period, job_ids, counts, failed)
+    return CloseSummary(period, job_ids, counts, failed, len(selection.not_ended), until)
 
 
 def _wait(job_ids: list[int], timeout: float, progress: bool) -> None:

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from psycopg import sql
 from psycopg.rows import dict_row
@@ -108,19 +109,75 @@ class Job:
 # --- which customer × period is due -------------------------------------------------------
 
 
-def keys_for_label(label: str | None, now: datetime | None = None) -> list[JobKey]:
-    """Every customer × period with this label ('YYYY-MM', or 'YYYY' for yearly plans) that has
-    ended and that the customer was subscribed in; label None: each customer's last ended
-    period."""
+@dataclass(frozen=True)
+class NotEnded:
+    """A customer × labelled period that has not ended yet, and where its customer lives."""
+
+    key: JobKey
+    timezone: str
+    anchor_day: int | None
+
+    def describe(self) -> str:
+        """'2027-01-01T00:00:00+14:00 for Pacific/Kiritimati customers', in their local time."""
+        local = self.key.period_end.astimezone(ZoneInfo(self.timezone))
+        anchor = f" with anchor day {self.anchor_day}" if self.anchor_day else ""
+        return f"{local.isoformat()} for {self.timezone} customers{anchor}"
+
+
+@dataclass(frozen=True)
+class LabelSelection:
+    """What closing a label covers at `now`: the periods that have ended (one job each) and
+    those that have not (their customers' local month, or anchor period, is still running)."""
+
+    label: str | None
+    ended: list[JobKey]
+    not_ended: list[NotEnded]
+
+    def earliest_and_latest(self) -> tuple[NotEnded, NotEnded] | None:
+        if not self.not_ended:
+            return None
+        by_end = sorted(self.not_ended, key=lambda item: item.key.period_end)
+        return by_end[0], by_end[-1]
+
+
+class PeriodNotEnded(InvalidInput):
+    """A close named a period that has not ended for any of its customers."""
+
+
+def select_for_label(label: str | None, now: datetime | None = None) -> LabelSelection:
+    """Every customer × period with this label ('YYYY-MM', or 'YYYY' for yearly plans) that the
+    customer was subscribed in, split by whether it has ended at `now`; label None: each
+    customer's last ended period. A label whose periods have ended for none of its customers
+    yet is refused (PeriodNotEnded), saying when it ends: closing it would do nothing."""
     now = now or datetime.now(UTC)
     if label is not None:
         _check_label(label)
-    keys = []
+    ended: list[JobKey] = []
+    not_ended: list[NotEnded] = []
     for context in load_contexts().values():
         period = _labelled_period(context, label, now)
-        if period is not None and period.end <= now and catalog.segments(context, period):
-            keys.append(JobKey.of(context.customer_id, period))
-    return keys
+        if period is None or not catalog.segments(context, period):
+            continue
+        key = JobKey.of(context.customer_id, period)
+        if period.end <= now:
+            ended.append(key)
+        else:
+            not_ended.append(NotEnded(key, context.timezone, context.anchor_day))
+    selection = LabelSelection(label, ended, not_ended)
+    bounds = selection.earliest_and_latest()
+    if not ended and bounds is not None:
+        earliest, latest = bounds
+        when = f"it ends {earliest.describe()}"
+        if latest.key.period_end != earliest.key.period_end:
+            when = f"it ends {earliest.describe()} at the earliest, {latest.describe()} last"
+        raise PeriodNotEnded(f"period: {label} has not ended yet ({when})")
+    return selection
+
+
+def keys_for_label(label: str | None, now: datetime | None = None) -> list[JobKey]:
+    """The customer × periods with this label that have ended at `now` (see
+    `select_for_label`, which also refuses a label that has ended for no customer yet)."""
+    return select_for_label(label, now).ended
 
 
 def due_keys(now: datetime | None = None) -> list[JobKey]:

@@ -63,12 +63,20 @@ def run_invoice_job(customer_id: str, period_start: datetime) -> str:
     return invoice.id
 
 
-def fan_out_period(period_label: str | None = None) -> list[int]:
-    """One job (and message) per customer whose period with this label has ended (None: each
-    customer's last ended period); jobs that exist are not sent again unless orphaned.
+def fan_out_period(period_label: str | None = None, now: datetime | None = None) -> list[int]:
+    """One job (and message) per customer whose period with this label has ended at `now`
+    (None: each customer's last ended period); jobs that exist are not sent again unless
+    orphaned. A label that has ended for no customer yet raises `PeriodNotEnded`.
     Returns the ids of every job of the close."""
-    now = datetime.now(UTC)
-    jobs, created = invoice_jobs.open_jobs(invoice_jobs.keys_for_label(period_label, now))
+    now = now or datetime.now(UTC)
+    return fan_out_keys(invoice_jobs.keys_for_label(period_label, now), now)
+
+
+def fan_out_keys(keys: Sequence[invoice_jobs.JobKey], now: datetime | None = None) -> list[int]:
+    """One job (and message) per customer × period; jobs that exist are not sent again
+    unless orphaned. Returns the ids of every job."""
+    now = now or datetime.now(UTC)
+    jobs, created = invoice_jobs.open_jobs(keys)
     enqueue_jobs([job for job in jobs if job.id in created or job.is_orphan(now)])
     return [job.id for job in jobs]
 
@@ -120,7 +128,12 @@ def invoice_job_failed(message_data: dict[str, Any], retry_info: dict[str, Any])
 )
 def close_period(period_label: str | None = None) -> None:
     """Fan out one `generate_invoice` per customer whose period with this label has ended."""
-    log.info("close %s: %d invoice jobs", period_label, len(fan_out_period(period_label)))
+    try:
+        job_ids = fan_out_period(period_label)
+    except invoice_jobs.PeriodNotEnded as exc:  # retrying cannot help; the scheduler will
+        log.warning("close %s refused: %s", period_label, exc)
+        return
+    log.info("close %s: %d invoice jobs", period_label, len(job_ids))
 
 
 @dramatiq.actor(
