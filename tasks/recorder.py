@@ -47,6 +47,11 @@ declared. Others write it where the broker looks:
   ``x-dead-letter-exchange: ""`` and ``x-dead-letter-routing-key: "ingest.XQ"``) and publish
   the JSON to the default exchange with routing key ``ingest`` and ``delivery_mode=2``.
 
+Stopping: `atexit` sends what is buffered at a normal exit, and the first recorder to start in
+the main thread installs a SIGTERM handler that sends it before the process stops; servers that
+stop their workers themselves have hooks. See `tasks.shutdown`. A SIGKILLed process loses what
+it had buffered: at most one flush interval of events.
+
 Delivery is at least once: the same batch may arrive twice (a re-send after a failure whose
 first attempt did reach the broker); the ingest actor skips events whose ``event_id`` it has.
 """
@@ -74,6 +79,7 @@ from typing import Any
 import dramatiq
 
 from tasks.broker import INGEST_ACTOR, INGEST_QUEUE, get_broker
+from tasks.shutdown import install_sigterm_handler, main_thread_section
 
 log = logging.getLogger("meterline.recorder")
 
@@ -205,7 +211,8 @@ class UsageRecorder:
             self._wait_for_space()
         buf.append((event_id, customer_id, metric, quantity, stamp, properties))
         if len(buf) >= self._batch_size and not self._wake.is_set():
-            self._wake.set()
+            with main_thread_section():  # Event.set holds the lock the sender waits on
+                self._wake.set()
         return event_id
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -215,15 +222,17 @@ class UsageRecorder:
         if thread is None or not thread.is_alive():
             return self._pending() == 0
         marker = _FlushMarker()
-        with self._lock:
+        with main_thread_section(), self._lock:
             self._markers += 1
             self._buf.append(marker)
-        self._urgent = True
-        self._wake.set()
+            self._urgent = True
+            self._wake.set()
         deadline = math.inf if timeout is None else time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
-            if marker.wait(min(_LIVENESS_POLL, max(remaining, 0.0))):
+            with main_thread_section():  # a SIGTERM here waits at most _LIVENESS_POLL
+                done = marker.wait(min(_LIVENESS_POLL, max(remaining, 0.0)))
+            if done:
                 return True
             if not thread.is_alive():  # closed concurrently: the marker came too late
                 return self._pending() == 0
@@ -233,14 +242,14 @@ class UsageRecorder:
     def close(self, timeout: float | None = None) -> bool:
         """Send everything buffered and stop the thread; later `record()` calls raise.
         Returns False (and logs) if events were still unsent when `timeout` elapsed."""
-        with self._lock:
+        with main_thread_section(), self._lock:
             self._closed = True
             self._running = False
             thread = self._thread
-        if thread is None:
-            return True
-        self._stopping = True
-        self._wake.set()
+            if thread is None:
+                return True
+            self._stopping = True
+            self._wake.set()
         thread.join(timeout)
         left = self._pending()
         if left:
@@ -249,7 +258,8 @@ class UsageRecorder:
 
     @property
     def stats(self) -> RecorderStats:
-        with self._space:  # the flusher moves a batch from in flight to sent under this lock
+        # The flusher moves a batch from in flight to sent under this lock.
+        with main_thread_section(), self._space:
             buffered = self._pending()
             sent_events, sent_batches = self._sent_events, self._sent_batches
         return RecorderStats(
@@ -264,7 +274,7 @@ class UsageRecorder:
         return len(self._buf) - self._markers + self._inflight
 
     def _start(self) -> None:
-        with self._lock:
+        with main_thread_section(), self._lock:
             if self._closed:
                 raise RuntimeError("recorder is closed")
             if not self._running:
@@ -273,12 +283,14 @@ class UsageRecorder:
                 )
                 self._thread.start()
                 self._running = True
+        install_sigterm_handler()  # only in the main thread; elsewhere it does nothing
 
     def _wait_for_space(self) -> None:
         deadline = time.monotonic() + self._block_timeout
         self._urgent = True
-        self._wake.set()
-        with self._space:
+        with main_thread_section():
+            self._wake.set()
+        with main_thread_section(), self._space:
             while len(self._buf) + self._inflight >= self._max_buffer:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -509,6 +521,16 @@ _live_recorders: weakref.WeakSet[UsageRecorder] = weakref.WeakSet()
 def _reset_in_child() -> None:
     for recorder in list(_live_recorders):
         recorder._reset()
+
+
+def flush_all_recorders(timeout: float) -> bool:
+    """Send what every recorder of this process has buffered, within `timeout` seconds in all;
+    False if events were still unsent then (what the shutdown hooks call)."""
+    deadline = time.monotonic() + timeout
+    sent = True
+    for recorder in list(_live_recorders):
+        sent = recorder.flush(max(deadline - time.monotonic(), 0.0)) and sent
+    return sent
 
 
 def _close_at_exit() -> None:
