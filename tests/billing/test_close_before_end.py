@@ -105,3 +105,13 @@ def test_the_command_notes_customers_whose_period_is_still_running(
     assert (summary["jobs"], summary["not_ended"]) == (1, 1)
     assert summary["not_ended_until"] == "2026-02-01T00:00:00-10:00 for Pacific/Honolulu customers"
     assert "period 2026-01 has not ended yet for 1 customer(s)" in result.stderr
+
+
+def test_the_close_actor_logs_a_future_period_and_does_not_retry(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    customer("utc", "small", starts_at=utc(2025, 12, 1))
+    future = f"{datetime.now(UTC).year + 1}-06"  # in the future whatever today is
+    billing.close_period(future)  # returns: raising would only retry what cannot succeed yet
+    assert f"close {future} refused: period: {future} has not ended yet" in caplog.text
+    assert invoices.list_invoices() == []
