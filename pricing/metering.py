@@ -8,7 +8,6 @@ pricing the raw events (`usage_from_events`), which is what makes live usage equ
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -27,16 +26,16 @@ from pricing.charges.base import ChargeResult, MetricUsage
 from pricing.events import (
     MAX_ID_LENGTH,
     MAX_PROPERTIES,
-    MAX_PROPERTY_KEY_LENGTH,
-    MAX_PROPERTY_STRING_LENGTH,
-    MAX_QUANTITY,
-    QUANTITY_PLACES,
+    VALUE_PLACES,
     EventError,
     EventLike,
     UsageEvent,
+    checked_number,
     event_value,
     matches_filter,
     parse_event,
+    property_problem,
+    text_problem,
 )
 from pricing.periods import Period, local_date
 from pricing.plans import MetricDefinition, Plan
@@ -105,14 +104,14 @@ _EVENT_KEYS = frozenset(
     {"event_id", "customer_id", "metric", "quantity", "timestamp", "properties"}
 )
 _ONE = Decimal(1)
-_PLACES = Decimal(1).scaleb(-QUANTITY_PLACES)
 _MINUTE = timedelta(minutes=1)
 
 
 def _fast_event(raw: Mapping[str, Any]) -> Event | None:
     """The event when it has the plain shape producers send and breaks no limit, else None
     (the caller then lets `parse_event` give the exact error). Must accept exactly what
-    `UsageEvent` accepts for that shape: tests compare the two."""
+    `UsageEvent` accepts for that shape: tests compare the two. The rules themselves live in
+    `pricing.events` (`text_problem`, `checked_number`, `property_problem`)."""
     if not raw.keys() <= _EVENT_KEYS:
         return None
     event_id, customer_id, metric = raw.get("event_id"), raw.get("customer_id"), raw.get("metric")
@@ -124,21 +123,14 @@ def _fast_event(raw: Mapping[str, Any]) -> Event | None:
         and 0 < len(metric) <= MAX_ID_LENGTH
     ):
         return None
+    if text_problem(event_id) or text_problem(customer_id) or text_problem(metric):
+        return None
     raw_quantity = raw.get("quantity", "1")
     if type(raw_quantity) is not str and type(raw_quantity) is not int:
         return None
     try:
-        quantity = _ONE if raw_quantity == "1" else Decimal(raw_quantity)
-    except ArithmeticError:
-        return None
-    if not quantity.is_finite() or abs(quantity) >= MAX_QUANTITY:
-        return None
-    exponent = quantity.as_tuple().exponent
-    if (
-        isinstance(exponent, int)
-        and exponent < -QUANTITY_PLACES
-        and quantity != quantity.quantize(_PLACES)
-    ):
+        quantity = _ONE if raw_quantity == "1" else checked_number(Decimal(raw_quantity))
+    except (ArithmeticError, ValueError):
         return None
     raw_ts = raw.get("timestamp")
     if type(raw_ts) is not str:
@@ -151,7 +143,10 @@ def _fast_event(raw: Mapping[str, Any]) -> Event | None:
         offset = timestamp.utcoffset()
         if offset is None or offset % _MINUTE:  # RFC 3339 offsets are whole minutes
             return None
-        timestamp = timestamp.astimezone(UTC)
+        try:
+            timestamp = timestamp.astimezone(UTC)
+        except OverflowError:  # beyond year 1 or 9999 in UTC: the model says so
+            return None
     properties = raw.get("properties", {})
     if type(properties) is not dict:
         return None
@@ -160,20 +155,14 @@ def _fast_event(raw: Mapping[str, Any]) -> Event | None:
     return Event(event_id, customer_id, metric, quantity, timestamp, properties)
 
 
+_PLAIN_VALUES = frozenset({str, int, float, bool})
+
+
 def _plain_properties(properties: dict[Any, Any]) -> bool:
     if len(properties) > MAX_PROPERTIES:
         return False
     for key, value in properties.items():
-        if type(key) is not str or not 0 < len(key) <= MAX_PROPERTY_KEY_LENGTH:
-            return False
-        kind = type(value)
-        if kind is str:
-            if len(value) > MAX_PROPERTY_STRING_LENGTH:
-                return False
-        elif kind is float:
-            if not math.isfinite(value):
-                return False
-        elif kind is not int and kind is not bool:
+        if type(value) not in _PLAIN_VALUES or property_problem(key, value) is not None:
             return False
     return True
 
@@ -253,7 +242,9 @@ def check_event(plan: Plan, event: EventLike) -> tuple[str, str] | None:
         ):
             return (
                 "invalid_value",
-                f"properties.{metric.field}: missing or not a number for metric {reader.key!r}",
+                f"properties.{metric.field}: missing, not a number or out of range"
+                f" (|value| < 10^18, at most {VALUE_PLACES} decimal places)"
+                f" for metric {reader.key!r}",
             )
     return None
 

@@ -8,7 +8,7 @@ transaction; every event ends up accepted, a duplicate, or a rejected row with i
 
 from __future__ import annotations
 
-import math
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -21,6 +21,7 @@ from pricing.metering import Rejection, Segment, build_deltas, check_event, deco
 from storage import db, ledger, rollups
 from storage.catalog import CustomerContext, catalog
 from storage.counters import CounterDelta
+from storage.payloads import exact_json, storable_json, storable_text
 from storage.settings import get_settings
 
 
@@ -38,19 +39,6 @@ class IngestOutcome:
     @property
     def rejected_total(self) -> int:
         return sum(self.rejected.values())
-
-
-def _json_safe(value: Any) -> Any:
-    """A payload as JSON that PostgreSQL accepts (no NaN/Infinity, no exotic types)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    return str(value)
 
 
 def _event_json(event: EventLike) -> dict[str, Any]:
@@ -202,12 +190,12 @@ def _record_rejections(
             [
                 (
                     batch_id,
-                    r.event_id,
-                    r.customer_id,
-                    r.metric,
+                    _text(r.event_id),
+                    _text(r.customer_id),
+                    _text(r.metric),
                     r.reason,
-                    r.detail,
-                    Jsonb(_json_safe(r.payload)),
+                    storable_text(r.detail),
+                    Jsonb(storable_json(r.payload)),
                     now,
                 )
                 for r in rejections
@@ -216,6 +204,13 @@ def _record_rejections(
     for r in rejections:
         rejected[r.reason] = rejected.get(r.reason, 0) + 1
     return rejected
+
+
+def _text(value: str | None) -> str | None:
+    """A rejected event's text as PostgreSQL stores it: what was sent is kept readable, with
+    NUL and lone surrogates as their \\uXXXX escape (`storable_text`); the row is for reading,
+    the reason is what matters."""
+    return None if value is None else storable_text(value)
 
 
 def _stored_outcome(conn: Any, batch_id: str) -> IngestOutcome:
@@ -241,17 +236,28 @@ def mark_counters_applied(batch_id: str) -> None:
 
 
 def record_failed_batch(batch: Any, error: str) -> None:
-    """A batch whose retries ran out: keep it whole, so it can be replayed (nothing is lost)."""
+    """A batch that cannot be ingested: keep it whole, so it can be replayed (nothing is lost).
+
+    The payload is kept as ASCII JSON text (`exact_json`): NUL and lone surrogates, which jsonb
+    refuses, survive as their escapes and `json.loads` gives back exactly what was sent.
+    """
     batch_id = batch.get("batch_id") if isinstance(batch, dict) else None
     with db.connection() as conn:
         conn.execute(
             "INSERT INTO failed_batches (batch_id, payload, error) VALUES (%s, %s, %s)",
-            (batch_id, Jsonb(_json_safe(batch)), error),
+            (
+                storable_text(batch_id) if isinstance(batch_id, str) else None,
+                exact_json(batch),
+                storable_text(error),
+            ),
         )
 
 
 def failed_batches(*, pending_only: bool = True) -> list[dict[str, Any]]:
-    """Batches kept after their retries ran out (the ones not replayed yet, by default)."""
+    """Batches kept after their retries ran out (the ones not replayed yet, by default).
+
+    `payload` is the batch as it was sent; None, with `unreadable` saying why, in the one case
+    where it cannot be read back (nested deeper than this process's recursion limit)."""
     with db.connection() as conn:
         rows = conn.execute(
             "SELECT id, batch_id, payload, error, failed_at, replayed_at FROM failed_batches"
@@ -259,7 +265,15 @@ def failed_batches(*, pending_only: bool = True) -> list[dict[str, Any]]:
             (pending_only,),
         ).fetchall()
     keys = ("id", "batch_id", "payload", "error", "failed_at", "replayed_at")
-    return [dict(zip(keys, row, strict=True)) for row in rows]
+    found = []
+    for row in rows:
+        failed = dict(zip(keys, row, strict=True))
+        try:
+            failed["payload"] = json.loads(failed["payload"])
+        except (ValueError, RecursionError) as exc:
+            failed["payload"], failed["unreadable"] = None, f"{type(exc).__name__}: {exc}"
+        found.append(failed)
+    return found
 
 
 def mark_replayed(failed_id: int) -> None:

@@ -7,15 +7,16 @@ counter deltas (idempotent), then let the alert check look at the customers that
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
 
 import dramatiq
 
+from pricing.events import MAX_ID_LENGTH, text_problem
 from storage.counters import apply_deltas, reload_segments
 from storage.ingest import ingest_batch, mark_counters_applied, record_failed_batch
+from storage.payloads import exact_json
 from tasks.billing import request_invoice_refresh
 from tasks.broker import INGEST_ACTOR, INGEST_QUEUE, get_broker
 
@@ -24,12 +25,17 @@ get_broker()
 
 
 def batch_identity(batch: dict[str, Any]) -> str:
-    """The batch's id; a producer that sent none gets one derived from the content, so a
-    redelivery of the same message still has the same id."""
+    """The batch's id; a producer that sent none (or one that cannot be a key: not a string,
+    longer than an event id, holding NUL or a lone surrogate) gets one derived from the
+    content, so a redelivery of the same message still has the same id."""
     batch_id = batch.get("batch_id")
-    if isinstance(batch_id, str) and batch_id:
+    if (
+        isinstance(batch_id, str)
+        and 0 < len(batch_id) <= MAX_ID_LENGTH
+        and text_problem(batch_id) is None
+    ):
         return batch_id
-    digest = hashlib.sha256(json.dumps(batch, sort_keys=True, default=str).encode()).hexdigest()
+    digest = hashlib.sha256(exact_json(batch, sort_keys=True).encode()).hexdigest()
     return f"sha256:{digest}"
 
 

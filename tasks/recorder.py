@@ -73,22 +73,28 @@ import weakref
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Context, Decimal
+from decimal import Decimal
 from typing import Any
 
 import dramatiq
 
+from pricing.events import (
+    MAX_ID_LENGTH,
+    MAX_PROPERTIES,
+    checked_number,
+    property_problem,
+    text_problem,
+    utc_timestamp,
+)
+from pricing.events import MAX_QUANTITY as _MAX_QUANTITY
 from tasks.broker import INGEST_ACTOR, INGEST_QUEUE, get_broker
 from tasks.shutdown import install_sigterm_handler, main_thread_section
 
 log = logging.getLogger("meterline.recorder")
 
-MAX_ID_LENGTH = 128
-MAX_QUANTITY = 10**18  # exclusive bound on |quantity|; sums must fit the ledger numeric(30,6)
-QUANTITY_PLACES = 6
-MAX_PROPERTIES = 50
-MAX_PROPERTY_KEY_LENGTH = 64
-MAX_PROPERTY_VALUE_LENGTH = 512
+# The event's limits are the contract's (pricing.events): what this producer refuses is what
+# the ingest worker would reject, so a bad event fails in the caller, never in a batch.
+MAX_QUANTITY = int(_MAX_QUANTITY)  # an int: the common int quantity compares to it fastest
 
 RETRY_FIRST_DELAY = 0.05  # seconds before the first re-send; doubles up to RETRY_MAX_DELAY
 RETRY_MAX_DELAY = 5.0
@@ -96,8 +102,6 @@ EXIT_FLUSH_TIMEOUT = 10.0  # how long interpreter exit waits for buffered events
 _LIVENESS_POLL = 0.5  # flush() re-checks that the flusher thread is alive this often
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICRO = Decimal(1).scaleb(-QUANTITY_PLACES)
-_EXACT = Context(prec=60)  # enough digits for any accepted quantity, whatever the caller's context
 _PREFIX_ALPHABET = string.ascii_letters + string.digits
 _PREFIX_LENGTH = 12  # 62**12 ≈ 2**71: prefixes of distinct processes do not collide
 
@@ -190,16 +194,32 @@ class UsageRecorder:
     ) -> str:
         """Validate one event and buffer it; returns its `event_id`. Raises ValueError naming
         the bad field (nothing is buffered), or BufferFull if the broker is down too long."""
-        # Fast paths first: the common call must stay in the low microseconds.
-        if type(customer_id) is not str or not 0 < len(customer_id) <= MAX_ID_LENGTH:
+        # Fast paths first: the common call must stay in the low microseconds. A plain ASCII
+        # id without NUL needs no more; anything else gets the full check (`_check_id`).
+        if (
+            type(customer_id) is not str
+            or not 0 < len(customer_id) <= MAX_ID_LENGTH
+            or not customer_id.isascii()
+            or "\x00" in customer_id
+        ):
             customer_id = _check_id("customer_id", customer_id)
-        if type(metric) is not str or not 0 < len(metric) <= MAX_ID_LENGTH:
+        if (
+            type(metric) is not str
+            or not 0 < len(metric) <= MAX_ID_LENGTH
+            or not metric.isascii()
+            or "\x00" in metric
+        ):
             metric = _check_id("metric", metric)
         if type(quantity) is not int or not -MAX_QUANTITY < quantity < MAX_QUANTITY:
             quantity = _check_quantity(quantity)
         if event_id is None:
             event_id = f"{self._prefix}-{next(self._seq)}"
-        elif type(event_id) is not str or not 0 < len(event_id) <= MAX_ID_LENGTH:
+        elif (
+            type(event_id) is not str
+            or not 0 < len(event_id) <= MAX_ID_LENGTH
+            or not event_id.isascii()
+            or "\x00" in event_id
+        ):
             event_id = _check_id("event_id", event_id)
         stamp: Stamp = time.time_ns() if timestamp is None else _check_timestamp(timestamp)
         if properties is not None:
@@ -383,15 +403,26 @@ class UsageRecorder:
 
 
 # --- validation (slow paths of record(); messages start with the field name) ---------------
+# The rules are pricing.events' (the event contract); these functions only adapt Python values.
 
 
 def _check_id(field: str, value: object) -> str:
     if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH:
+        if problem := text_problem(value):
+            raise ValueError(f"{field}: {problem}, got {_repr(value)}")
         return str.__str__(value)  # a str subclass (StrEnum) as its plain value
     raise ValueError(
         f"{field}: must be a non-empty str of at most {MAX_ID_LENGTH} characters, "
-        f"got {value!r:.200}"
+        f"got {_repr(value)}"
     )
+
+
+def _repr(value: object) -> str:
+    """A value in a message: its repr (NUL and surrogates escaped), cut at 200 characters;
+    never an error itself (an int of 5000 digits has no repr)."""
+    if isinstance(value, int) and value.bit_length() > 600:
+        return f"an int of {value.bit_length()} bits"
+    return f"{value!r:.200}"
 
 
 def _check_quantity(q: object) -> int | float | Decimal:
@@ -400,27 +431,24 @@ def _check_quantity(q: object) -> int | float | Decimal:
     if isinstance(q, int):
         if -MAX_QUANTITY < q < MAX_QUANTITY:
             return int(q)
-    elif isinstance(q, float):
+        raise ValueError(f"quantity: magnitude must be below 10**18, got {_repr(q)}")
+    if isinstance(q, float):
         if not math.isfinite(q):
             raise ValueError(f"quantity: must be finite, got {q!r}")
-        if -MAX_QUANTITY < q < MAX_QUANTITY:
-            if round(q, QUANTITY_PLACES) != q:
-                raise ValueError(f"quantity: at most {QUANTITY_PLACES} decimal places, got {q!r}")
-            return float(q)
-    elif isinstance(q, Decimal):
+        _check_decimal(Decimal(repr(q)), q)  # the float's shortest decimal is what is sent
+        return float(q)
+    if isinstance(q, Decimal):
         if not q.is_finite():
             raise ValueError(f"quantity: must be finite, got {q}")
-        if q.copy_abs() < MAX_QUANTITY:
-            exponent = q.as_tuple().exponent
-            if isinstance(exponent, int) and exponent >= -QUANTITY_PLACES:
-                return q
-            exact = q.quantize(_MICRO, context=_EXACT)
-            if exact != q:
-                raise ValueError(f"quantity: at most {QUANTITY_PLACES} decimal places, got {q}")
-            return exact
-    else:
-        raise ValueError(f"quantity: must be int, Decimal or float, got {type(q).__name__}")
-    raise ValueError(f"quantity: magnitude must be below 10**18, got {q}")
+        return _check_decimal(q, q)
+    raise ValueError(f"quantity: must be int, Decimal or float, got {type(q).__name__}")
+
+
+def _check_decimal(value: Decimal, given: object) -> Decimal:
+    try:
+        return checked_number(value)
+    except ValueError as error:
+        raise ValueError(f"quantity: {error}, got {given!r:.60}") from None
 
 
 def _check_timestamp(ts: object) -> datetime:
@@ -429,9 +457,9 @@ def _check_timestamp(ts: object) -> datetime:
     if ts.utcoffset() is None:
         raise ValueError(f"timestamp: must be timezone-aware, got naive {ts.isoformat()}")
     try:
-        return ts.astimezone(UTC)
-    except OverflowError:
-        raise ValueError(f"timestamp: out of range, got {ts.isoformat()}") from None
+        return utc_timestamp(ts)
+    except ValueError as error:
+        raise ValueError(f"timestamp: {error}") from None
 
 
 def _check_properties(props: object) -> dict[str, Any]:
@@ -442,38 +470,23 @@ def _check_properties(props: object) -> dict[str, Any]:
         raise ValueError(f"properties: at most {MAX_PROPERTIES} keys, got {len(props)}")
     checked: dict[str, Any] = {}
     for key, value in props.items():
-        if not isinstance(key, str) or not 0 < len(key) <= MAX_PROPERTY_KEY_LENGTH:
-            raise ValueError(
-                f"properties: keys must be non-empty str of at most "
-                f"{MAX_PROPERTY_KEY_LENGTH} characters, got {key!r:.100}"
-            )
-        checked[str.__str__(key)] = _check_property_value(key, value)
+        if problem := property_problem(key, value):
+            raise ValueError(problem)
+        checked[str.__str__(key)] = _plain_value(value)
     return checked
 
 
-def _check_property_value(key: str, value: object) -> str | int | float | bool:
+def _plain_value(value: str | int | float | Decimal) -> str | int | float | bool:
+    """A checked property value as the message carries it (subclasses as their plain value)."""
     if isinstance(value, bool):
         return value
     if isinstance(value, str):
-        if len(value) > MAX_PROPERTY_VALUE_LENGTH:
-            raise ValueError(
-                f"properties: value of {key!r} longer than {MAX_PROPERTY_VALUE_LENGTH} characters"
-            )
         return str.__str__(value)
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"properties: value of {key!r} must be finite, got {value!r}")
         return float(value)
-    if isinstance(value, Decimal):  # money stays exact: sent as a decimal string
-        if not value.is_finite():
-            raise ValueError(f"properties: value of {key!r} must be finite, got {value}")
-        return format(value, "f")
-    raise ValueError(
-        f"properties: value of {key!r} must be str, int, float, Decimal or bool, "
-        f"got {type(value).__name__}"
-    )
+    return format(value, "f")  # money stays exact: a Decimal is sent as a decimal string
 
 
 # --- the message format (built in the flusher thread, not in record()) ---------------------
