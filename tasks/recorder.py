@@ -34,6 +34,8 @@ default JSON encoder (UTF-8 JSON)::
                            e.g. \\"2026-11-27T10:00:00.123456+00:00\\" (this producer sends UTC)>",
              "properties": {"<key, 1-64 chars>": <str of at most 512 chars | number | bool>}}
                                                     # at most 50 keys; {} when there are none
+    No text above may hold NUL or a lone surrogate (rules: pricing/events.py); the worker
+    rejects such an event with a reason, and this producer refuses it in record().
 
 Python producers send it with ``broker.enqueue(dramatiq.Message(queue_name="ingest",
 actor_name="ingest_events", args=(batch,), kwargs={}, options={}))``, which needs no actor

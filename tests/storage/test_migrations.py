@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import psycopg
+import psycopg.types.json
 
 from storage.migrate import MIGRATIONS_DIR, migrate, yoyo_url
 from tests.conftest import SessionServers, truncate_application_tables
@@ -105,3 +107,28 @@ def test_clean_state_empties_tables_and_restarts_sequences(
     row = db.execute("INSERT INTO outbox (topic, payload) VALUES ('t', '{}') RETURNING id")
     assert row.fetchone() == (1,)
     assert migrate(test_servers.database_url) == []  # yoyo's own tables were left alone
+
+
+def test_failed_batches_kept_as_jsonb_survive_the_move_to_text(scratch_database: str) -> None:
+    """0006 turns failed_batches.payload into text (jsonb cannot hold NUL or lone surrogates);
+    rows kept before it read back as the same JSON."""
+    from yoyo import get_backend, read_migrations  # type: ignore[import-untyped]
+
+    before = [m for m in ALL_MIGRATIONS if m < "0006"]
+    backend = get_backend(yoyo_url(scratch_database))
+    try:
+        migrations = read_migrations(str(MIGRATIONS_DIR)).filter(lambda m: m.id in before)
+        with backend.lock():
+            backend.apply_migrations(backend.to_apply(migrations))
+    finally:
+        backend.connection.close()
+    kept = {"batch_id": "b1", "events": [{"note": "é ✓", "n": 1.5, "tab": "a\tb"}]}
+    with psycopg.connect(scratch_database, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO failed_batches (batch_id, payload, error) VALUES ('b1', %s, 'boom')",
+            (psycopg.types.json.Jsonb(kept),),
+        )
+    assert "0006_failed_batches_text" in migrate(scratch_database)
+    with psycopg.connect(scratch_database) as conn:
+        (payload,) = conn.execute("SELECT payload FROM failed_batches").fetchone() or (None,)
+    assert isinstance(payload, str) and json.loads(payload) == kept
