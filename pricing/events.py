@@ -220,12 +220,13 @@ class UsageEvent(BaseModel):
         default_factory=dict
     )
 
-    @field_validator("event_id", "customer_id", "metric")
+    @field_validator("event_id", "customer_id", "metric", mode="before")
     @classmethod
-    def _storable(cls, text: str, info: ValidationInfo) -> str:
-        if problem := text_problem(text):
+    def _storable(cls, value: object, info: ValidationInfo) -> object:
+        # Before pydantic's own check, which calls a lone surrogate "unable to parse raw data".
+        if isinstance(value, str) and (problem := text_problem(value)):
             raise ValueError(f"{info.field_name}: {problem}")
-        return text
+        return value
 
     @field_validator("timestamp")
     @classmethod
