@@ -4,21 +4,29 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from cli.output import CliError, console, print_json
+from cli.output import CliError, console, print_json, print_table
+
+if TYPE_CHECKING:
+    from storage.customers import Customer, Subscription
 
 app = typer.Typer(help="Customers and their plans.", no_args_is_help=True)
 
 
-def parse_time(raw: str | None, option: str) -> datetime | None:
+def parse_time(raw: str | None, option: str, *, aware: bool = False) -> datetime | None:
+    """An RFC 3339 timestamp; without an offset it is taken as UTC, unless `aware` requires
+    one (an end of subscription must not depend on a guess)."""
     if raw is None:
         return None
     try:
         value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError as exc:
         raise CliError(f"{option}: not an RFC 3339 timestamp: {raw!r}") from exc
+    if value.tzinfo is None and aware:
+        raise CliError(f"{option}: {raw!r} has no UTC offset (e.g. 2026-11-15T00:00:00+01:00)")
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
@@ -59,8 +67,126 @@ def change_plan(
     """Move a customer to another plan from a moment on (the day of a change is the new plan's)."""
     from storage.customers import change_plan as do_change
 
-    customer = do_change(customer_id, plan, parse_time(at, "--at") or datetime.now(UTC))
+    customer = do_change(customer_id, plan, parse_time(at, "--at"))
     if as_json:
         print_json(asdict(customer))
     else:
         console.print(f"customer [bold]{customer.id}[/bold] now on plan {customer.plan_code}")
+
+
+@app.command("cancel")
+def cancel(
+    customer_id: str = typer.Argument(..., metavar="ID"),
+    at: str | None = typer.Option(None, "--at", help="RFC 3339 with an offset; default now."),
+    at_period_end: bool = typer.Option(
+        False, "--at-period-end", help="At the end of the current billing period (local)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """End a subscription: the base fee is prorated by local days up to the end, later usage
+    is rejected (no_subscription), and change-plan after the end starts a new subscription."""
+    from storage.customers import cancel as do_cancel
+
+    if at is not None and at_period_end:
+        raise CliError("--at and --at-period-end: give one or the other")
+    customer = do_cancel(
+        customer_id, parse_time(at, "--at", aware=True), at_period_end=at_period_end
+    )
+    if as_json:
+        print_json(_describe(customer))
+    else:
+        assert customer.ends_at is not None
+        console.print(
+            f"customer [bold]{customer.id}[/bold]: subscription ends {customer.ends_at.isoformat()}"
+        )
+
+
+@app.command("list")
+def list_command(
+    plan: str | None = typer.Option(None, "--plan", help="Only customers now on this plan."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Customers, with their plan, time zone, anchor and status."""
+    from storage.customers import list_customers
+
+    found = [_describe(customer) for customer in list_customers(plan_code=plan)]
+    if as_json:
+        print_json(found)
+        return
+    print_table(
+        "Customers",
+        ("id", "plan", "status", "timezone", "anchor day", "since", "ends"),
+        (
+            (
+                c["id"],
+                c["plan"],
+                c["status"],
+                c["timezone"],
+                c["anchor_day"] or "calendar",
+                c["starts_at"],
+                c["ends_at"],
+            )
+            for c in found
+        ),
+    )
+
+
+@app.command("show")
+def show(
+    customer_id: str = typer.Argument(..., metavar="ID"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """A customer: status, time zone, anchor and its plan history."""
+    from storage.customers import get_customer, subscriptions
+
+    customer = get_customer(customer_id)
+    document = _describe(customer)
+    document["subscriptions"] = [_subscription(s) for s in subscriptions(customer_id)]
+    if as_json:
+        print_json(document)
+        return
+    console.print(
+        f"customer [bold]{customer.id}[/bold] ({document['status']}) on plan {customer.plan_code},"
+        f" time zone {customer.timezone}, "
+        + (f"anniversary day {customer.anchor_day}" if customer.anchor_day else "calendar months")
+    )
+    print_table(
+        "Plan history",
+        ("plan", "version", "currency", "from", "to"),
+        (
+            (s["plan"], s["plan_version"], s["currency"], s["from"], s["to"] or "")
+            for s in document["subscriptions"]
+        ),
+    )
+
+
+def _describe(customer: Customer) -> dict[str, Any]:
+    from storage.customers import status
+
+    return {
+        "id": customer.id,
+        "name": customer.name,
+        "plan": customer.plan_code,
+        "status": status(customer),
+        "timezone": customer.timezone,
+        "anchor_day": customer.anchor_day,
+        "starts_at": customer.starts_at.isoformat(),
+        "ends_at": customer.ends_at.isoformat() if customer.ends_at else None,
+        "metadata": customer.metadata,
+        "created_at": customer.created_at.isoformat(),
+    }
+
+
+def _subscription(subscription: Subscription) -> dict[str, Any]:
+    """One span of the plan history, with the plan version it is rated under now (the latest
+    stored version of its plan) and that plan's currency."""
+    from storage.catalog import catalog
+
+    plan, version = catalog.plan(subscription.plan_code)
+    return {
+        "plan": subscription.plan_code,
+        "plan_version": version,
+        "currency": plan.currency,
+        "from": subscription.starts_at.isoformat(),
+        "to": subscription.ends_at.isoformat() if subscription.ends_at else None,
+    }

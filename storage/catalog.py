@@ -37,6 +37,9 @@ class CustomerContext:
     starts_at: datetime
     ends_at: datetime | None
     spans: tuple[SubscriptionSpan, ...]
+    # The history revision (storage.ingest_locks) read before the rest: this context is at
+    # least as new as that revision.
+    revision: int = 0
 
     def span_at(self, at: datetime) -> SubscriptionSpan | None:
         for span in self.spans:
@@ -78,6 +81,12 @@ class Catalog:
                     if context is not None:
                         found[customer_id] = context
         return found
+
+    def forget(self, ids: Iterable[str]) -> None:
+        """Drop these customers from the cache (their history changed)."""
+        with self._lock:
+            for customer_id in ids:
+                self._customers.pop(customer_id, None)
 
     def plan(self, code: str) -> tuple[Plan, int]:
         """The latest version of a plan (re-read after `ttl`; versions are immutable)."""
@@ -148,6 +157,7 @@ def read_contexts(conn: db.Connection, ids: list[str]) -> dict[str, CustomerCont
     if not ids:
         return {}
     with conn.pipeline():
+        revision = conn.execute("SELECT revision FROM history_revision")
         customers = conn.execute(
             "SELECT id, timezone, anchor_day, starts_at, ends_at FROM customers WHERE id = ANY(%s)",
             (ids,),
@@ -160,6 +170,7 @@ def read_contexts(conn: db.Connection, ids: list[str]) -> dict[str, CustomerCont
     spans: dict[str, list[SubscriptionSpan]] = {}
     for customer_id, plan_code, starts_at, ends_at in subscriptions.fetchall():
         spans.setdefault(customer_id, []).append(SubscriptionSpan(plan_code, starts_at, ends_at))
+    found = revision.fetchone()
     return {
         row[0]: CustomerContext(
             customer_id=row[0],
@@ -168,6 +179,7 @@ def read_contexts(conn: db.Connection, ids: list[str]) -> dict[str, CustomerCont
             starts_at=row[3],
             ends_at=row[4],
             spans=tuple(spans.get(row[0], ())),
+            revision=int(found[0]) if found else 0,
         )
         for row in customers.fetchall()
     }

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -19,8 +19,12 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from storage import db
+from pricing.periods import Period, billing_period
+from storage import db, ingest_locks, rerate
+from storage.catalog import CustomerContext, catalog, read_contexts
 from storage.errors import Conflict, InvalidInput, NotFound
+from storage.invoice_records import billing_interval
+from storage.settings import get_settings
 
 # Ids end up in Redis keys inside a {hash tag} and in URLs: no braces, spaces or slashes.
 _ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,127}")
@@ -148,55 +152,170 @@ def list_customers(
 
 
 def change_plan(
-    id: str, plan_code: str, at: datetime | None = None, *, conn: db.Connection | None = None
+    id: str, plan_code: str, at: datetime | None = None, *, now: datetime | None = None
 ) -> Customer:
-    """Move customer `id` to `plan_code` from `at` (default now) on.
+    """Move customer `id` to `plan_code` from `at` (default `now`) on.
 
     Closes the current subscription at `at` and opens one on the new plan; the moment of the
-    change belongs to the new plan. Moving to the plan it is already on changes nothing.
-    `at` may not precede the current subscription's start.
+    change belongs to the new plan. Moving to the plan it is already on changes nothing. A
+    customer whose subscription has ended starts a new one at `at` (a resubscription; the
+    periods in between are not billed). `at` may not precede the current subscription's start
+    nor lie more than METER_BACKDATE_MAX_DAYS before `now`; a change of currency must take
+    effect at a period boundary. A change in the past re-rates (see `storage.rerate`): usage
+    from `at` on moves to the new plan, drafts are recomputed and finalized periods get an
+    adjustment on the next invoice.
     """
-    when = _aware("at", at) if at is not None else datetime.now(UTC)
-    with db.transaction(conn) as tx:
-        cur = tx.cursor(row_factory=dict_row)
-        # Row lock: two concurrent changes of one customer apply one after the other.
-        customer = cur.execute(
-            sql.SQL("SELECT {columns} FROM customers WHERE id = %s FOR UPDATE").format(
-                columns=_COLUMNS
-            ),
-            (id,),
-        ).fetchone()
-        if customer is None:
-            raise NotFound(f"id: no customer {id!r}")
-        _check_plan_exists(tx, plan_code)
-        current = cur.execute(
-            "SELECT id, plan_code, starts_at FROM subscriptions"
-            " WHERE customer_id = %s AND ends_at IS NULL",
-            (id,),
-        ).fetchone()
-        if current is not None and current["plan_code"] == plan_code:
-            return Customer(**customer)
-        if current is not None:
-            if when < current["starts_at"]:
-                raise InvalidInput(
-                    f"at: {when.isoformat()} is before the current subscription's start"
-                    f" {current['starts_at'].isoformat()}"
-                )
-            cur.execute(
-                "UPDATE subscriptions SET ends_at = %s WHERE id = %s", (when, current["id"])
+    now = _aware("now", now) if now is not None else datetime.now(UTC)
+    when = _aware("at", at) if at is not None else now
+    with db.connection() as conn, conn.transaction():
+        customer, history = _locked(conn, id)
+        _check_plan_exists(conn, plan_code)
+        last = history[-1] if history else None
+        ended = last is not None and last.ends_at is not None and last.ends_at <= when
+        if last is not None and not ended and last.plan_code == plan_code:
+            return customer
+        if last is not None and not ended and when < last.starts_at:
+            raise InvalidInput(
+                f"at: {when.isoformat()} is before the current subscription's start"
+                f" {last.starts_at.isoformat()}"
             )
-        cur.execute(
-            "INSERT INTO subscriptions (customer_id, plan_code, starts_at) VALUES (%s, %s, %s)",
-            (id, plan_code, when),
+        before = read_contexts(conn, [id])[id]
+        _check_horizon(when, now)
+        _check_currency(before, plan_code, when)
+        if last is not None and not ended:
+            conn.execute("UPDATE subscriptions SET ends_at = %s WHERE id = %s", (when, last.id))
+        conn.execute(
+            "INSERT INTO subscriptions (customer_id, plan_code, starts_at, ends_at)"
+            " VALUES (%s, %s, %s, %s)",
+            (id, plan_code, when, None if ended or last is None else last.ends_at),
         )
-        updated = cur.execute(
-            sql.SQL("UPDATE customers SET plan_code = %s WHERE id = %s RETURNING {columns}").format(
-                columns=_COLUMNS
-            ),
-            (plan_code, id),
-        ).fetchone()
-    assert updated is not None
-    return Customer(**updated)
+        # A resubscription clears the end; a change before a planned end keeps it.
+        updated = _update_customer(
+            conn, id, plan_code, None if ended else customer.ends_at, revision=True
+        )
+        rerating = rerate.rederive(conn, before, read_contexts(conn, [id])[id], when, now)
+    rerate.settle(rerating, now=now)
+    return updated
+
+
+def cancel(
+    id: str,
+    at: datetime | None = None,
+    *,
+    at_period_end: bool = False,
+    now: datetime | None = None,
+) -> Customer:
+    """End customer `id`'s subscription at `at` (default `now`), or at the end of its current
+    billing period (`at_period_end`). Its base fee is prorated by local days up to the end,
+    usage after the end is rejected (`no_subscription`) and periods after it get no invoice;
+    `change_plan` after the end starts a new subscription. A subscription that is already
+    ending may be given another end; one that has ended is a Conflict. Usage already accepted
+    after the end is a refusal (InvalidInput), never dropped.
+    """
+    now = _aware("now", now) if now is not None else datetime.now(UTC)
+    if at is not None and at_period_end:
+        raise InvalidInput("at: give either a moment or at_period_end, not both")
+    with db.connection() as conn, conn.transaction():
+        customer, history = _locked(conn, id)
+        if customer.ends_at is not None and customer.ends_at <= now:
+            raise Conflict(
+                f"id: the subscription of customer {id!r} ended at"
+                f" {customer.ends_at.isoformat()}; change-plan starts a new one"
+            )
+        before = read_contexts(conn, [id])[id]
+        if at_period_end:
+            interval = catalog.plan(history[-1].plan_code)[0].interval
+            when = billing_period(
+                now, timezone=customer.timezone, anchor_day=customer.anchor_day, interval=interval
+            ).end
+        else:
+            when = _aware("at", at) if at is not None else now
+        last = history[-1]
+        if when < last.starts_at:
+            raise InvalidInput(
+                f"at: {when.isoformat()} is before the current subscription's start"
+                f" {last.starts_at.isoformat()}"
+            )
+        _check_horizon(when, now)
+        conn.execute("UPDATE subscriptions SET ends_at = %s WHERE id = %s", (when, last.id))
+        updated = _update_customer(conn, id, customer.plan_code, when, revision=True)
+        rerating = rerate.rederive(conn, before, read_contexts(conn, [id])[id], when, now)
+    rerate.settle(rerating, now=now)
+    return updated
+
+
+def status(customer: Customer, now: datetime | None = None) -> str:
+    """'active', 'ending' (an end is set in the future) or 'cancelled'."""
+    now = now or datetime.now(UTC)
+    if customer.ends_at is None:
+        return "active"
+    return "ending" if customer.ends_at > now else "cancelled"
+
+
+def _locked(conn: db.Connection, id: str) -> tuple[Customer, list[Subscription]]:
+    """The customer and its history, locked against other history changes and against the
+    ingest of its usage until the transaction ends (see `storage.ingest_locks`)."""
+    ingest_locks.lock_for_change(conn, id)
+    cur = conn.cursor(row_factory=dict_row)
+    row = cur.execute(
+        sql.SQL("SELECT {columns} FROM customers WHERE id = %s FOR UPDATE").format(
+            columns=_COLUMNS
+        ),
+        (id,),
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"id: no customer {id!r}")
+    return Customer(**row), subscriptions(id, conn=conn)
+
+
+def _update_customer(
+    conn: db.Connection, id: str, plan_code: str, ends_at: datetime | None, *, revision: bool
+) -> Customer:
+    row = (
+        conn.cursor(row_factory=dict_row)
+        .execute(
+            sql.SQL(
+                "UPDATE customers SET plan_code = %s, ends_at = %s WHERE id = %s"
+                " RETURNING {columns}"
+            ).format(columns=_COLUMNS),
+            (plan_code, ends_at, id),
+        )
+        .fetchone()
+    )
+    if revision:
+        ingest_locks.bump_revision(conn)
+    assert row is not None
+    return Customer(**row)
+
+
+def _check_horizon(when: datetime, now: datetime) -> None:
+    days = get_settings().backdate_max_days
+    if when < now - timedelta(days=days):
+        raise InvalidInput(
+            f"at: {when.isoformat()} is more than {days} days before now ({now.isoformat()});"
+            " a change may take effect at most METER_BACKDATE_MAX_DAYS days back"
+        )
+
+
+def _check_currency(context: CustomerContext, plan_code: str, when: datetime) -> None:
+    """One invoice has one currency: a plan in another currency may only start at a boundary
+    of the customer's billing periods (local midnight at a period start)."""
+    currency = catalog.plan(plan_code)[0].currency
+    interval = billing_interval(context, when)
+    period = billing_period(
+        when, timezone=context.timezone, anchor_day=context.anchor_day, interval=interval
+    )
+    if period.start == when:
+        return
+    earlier = Period(period.start, when, context.timezone)
+    for segment in catalog.segments(context, earlier):
+        other = segment.plan.currency
+        if other != currency:
+            raise InvalidInput(
+                f"at: {when.isoformat()} would bill {other} and {currency} in the period"
+                f" {period.label}; a change of currency must take effect at a period boundary"
+                f" (the next one is {period.end.isoformat()})"
+            )
 
 
 def subscriptions(id: str, *, conn: db.Connection | None = None) -> list[Subscription]:

@@ -18,7 +18,7 @@ from psycopg.types.json import Jsonb
 
 from pricing.events import EventLike
 from pricing.metering import Rejection, Segment, build_deltas, check_event, decode_event
-from storage import db, ledger, rollups
+from storage import db, ingest_locks, ledger, rollups
 from storage.catalog import CustomerContext, catalog
 from storage.counters import CounterDelta
 from storage.payloads import exact_json, storable_json, storable_text
@@ -68,7 +68,7 @@ def _segment_for(
 
 def _classify(
     raw_events: Sequence[Any], now: datetime
-) -> tuple[list[tuple[EventLike, Segment]], list[Rejection], int]:
+) -> tuple[list[tuple[EventLike, Segment]], list[Rejection], int, dict[str, CustomerContext]]:
     settings = get_settings()
     earliest = now - timedelta(days=settings.METER_ACCEPT_PAST_DAYS)
     latest = now + timedelta(seconds=settings.METER_ACCEPT_FUTURE_SECONDS)
@@ -117,7 +117,7 @@ def _classify(
             continue
         seen.add(key)
         accepted.append((event, segment))
-    return accepted, rejections, duplicates
+    return accepted, rejections, duplicates, contexts
 
 
 def ingest_batch(
@@ -125,9 +125,30 @@ def ingest_batch(
 ) -> IngestOutcome:
     """Write a batch exactly once; return what happened and the counter deltas to apply."""
     now = now or datetime.now(UTC)
-    accepted, rejections, in_batch_duplicates = _classify(raw_events, now)
+    for _ in range(_CLASSIFY_ATTEMPTS):
+        outcome = _ingest_once(batch_id, raw_events, now)
+        if outcome is not None:
+            return outcome
+    raise RuntimeError(
+        f"batch {batch_id}: subscription histories kept changing while it was classified"
+    )
+
+
+#: How many times a batch is classified again when a history change overtook its catalog.
+_CLASSIFY_ATTEMPTS = 5
+
+
+def _ingest_once(batch_id: str, raw_events: Sequence[Any], now: datetime) -> IngestOutcome | None:
+    """One attempt; None when a plan change or cancellation committed since the catalog the
+    batch was classified with was loaded (nothing is written then)."""
+    accepted, rejections, in_batch_duplicates, contexts = _classify(raw_events, now)
     ledger.ensure_months([event for event, _ in accepted])
     with db.connection() as conn, conn.transaction():
+        # Held until the commit: no history change of these customers can start meanwhile.
+        revision = ingest_locks.lock_for_ingest(conn, contexts)
+        if any(context.revision < revision for context in contexts.values()):
+            catalog.forget(contexts)
+            return None
         claimed = conn.execute(
             "INSERT INTO ingest_batches (batch_id, received_at) VALUES (%s, %s)"
             " ON CONFLICT DO NOTHING RETURNING batch_id",

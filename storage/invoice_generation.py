@@ -182,17 +182,17 @@ def _adjustments(
     for earlier in others:
         if earlier.status not in ("finalized", "paid") or earlier.period_start >= period.start:
             continue
-        segments = _recorded_segments(context, earlier)
+        recorded = _recorded_segments(context, earlier)
+        segments = _current_segments(context, earlier, recorded)
         if all(
-            known.versions.get(version_key(s.start), 0)
-            <= billed_versions.get(version_key(s.start), 0)
-            for s in segments
+            known.versions.get(version_key(start), 0) <= billed_versions.get(version_key(start), 0)
+            for start in {s.start for s in (*recorded, *segments)}
         ):
             continue
         priced = _priced(context.customer_id, segments)
         rerated = [line for p in priced for line in price_segment(p, name_plan=True)]
         billed = _billed_lines(context.customer_id, earlier, period)
-        lines += adjustment_lines(segments[0].period, rerated, billed)
+        lines += adjustment_lines(period_of(context, earlier.period_start), rerated, billed)
         versions.update({version_key(p.segment.start): p.rollup_version for p in priced})
     return lines, versions
 
@@ -219,6 +219,17 @@ def _recorded_segments(context: CustomerContext, invoice: Invoice) -> list[Segme
             )
         )
     return found
+
+
+def _current_segments(
+    context: CustomerContext, invoice: Invoice, recorded: Sequence[Segment]
+) -> list[Segment]:
+    """The segments of an invoice's period under the customer's history as it is now: those
+    the invoice priced keep the plan versions it priced them with; a plan change or a
+    cancellation since (which re-derived the rollups) redraws them."""
+    priced = {(s.start, s.end, s.plan.code): s for s in recorded}
+    current = catalog.segments(context, period_of(context, invoice.period_start))
+    return [priced.get((s.start, s.end, s.plan.code), s) for s in current]
 
 
 def _billed_lines(customer_id: str, earlier: Invoice, period: Period) -> list[BilledLine]:

@@ -175,7 +175,7 @@ def apply(
     charges = _merged_charges(conn, ordered)
     upserts: list[tuple[Any, ...]] = []
     uniques: list[tuple[str, str, datetime, str]] = []
-    days: dict[tuple[str, str, date], tuple[int, Decimal]] = {}
+    days = _days_of(ordered)
     for delta in ordered:
         for metric in sorted(delta.state.metrics):
             state = delta.state.metrics[metric]
@@ -199,26 +199,11 @@ def apply(
             )
         for metric, values in delta.uniques.items():
             uniques.extend((delta.customer_id, metric, delta.start, v) for v in values)
-        for (metric, day), (count, total) in delta.days.items():
-            day_key = (delta.customer_id, metric, day)
-            old = days.get(day_key, (0, Decimal(0)))
-            days[day_key] = (old[0] + count, old[1] + total)
     if upserts:
         conn.execute(_UPSERT, [list(column) for column in zip(*upserts, strict=True)])
     if uniques:
         conn.execute(_UNIQUES, [list(column) for column in zip(*sorted(uniques), strict=True)])
-    if days:
-        day_keys = sorted(days)
-        conn.execute(
-            _DAILY,
-            (
-                [k[0] for k in day_keys],
-                [k[1] for k in day_keys],
-                [k[2] for k in day_keys],
-                [days[k][0] for k in day_keys],
-                [days[k][1] for k in day_keys],
-            ),
-        )
+    _add_days(conn, days)
     rows = conn.execute(
         _BUMP,
         (
@@ -229,6 +214,78 @@ def apply(
         ),
     ).fetchall()
     return {(r[0], r[1]): int(r[2]) for r in rows}
+
+
+def _days_of(deltas: Sequence[SegmentDelta]) -> dict[tuple[str, str, date], tuple[int, Decimal]]:
+    days: dict[tuple[str, str, date], tuple[int, Decimal]] = {}
+    for delta in deltas:
+        for (metric, day), (count, total) in delta.days.items():
+            day_key = (delta.customer_id, metric, day)
+            old = days.get(day_key, (0, Decimal(0)))
+            days[day_key] = (old[0] + count, old[1] + total)
+    return days
+
+
+def _add_days(
+    conn: psycopg.Connection[Any], days: dict[tuple[str, str, date], tuple[int, Decimal]]
+) -> None:
+    if not days:
+        return
+    day_keys = sorted(days)
+    conn.execute(
+        _DAILY,
+        (
+            [k[0] for k in day_keys],
+            [k[1] for k in day_keys],
+            [k[2] for k in day_keys],
+            [days[k][0] for k in day_keys],
+            [days[k][1] for k in day_keys],
+        ),
+    )
+
+
+def rebuild(
+    conn: psycopg.Connection[Any],
+    customer_id: str,
+    since: datetime,
+    first_day: date,
+    deltas: Sequence[SegmentDelta],
+    segments: Sequence[tuple[datetime, datetime]],
+) -> None:
+    """Replace a customer's rollups from segment start `since` on, and its daily totals from
+    `first_day` on, with `deltas` (derived again from the ledger); then bump the version of
+    every segment from `since` on and record the end of each of `segments` (start, end).
+
+    Deltas of segments that start before `since` only add their daily totals (their rollups
+    are left as they are). The caller holds the locks that keep ingest out meanwhile.
+    """
+    conn.execute(
+        "DELETE FROM usage_rollups WHERE customer_id = %s AND period_start >= %s",
+        (customer_id, since),
+    )
+    conn.execute(
+        "DELETE FROM usage_rollup_uniques WHERE customer_id = %s AND period_start >= %s",
+        (customer_id, since),
+    )
+    conn.execute(
+        "DELETE FROM usage_daily WHERE customer_id = %s AND day >= %s", (customer_id, first_day)
+    )
+    apply(conn, [d for d in deltas if d.start >= since])
+    _add_days(conn, _days_of([d for d in deltas if d.start < since]))
+    # Every version moves (counters and invoices see the change), and segments keep their end.
+    conn.execute(
+        "UPDATE usage_periods SET version = version + 1 WHERE customer_id = %s"
+        " AND period_start >= %s",
+        (customer_id, since),
+    )
+    if segments:
+        conn.execute(
+            "INSERT INTO usage_periods (customer_id, period_start, period_end, version)"
+            " SELECT %s, s, e, 1 FROM unnest(%s::timestamptz[], %s::timestamptz[]) AS t(s, e)"
+            " ON CONFLICT (customer_id, period_start)"
+            " DO UPDATE SET period_end = excluded.period_end",
+            (customer_id, [s for s, _ in segments], [e for _, e in segments]),
+        )
 
 
 @dataclass(frozen=True)

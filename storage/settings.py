@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     METER_DATA_DIR: Path = Path(".meter")
     METER_ACCEPT_PAST_DAYS: int = Field(default=35, ge=0)
     METER_ACCEPT_FUTURE_SECONDS: int = Field(default=300, ge=0)
+    # How far back a plan change or a cancellation may take effect (it re-rates everything
+    # since); unset: the accepted window, so the ledger still holds every event it moves.
+    METER_BACKDATE_MAX_DAYS: int | None = Field(default=None, ge=0)
     METER_INVOICE_GRACE_SECONDS: int = Field(default=3600, ge=0)
     METER_POOL_MAX: int = Field(default=10, ge=1)
     # Where pending notifications (outbox rows) are POSTed, and the key that signs them.
@@ -34,6 +37,13 @@ class Settings(BaseSettings):
     # how many commands in a million run that maintenance (fault tests shorten both).
     METER_BROKER_HEARTBEAT_TIMEOUT_MS: int = Field(default=60_000, ge=100)
     METER_BROKER_MAINTENANCE_CHANCE: int = Field(default=1000, ge=0, le=1_000_000)
+
+    @property
+    def backdate_max_days(self) -> int:
+        """METER_BACKDATE_MAX_DAYS, or METER_ACCEPT_PAST_DAYS when it is unset."""
+        if self.METER_BACKDATE_MAX_DAYS is None:
+            return self.METER_ACCEPT_PAST_DAYS
+        return self.METER_BACKDATE_MAX_DAYS
 
     @property
     def data_dir(self) -> Path:

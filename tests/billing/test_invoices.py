@@ -26,7 +26,7 @@ JANUARY = utc(2026, 1, 1)
 
 def test_plan_change_mid_period_prorates_and_prices_each_plan_on_its_own_usage() -> None:
     customer("up", "small", starts_at=utc(2025, 12, 1))
-    change_plan("up", "big", utc(2026, 1, 15, 10))
+    change_plan("up", "big", utc(2026, 1, 15, 10), now=utc(2026, 1, 15, 10))
     seats = [event("up", utc(2026, 1, 6), "seats", properties={"user_id": u}) for u in "abcd"]
     ingest(
         [

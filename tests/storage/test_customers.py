@@ -120,7 +120,7 @@ def test_unknown_customers_are_not_found(plans: None) -> None:
     with pytest.raises(NotFound, match="id: no customer 'ghost'"):
         get_customer("ghost")
     with pytest.raises(NotFound):
-        change_plan("ghost", "pro", FEB)
+        change_plan("ghost", "pro", FEB, now=MAR)
     with pytest.raises(NotFound):
         subscriptions("ghost")
     assert get_customers(["ghost"]) == {}
@@ -128,8 +128,8 @@ def test_unknown_customers_are_not_found(plans: None) -> None:
 
 def test_change_plan_keeps_the_history(plans: None) -> None:
     create_customer("cus_1", "basic", starts_at=JAN)
-    assert change_plan("cus_1", "pro", FEB).plan_code == "pro"
-    customer = change_plan("cus_1", "enterprise", MAR)
+    assert change_plan("cus_1", "pro", FEB, now=MAR).plan_code == "pro"
+    customer = change_plan("cus_1", "enterprise", MAR, now=MAR)
     assert customer.plan_code == "enterprise"
     assert get_customer("cus_1").plan_code == "enterprise"
     history = [(s.plan_code, s.starts_at, s.ends_at) for s in subscriptions("cus_1")]
@@ -138,7 +138,7 @@ def test_change_plan_keeps_the_history(plans: None) -> None:
 
 def test_the_moment_of_a_change_belongs_to_the_new_plan(plans: None) -> None:
     create_customer("cus_1", "basic", starts_at=JAN)
-    change_plan("cus_1", "pro", FEB)
+    change_plan("cus_1", "pro", FEB, now=MAR)
 
     def plan_at(at: datetime) -> str | None:
         found: Subscription | None = subscription_at("cus_1", at)
@@ -154,23 +154,23 @@ def test_the_moment_of_a_change_belongs_to_the_new_plan(plans: None) -> None:
 def test_change_plan_validates_its_input(plans: None) -> None:
     create_customer("cus_1", "basic", starts_at=FEB)
     with pytest.raises(InvalidInput, match=r"^plan_code: unknown plan 'gold'"):
-        change_plan("cus_1", "gold", MAR)
+        change_plan("cus_1", "gold", MAR, now=MAR)
     with pytest.raises(InvalidInput, match=r"^at: "):
-        change_plan("cus_1", "pro", JAN)  # before the current subscription started
+        change_plan("cus_1", "pro", JAN, now=MAR)  # before the current subscription started
     with pytest.raises(InvalidInput, match=r"^at: "):
-        change_plan("cus_1", "pro", datetime(2026, 3, 1))
+        change_plan("cus_1", "pro", datetime(2026, 3, 1), now=MAR)
     assert [s.plan_code for s in subscriptions("cus_1")] == ["basic"]
 
 
 def test_changing_to_the_current_plan_changes_nothing(plans: None) -> None:
     created = create_customer("cus_1", "basic", starts_at=JAN)
-    assert change_plan("cus_1", "basic", FEB) == created
+    assert change_plan("cus_1", "basic", FEB, now=MAR) == created
     assert len(subscriptions("cus_1")) == 1
 
 
 def test_a_change_at_the_start_leaves_an_empty_first_subscription(plans: None) -> None:
     create_customer("cus_1", "basic", starts_at=JAN)
-    change_plan("cus_1", "pro", JAN)
+    change_plan("cus_1", "pro", JAN, now=FEB)
     assert subscription_at("cus_1", JAN).plan_code == "pro"  # type: ignore[union-attr]
 
 

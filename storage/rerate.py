@@ -1,0 +1,170 @@
+"""Re-rating after a customer's subscription history changes from a moment on (a plan change
+or a cancellation that takes effect at `at`, possibly in the past).
+
+A rollup is an aggregate (peaks, latest values, distinct sets): an event cannot be taken out of
+one. So every segment from the one that contains `at` on is derived again from the ledger, in
+the transaction that changes the history (which holds the customer's ingest lock, see
+`storage.ingest_locks`): its rollups, distinct values and daily totals are rebuilt from the
+events under the new history and its version bumped. After the commit (`settle`), the Redis
+counters of those segments are reloaded from the new rollups and the customer's drafts are
+recomputed; a finalized period gets the difference as adjustment lines on the next invoice,
+the way late usage does (`storage.invoice_generation`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from pricing.metering import Event, Segment, build_deltas, check_event
+from pricing.periods import Period, billing_period, local_date, next_period, zone
+from storage import counters, db, invoices, rollups
+from storage.catalog import CustomerContext, catalog
+from storage.errors import InvalidInput
+from storage.invoice_records import billing_interval
+from storage.settings import get_settings
+
+
+@dataclass(frozen=True)
+class Rerating:
+    """What a history change re-derived: the segments from `since` on, for `settle`."""
+
+    customer_id: str
+    since: datetime
+    segments: tuple[tuple[datetime, datetime], ...]
+    unique_metrics: tuple[str, ...]
+
+
+def rederive(
+    conn: db.Connection,
+    before: CustomerContext,
+    after: CustomerContext,
+    at: datetime,
+    now: datetime,
+) -> Rerating:
+    """Rebuild the customer's rollups from the segment that contained `at` on, under the
+    history `after`, on `conn` (the transaction that changed the history).
+
+    InvalidInput (the change is refused, nothing written) when usage already accepted at or
+    after `at` would be left without a plan or is not a metric of the new plan.
+    """
+    customer_id = after.customer_id
+    first = catalog.segment(before, at)
+    since = first.start if first is not None else at
+    first_day = local_date(since, after.timezone)
+    events = _events_since(conn, customer_id, _local_midnight(since, after.timezone))
+    accepted: list[tuple[Event, Segment]] = []
+    orphans: list[Event] = []
+    refused: list[tuple[Event, str]] = []
+    for event in events:
+        segment = catalog.segment(after, event.timestamp)
+        if event.timestamp < since:  # an earlier segment's event: only its day is rebuilt
+            if segment is not None:
+                accepted.append((event, segment))
+        elif segment is None:
+            orphans.append(event)
+        else:
+            reason = check_event(segment.plan, event)
+            if reason is None:
+                accepted.append((event, segment))
+            else:
+                refused.append((event, reason[1]))
+    if orphans:
+        raise InvalidInput(
+            f"at: {len(orphans)} usage event(s) were already accepted at or after"
+            f" {at.isoformat()} (the last at {orphans[-1].timestamp.isoformat()}); the"
+            " subscription cannot end before usage it has already counted"
+        )
+    if refused:
+        event, detail = refused[0]
+        raise InvalidInput(
+            f"at: {len(refused)} usage event(s) accepted since {at.isoformat()} cannot be"
+            f" priced under the new history ({detail})"
+        )
+    until = now + timedelta(seconds=get_settings().METER_ACCEPT_FUTURE_SECONDS)
+    if events:
+        until = max(until, events[-1].timestamp)
+    new_segments = list(_segments_from(after, since, until))
+    old_segments = list(_segments_from(before, since, until))
+    rollups.rebuild(
+        conn,
+        customer_id,
+        since,
+        first_day,
+        build_deltas(accepted),
+        [(s.start, s.end) for s in new_segments],
+    )
+    keys = {s.start: s.end for s in old_segments}
+    keys.update({s.start: s.end for s in new_segments})
+    unique_metrics = sorted(
+        {
+            key
+            for segment in (*old_segments, *new_segments)
+            for key, metric in segment.plan.metrics.items()
+            if metric.aggregation == "unique_count"
+        }
+    )
+    return Rerating(customer_id, since, tuple(sorted(keys.items())), tuple(unique_metrics))
+
+
+def settle(rerating: Rerating, *, now: datetime | None = None) -> list[invoices.Invoice]:
+    """After the commit: reload the re-derived segments' counters and recompute the drafts
+    they affect (each draft also bills the difference for earlier finalized periods).
+    Returns the drafts recomputed."""
+    now = now or datetime.now(UTC)
+    customer_id = rerating.customer_id
+    for start, _ in rerating.segments:
+        # Distinct values can only be added to a set: empty them, then load the new rollups
+        # (the hash itself is replaced by the load, whose version is newer).
+        counters.forget_segment(customer_id, start, rerating.unique_metrics)
+    counters.reload_segments([(customer_id, start, end) for start, end in rerating.segments])
+    catalog.clear()
+    context = invoices.customer_context(customer_id)
+    recomputed = []
+    for draft in invoices.list_invoices(customer_id=customer_id, status="draft"):
+        if draft.period_end <= rerating.since:
+            continue
+        period = invoices.period_of(context, draft.period_start)
+        if not catalog.segments(context, period):
+            # The period is no longer subscribed at all (a cancellation before it began).
+            invoices.void(draft.id, now=now)
+            continue
+        recomputed.append(invoices.generate(customer_id, draft.period_start, now=now))
+    return recomputed
+
+
+def _events_since(conn: db.Connection, customer_id: str, start: datetime) -> list[Event]:
+    rows = conn.execute(
+        "SELECT event_id, customer_id, metric, quantity, timestamp, properties"
+        " FROM usage_events WHERE customer_id = %s AND timestamp >= %s"
+        " ORDER BY timestamp, event_id",
+        (customer_id, start),
+    ).fetchall()
+    return [Event(r[0], r[1], r[2], r[3], r[4], r[5] or {}) for r in rows]
+
+
+def _segments_from(context: CustomerContext, since: datetime, until: datetime) -> Iterator[Segment]:
+    """The customer's segments that start at or after `since`, in periods up to `until`."""
+    period = _period_at(context, since)
+    while period.start <= until:
+        for segment in catalog.segments(context, period):
+            if segment.start >= since:
+                yield segment
+        period = next_period(period, interval=billing_interval(context, period.end))
+
+
+def _period_at(context: CustomerContext, at: datetime) -> Period:
+    return billing_period(
+        at,
+        timezone=context.timezone,
+        anchor_day=context.anchor_day,
+        interval=billing_interval(context, at),
+    )
+
+
+def _local_midnight(at: datetime, timezone: str) -> datetime:
+    """The instant the local day of `at` began (where a DST change skips midnight, the first
+    instant of that day)."""
+    day = local_date(at, timezone)
+    return datetime(day.year, day.month, day.day, tzinfo=zone(timezone)).astimezone(UTC)
