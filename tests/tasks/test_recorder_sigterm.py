@@ -19,18 +19,21 @@ from tests.tasks.test_recorder_process import queued_events
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EVENTS = 50_000
 
-# A Redis broker that takes 20 ms per message: 100 batches of 500 need 2 s, so most of the
-# 50,000 events are still in the buffer when the test sends SIGTERM.
+# A Redis broker that sends nothing until all 50,000 events are recorded, then takes 20 ms
+# per message (100 batches of 500: 2 s): the buffer is full when the test sends SIGTERM.
 SLOW_PRODUCER = """
-import os, signal, sys, time
+import os, signal, sys, threading, time
 from dramatiq.brokers.redis import RedisBroker
 from tasks.recorder import configure_recorder, record_usage
+
+recorded = threading.Event()
 
 def on_enqueue():
     pass
 
 class SlowBroker(RedisBroker):
     def enqueue(self, message, *, delay=None):
+        recorded.wait()
         time.sleep(0.02)
         on_enqueue()
         return super().enqueue(message, delay=delay)
@@ -40,7 +43,9 @@ recorder = configure_recorder(broker=SlowBroker(url=sys.argv[1]))
 RECORD_AND_WAIT = """
 for i in range(int(sys.argv[2])):
     record_usage("cus_term", "api_calls", event_id=f"e{i}")
-print("buffered", recorder.stats.buffered, flush=True)
+buffered = recorder.stats.buffered
+recorded.set()  # before the test hears "buffered" and sends SIGTERM
+print("buffered", buffered, flush=True)
 time.sleep(120)  # until the test's SIGTERM
 """
 
@@ -90,7 +95,7 @@ def test_sigterm_sends_a_full_buffer_then_terminates_as_by_default(
     redis_client: redis.Redis, redis_url: str
 ) -> None:
     process = start(SLOW_PRODUCER + RECORD_AND_WAIT, redis_url)
-    assert buffered_when_ready(process) > EVENTS // 5  # the buffer is far from empty
+    assert buffered_when_ready(process) == EVENTS  # not one sent yet
     code, _, err = stop(process, signal.SIGTERM)
     assert code == -signal.SIGTERM, err  # the exit status SIGTERM gives without the recorder
     assert_all_queued(redis_client)
@@ -119,7 +124,7 @@ def test_the_host_applications_handler_still_runs_after_the_flush(
     redis_client: redis.Redis, redis_url: str
 ) -> None:
     process = start(SLOW_PRODUCER + HOST_HANDLER + RECORD_AND_WAIT, redis_url)
-    assert buffered_when_ready(process) > EVENTS // 5
+    assert buffered_when_ready(process) == EVENTS
     # The second SIGTERM (sent by the producer itself, while the flush runs) is passed on after
     # that flush, not handled inside it.
     code, out, err = stop(process, signal.SIGTERM)
