@@ -181,11 +181,17 @@ def price_segment(priced: PricedSegment, *, name_plan: bool = False) -> list[Inv
 
 
 def adjustment_lines(
-    period: Period, rerated: Sequence[InvoiceLine], billed: Iterable[BilledLine]
+    period: Period,
+    rerated: Sequence[InvoiceLine],
+    billed: Iterable[BilledLine],
+    *,
+    history_changed: bool = False,
 ) -> list[InvoiceLine]:
     """Lines that bill what an earlier `period` comes to now (`rerated`, from the current
     rollups) minus what was billed for it, key by key; a line whose amount and quantity are
-    both unchanged gives nothing. Each is taxed at the rate of the plan that priced it."""
+    both unchanged gives nothing. Each is taxed at the rate of the plan that priced it.
+    `history_changed`: the period's plans changed since it was billed (a backdated plan change
+    or cancellation), which the descriptions say rather than "late usage"."""
     now = _sum_by_key(rerated)
     then = _sum_by_key(billed)
     first: dict[LineKey, InvoiceLine] = {}
@@ -208,7 +214,7 @@ def adjustment_lines(
             "adjusts": kind,
             "for_period": period.label,
             "for_period_start": period.start.isoformat(),
-            "description": _describe(period, kind, metric),
+            "description": _describe(period, kind, metric, history_changed),
         }
         if metric is not None:
             document["metric"] = metric
@@ -345,10 +351,12 @@ def _amount_last(document: Mapping[str, Any]) -> dict[str, Any]:
     return ordered
 
 
-def _describe(period: Period, kind: str, metric: str | None) -> str:
+def _describe(period: Period, kind: str, metric: str | None, history_changed: bool) -> str:
     what = {
-        "usage": f"late usage of {metric}",
+        "usage": f"{'usage' if history_changed else 'late usage'} of {metric}",
         "base_fee": "base fee",
         "minimum_true_up": "minimum spend true-up",
     }.get(kind, kind)
+    if history_changed:
+        return f"Adjustment for {period.label}: {what}, re-rated after a change of plan history"
     return f"Adjustment for {period.label}: {what}"

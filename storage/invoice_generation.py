@@ -192,7 +192,12 @@ def _adjustments(
         priced = _priced(context.customer_id, segments)
         rerated = [line for p in priced for line in price_segment(p, name_plan=True)]
         billed = _billed_lines(context.customer_id, earlier, period)
-        lines += adjustment_lines(period_of(context, earlier.period_start), rerated, billed)
+        lines += adjustment_lines(
+            period_of(context, earlier.period_start),
+            rerated,
+            billed,
+            history_changed=_drawn(segments) != _drawn(recorded),
+        )
         versions.update({version_key(p.segment.start): p.rollup_version for p in priced})
     return lines, versions
 
@@ -230,6 +235,10 @@ def _current_segments(
     priced = {(s.start, s.end, s.plan.code): s for s in recorded}
     current = catalog.segments(context, period_of(context, invoice.period_start))
     return [priced.get((s.start, s.end, s.plan.code), s) for s in current]
+
+
+def _drawn(segments: Sequence[Segment]) -> list[tuple[datetime, datetime, str]]:
+    return [(s.start, s.end, s.plan.code) for s in segments]
 
 
 def _billed_lines(customer_id: str, earlier: Invoice, period: Period) -> list[BilledLine]:

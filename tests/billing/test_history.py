@@ -173,6 +173,10 @@ def test_a_plan_change_in_the_past_re_rates_every_period_since(
         assert october["subtotal"] == "255.00"  # 215 + 40
         adjustment = october["lines"][2]
         assert adjustment["for_period"] == "2026-09" and adjustment["adjusts"] == "base_fee"
+        assert october["lines"][3]["description"] == (
+            "Adjustment for 2026-09: usage of api_calls, re-rated after a change of plan history"
+        )
+        assert october["lines"][3]["quantity"] == "-200"
     else:  # a void invoice bills nothing: its reissue is rated under the history as it is now
         assert lines(october) == OCTOBER_UNDER_B
         reissued = run(invoices_cli.app, "reissue", first["id"], "--json")
@@ -478,3 +482,24 @@ def _wait_for_an_advisory_lock_wait(conn: Any) -> None:
             return
         threading.Event().wait(0.05)
     raise AssertionError("the change never waited for the batch")
+
+
+def test_the_cancel_command_ends_now_or_at_the_end_of_the_current_period() -> None:
+    """The command reads the clock: only where the end falls is checked here (the amounts, with
+    `now` given, are above)."""
+    from datetime import UTC, datetime
+
+    from pricing.periods import billing_period
+
+    start = billing_period(datetime.now(UTC)).start
+    for customer_id in ("now1", "eop1"):
+        run(customers_cli.app, "create", customer_id, "--plan", "plan_a", "--starts-at", str(start))
+    before = datetime.now(UTC)
+    ended = run(customers_cli.app, "cancel", "now1", "--json")
+    after = datetime.now(UTC)
+    assert ended["status"] == "cancelled"
+    assert before <= datetime.fromisoformat(ended["ends_at"]) <= after
+    ending = run(customers_cli.app, "cancel", "eop1", "--at-period-end", "--json")
+    ends = {billing_period(before).end, billing_period(datetime.now(UTC)).end}
+    assert datetime.fromisoformat(ending["ends_at"]) in ends and ending["status"] == "ending"
+    assert "ends" in run(customers_cli.app, "cancel", "eop1")  # another end may be given
