@@ -126,9 +126,10 @@ def ingest_batch(
     """Write a batch exactly once; return what happened and the counter deltas to apply."""
     now = now or datetime.now(UTC)
     for _ in range(_CLASSIFY_ATTEMPTS):
-        outcome = _ingest_once(batch_id, raw_events, now)
-        if outcome is not None:
-            return outcome
+        try:
+            return _ingest_once(batch_id, raw_events, now)
+        except _StaleCatalog as stale:
+            catalog.forget(stale.customer_ids)
     raise RuntimeError(
         f"batch {batch_id}: subscription histories kept changing while it was classified"
     )
@@ -138,22 +139,32 @@ def ingest_batch(
 _CLASSIFY_ATTEMPTS = 5
 
 
-def _ingest_once(batch_id: str, raw_events: Sequence[Any], now: datetime) -> IngestOutcome | None:
-    """One attempt; None when a plan change or cancellation committed since the catalog the
-    batch was classified with was loaded (nothing is written then)."""
+class _StaleCatalog(Exception):
+    """A plan change or cancellation committed after the catalog that classified the batch
+    was loaded: the attempt is rolled back and the batch classified again."""
+
+    def __init__(self, customer_ids: Sequence[str]) -> None:
+        super().__init__(f"history changed for {len(customer_ids)} customer(s)")
+        self.customer_ids = customer_ids
+
+
+def _ingest_once(batch_id: str, raw_events: Sequence[Any], now: datetime) -> IngestOutcome:
+    """One attempt; _StaleCatalog (nothing written) when the catalog it used is out of date."""
     accepted, rejections, in_batch_duplicates, contexts = _classify(raw_events, now)
     ledger.ensure_months([event for event, _ in accepted])
     with db.connection() as conn, conn.transaction():
-        # Held until the commit: no history change of these customers can start meanwhile.
-        revision = ingest_locks.lock_for_ingest(conn, contexts)
-        if any(context.revision < revision for context in contexts.values()):
-            catalog.forget(contexts)
-            return None
-        claimed = conn.execute(
-            "INSERT INTO ingest_batches (batch_id, received_at) VALUES (%s, %s)"
-            " ON CONFLICT DO NOTHING RETURNING batch_id",
-            (batch_id, now),
-        ).fetchone()
+        with conn.pipeline():  # one round trip: locks, revision, claim
+            # Held until the commit: no history change of these customers can start meanwhile.
+            revision = ingest_locks.lock_for_ingest(conn, contexts)
+            claim = conn.execute(
+                "INSERT INTO ingest_batches (batch_id, received_at) VALUES (%s, %s)"
+                " ON CONFLICT DO NOTHING RETURNING batch_id",
+                (batch_id, now),
+            )
+        current = ingest_locks.revision(revision)
+        if any(context.revision < current for context in contexts.values()):
+            raise _StaleCatalog(list(contexts))  # rolls the claim back
+        claimed = claim.fetchone()
         if claimed is None:
             return _stored_outcome(conn, batch_id)
         inserted = ledger.insert_events(conn, batch_id, [event for event, _ in accepted])

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable
+from typing import Any
+
+import psycopg
 
 from storage import db
 
@@ -45,17 +48,22 @@ def current_revision(conn: db.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-def lock_for_ingest(conn: db.Connection, customer_ids: Iterable[str]) -> int:
-    """Hold off history changes of these customers until the transaction ends; return the
-    history revision as it is now (a catalog loaded at an older one may be stale)."""
+def lock_for_ingest(conn: db.Connection, customer_ids: Iterable[str]) -> psycopg.Cursor[Any]:
+    """Hold off history changes of these customers until the transaction ends, and ask for
+    the history revision as it is once the locks are held (a catalog loaded at an older one
+    may be stale): `revision(cursor)`. Inside the caller's pipeline this costs no round trip
+    of its own; the revision is read by a statement of its own, whose snapshot is taken after
+    the locks are granted."""
     buckets = sorted({bucket(customer_id) for customer_id in customer_ids})
-    # One round trip; the revision is read by a statement of its own, whose snapshot is taken
-    # once the locks are held.
     with conn.pipeline():
         if buckets:
             conn.execute(
                 "SELECT pg_advisory_xact_lock_shared(%s, b) FROM unnest(%s::int[]) AS b",
                 (_NAMESPACE, buckets),
             )
-        row = conn.execute("SELECT revision FROM history_revision").fetchone()
+        return conn.execute("SELECT revision FROM history_revision")
+
+
+def revision(cursor: psycopg.Cursor[Any]) -> int:
+    row = cursor.fetchone()
     return int(row[0]) if row else 0

@@ -451,7 +451,7 @@ def test_history_changes_and_ingest_of_one_customer_serialize() -> None:
     holder = db.pool().getconn()
     try:
         with holder.transaction():
-            ingest_locks.lock_for_ingest(holder, ["race"])  # a batch in flight
+            ingest_locks.revision(ingest_locks.lock_for_ingest(holder, ["race"]))  # in flight
             thread = threading.Thread(
                 target=lambda: (
                     change_plan("race", "plan_b", utc(2026, 11, 10), now=utc(2026, 11, 20)),
