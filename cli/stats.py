@@ -23,5 +23,9 @@ def stats(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> 
     rows = [("accepted", events["accepted"]), ("duplicates", events["duplicates"])]
     rows += [(f"rejected: {reason}", n) for reason, n in sorted(events["rejected"].items())]
     print_table("Ingest since start", ["", "events"], rows)
-    print_table("Queues", ["queue", "messages"], list(document["queues"].items()))
+    print_table(
+        "Queues (what waits here lives only in the broker)",
+        ["queue", "messages"],
+        list(document["queues"].items()),
+    )
     console.print(f"oldest waiting message: {document['oldest_message_age_s']} s")

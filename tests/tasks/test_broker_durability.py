@@ -125,6 +125,7 @@ def test_ops_stats_warns_on_stderr_and_in_json(
 
     table = CliRunner().invoke(app, ["ops", "stats"])
     assert table.exit_code == 0 and "appendonly no" in table.stderr
+    assert "lives only in the broker" in table.stdout
 
 
 def test_ops_stats_is_quiet_about_a_durable_broker(
