@@ -15,6 +15,7 @@ import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
 from storage.embedded import broker_url
+from tasks.encoding import MessageEncoder
 
 INGEST_QUEUE = "ingest"
 INGEST_ACTOR = "ingest_events"
@@ -28,7 +29,11 @@ _broker: dramatiq.Broker | None = None
 
 
 def make_broker(url: str | None = None) -> dramatiq.Broker:
-    """A new broker for `url` (default: the configured one), chosen by the URL's scheme."""
+    """A new broker for `url` (default: the configured one), chosen by the URL's scheme.
+
+    Also installs `MessageEncoder` (Dramatiq's encoder is process-wide): one unreadable value
+    in a batch then costs one rejected event, not the whole message."""
+    dramatiq.set_encoder(MessageEncoder())
     url = url or broker_url()
     if url.startswith(_REDIS_SCHEMES):
         from storage.settings import get_settings

@@ -11,17 +11,28 @@ from typing import Any
 
 import pytest
 from dramatiq.encoder import JSONEncoder
+from dramatiq.errors import DecodeError
 
 from storage import ingest
+from tasks.encoding import MessageEncoder
 from tasks.ingest import ingest_events
 from tests.metering.helpers import assert_consistent, batch, event, setup_customer
 
-WIRE = JSONEncoder()
+WIRE = MessageEncoder()  # what tasks.broker installs in every process
 
 
 def over_the_wire(message: Any) -> Any:
     """What the worker's actor receives once Dramatiq has encoded and decoded it."""
     return WIRE.decode(WIRE.encode(message))
+
+
+def raw_message(events: list[dict[str, Any]], replacements: dict[str, bytes]) -> bytes:
+    """A message as a non-Python producer may write it: JSON bytes in which each placeholder
+    (a string value) is replaced by raw bytes."""
+    data = WIRE.encode({"args": [batch(events)], "kwargs": {}})
+    for placeholder, raw in replacements.items():
+        data = data.replace(json.dumps(placeholder).encode(), raw)
+    return data
 
 
 def deep(levels: int) -> Any:
@@ -249,3 +260,40 @@ def test_replay_keeps_a_batch_whose_ingest_fails_again_and_tries_the_others(
         row[0] for row in db.execute("SELECT id FROM failed_batches WHERE replayed_at IS NULL")
     ]
     assert pending == [1, 3]
+
+
+def test_bytes_that_are_not_utf8_or_an_integer_too_long_for_int_cost_one_event_each(
+    db: Any,
+) -> None:
+    """Dramatiq's own decoder would give up on the whole message (never reaching the actor)."""
+    events = [
+        event(quantity=3),
+        {**event(), "quantity": "<huge>"},
+        event(properties={"note": "<not utf-8>"}),
+        event(customer_id="<not utf-8 either>"),
+        event(properties={"n": "<huge>"}),
+        event(quantity=4),
+    ]
+    data = raw_message(
+        events,
+        {
+            "<huge>": b"9" * 5000,
+            "<not utf-8>": b'"caf\xe9"',
+            "<not utf-8 either>": b'"\xff\xfe"',
+        },
+    )
+    with pytest.raises(DecodeError):  # what Dramatiq's own decoder does with it
+        JSONEncoder().decode(data)
+    with pytest.raises(ValueError, match="digits"):  # and with the long integer alone
+        JSONEncoder().decode(raw_message([{"quantity": "<huge>"}], {"<huge>": b"9" * 5000}))
+    [message] = WIRE.decode(data)["args"]
+    ingest_events(message)
+    assert assert_consistent()["api_calls"] == 7
+    rows = db.execute("SELECT reason, detail FROM rejected_events ORDER BY id").fetchall()
+    assert [reason for reason, _ in rows] == ["invalid_event"] * 4
+    assert sorted(detail.split(":")[0] for _, detail in rows) == [
+        "customer_id",
+        "properties.n",
+        "properties.note",
+        "quantity",
+    ]
