@@ -64,7 +64,12 @@ def change_plan(
     at: str | None = typer.Option(None, "--at", help="RFC 3339; default now."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Move a customer to another plan from a moment on (the day of a change is the new plan's)."""
+    """Move a customer to another plan from a moment on (the day of a change is the new plan's).
+
+    A change in the past (up to METER_BACKDATE_MAX_DAYS) re-rates what it covers; a change of
+    currency takes effect only at a period boundary; after a cancellation it starts a new
+    subscription.
+    """
     from storage.customers import change_plan as do_change
 
     customer = do_change(customer_id, plan, parse_time(at, "--at"))
@@ -83,8 +88,11 @@ def cancel(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """End a subscription: the base fee is prorated by local days up to the end, later usage
-    is rejected (no_subscription), and change-plan after the end starts a new subscription."""
+    """End a subscription now, at a moment, or at the end of the current period.
+
+    The base fee is prorated by local days up to the end, later usage is rejected
+    (no_subscription), and change-plan after the end starts a new subscription.
+    """
     from storage.customers import cancel as do_cancel
 
     if at is not None and at_period_end:

@@ -116,7 +116,9 @@ def settle(rerating: Rerating, *, now: datetime | None = None) -> list[invoices.
     customer_id = rerating.customer_id
     for start, _ in rerating.segments:
         # Distinct values can only be added to a set: empty them, then load the new rollups
-        # (the hash itself is replaced by the load, whose version is newer).
+        # (the hash itself is replaced by the load, whose version is newer). A reader that
+        # snapshotted the rollups before the commit could still add old values back after
+        # this; the nightly reconciliation compares the distinct counts and repairs that.
         counters.forget_segment(customer_id, start, rerating.unique_metrics)
     counters.reload_segments([(customer_id, start, end) for start, end in rerating.segments])
     catalog.clear()
