@@ -52,6 +52,14 @@ def rederive(
     customer_id = after.customer_id
     first = catalog.segment(before, at)
     since = first.start if first is not None else at
+    until = now + timedelta(seconds=get_settings().METER_ACCEPT_FUTURE_SECONDS)
+    if not _has_events_since(conn, customer_id, at):
+        # The usual change, from now on: no usage moves, so no rollup changes (a segment that
+        # ends earlier keeps its events); only versions and ends do. No ledger scan.
+        new_segments = list(_segments_from(after, since, until))
+        old_segments = list(_segments_from(before, since, until))
+        rollups.restamp(conn, customer_id, since, [(s.start, s.end) for s in new_segments])
+        return _rerating(customer_id, since, old_segments, new_segments)
     first_day = local_date(since, after.timezone)
     events = _events_since(conn, customer_id, _local_midnight(since, after.timezone))
     accepted: list[tuple[Event, Segment]] = []
@@ -82,7 +90,6 @@ def rederive(
             f"at: {len(refused)} usage event(s) accepted since {at.isoformat()} cannot be"
             f" priced under the new history ({detail})"
         )
-    until = now + timedelta(seconds=get_settings().METER_ACCEPT_FUTURE_SECONDS)
     if events:
         until = max(until, events[-1].timestamp)
     new_segments = list(_segments_from(after, since, until))
@@ -95,12 +102,18 @@ def rederive(
         build_deltas(accepted),
         [(s.start, s.end) for s in new_segments],
     )
-    keys = {s.start: s.end for s in old_segments}
-    keys.update({s.start: s.end for s in new_segments})
+    return _rerating(customer_id, since, old_segments, new_segments)
+
+
+def _rerating(
+    customer_id: str, since: datetime, old: list[Segment], new: list[Segment]
+) -> Rerating:
+    keys = {s.start: s.end for s in old}
+    keys.update({s.start: s.end for s in new})
     unique_metrics = sorted(
         {
             key
-            for segment in (*old_segments, *new_segments)
+            for segment in (*old, *new)
             for key, metric in segment.plan.metrics.items()
             if metric.aggregation == "unique_count"
         }
@@ -134,6 +147,14 @@ def settle(rerating: Rerating, *, now: datetime | None = None) -> list[invoices.
             continue
         recomputed.append(invoices.generate(customer_id, draft.period_start, now=now))
     return recomputed
+
+
+def _has_events_since(conn: db.Connection, customer_id: str, at: datetime) -> bool:
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM usage_events WHERE customer_id = %s AND timestamp >= %s)",
+        (customer_id, at),
+    ).fetchone()
+    return bool(row and row[0])
 
 
 def _events_since(conn: db.Connection, customer_id: str, start: datetime) -> list[Event]:

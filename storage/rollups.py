@@ -272,20 +272,38 @@ def rebuild(
     )
     apply(conn, [d for d in deltas if d.start >= since])
     _add_days(conn, _days_of([d for d in deltas if d.start < since]))
-    # Every version moves (counters and invoices see the change), and segments keep their end.
+    restamp(conn, customer_id, since, segments)
+
+
+def restamp(
+    conn: psycopg.Connection[Any],
+    customer_id: str,
+    since: datetime,
+    segments: Sequence[tuple[datetime, datetime]],
+) -> None:
+    """Bump the version of every segment of the customer from `since` on (counters and
+    invoices see the change) and record the end of each of `segments` (start, end)."""
     conn.execute(
         "UPDATE usage_periods SET version = version + 1 WHERE customer_id = %s"
         " AND period_start >= %s",
         (customer_id, since),
     )
-    if segments:
-        conn.execute(
-            "INSERT INTO usage_periods (customer_id, period_start, period_end, version)"
-            " SELECT %s, s, e, 1 FROM unnest(%s::timestamptz[], %s::timestamptz[]) AS t(s, e)"
-            " ON CONFLICT (customer_id, period_start)"
-            " DO UPDATE SET period_end = excluded.period_end",
-            (customer_id, [s for s, _ in segments], [e for _, e in segments]),
-        )
+    if not segments:
+        return
+    starts, ends = [s for s, _ in segments], [e for _, e in segments]
+    conn.execute(
+        "INSERT INTO usage_periods (customer_id, period_start, period_end, version)"
+        " SELECT %s, s, e, 1 FROM unnest(%s::timestamptz[], %s::timestamptz[]) AS t(s, e)"
+        " ON CONFLICT (customer_id, period_start)"
+        " DO UPDATE SET period_end = excluded.period_end",
+        (customer_id, starts, ends),
+    )
+    conn.execute(
+        "UPDATE usage_rollups r SET period_end = t.e"
+        " FROM unnest(%s::timestamptz[], %s::timestamptz[]) AS t(s, e)"
+        " WHERE r.customer_id = %s AND r.period_start = t.s AND r.period_end <> t.e",
+        (starts, ends, customer_id),
+    )
 
 
 @dataclass(frozen=True)

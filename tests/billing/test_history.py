@@ -219,6 +219,30 @@ def test_usage_already_ingested_moves_to_the_new_plan_in_rollups_and_counters() 
     assert rollups.snapshot("bk", moved).state.metrics["api_calls"].total == 210
 
 
+def test_a_change_after_the_last_usage_keeps_the_rollups_and_moves_versions_and_ends() -> None:
+    run(customers_cli.app, "create", "fw", "--plan", "plan_a", "--starts-at", "2026-11-01T00:00Z")
+    ingest([event("fw", utc(2026, 11, 5), quantity=100)])
+    before = rollups.snapshot("fw", NOVEMBER)
+    change_plan("fw", "plan_b", utc(2026, 11, 20), now=utc(2026, 11, 20))
+    after = rollups.snapshot("fw", NOVEMBER)
+    assert after.state == before.state and after.version > before.version
+    with db.connection() as conn:
+        ends = conn.execute(
+            "SELECT DISTINCT period_end FROM usage_rollups WHERE customer_id = 'fw'"
+        ).fetchall()
+    assert ends == [(utc(2026, 11, 20),)]
+    live = counters.read_segment("fw", NOVEMBER, [])
+    assert live is None or (live.version, live.state) == (after.version, after.state)
+    ingest([event("fw", utc(2026, 11, 25), quantity=100)])
+    document = invoices.generate("fw", NOVEMBER, now=utc(2026, 12, 1, 1)).to_json()
+    assert lines(document) == [
+        ("base_fee", None, Decimal("63.33")),  # 19/30 × 100
+        ("usage", "api_calls", Decimal("10.00")),  # 100 × 0.10 before the change
+        ("base_fee", None, Decimal("73.33")),  # 11/30 × 200
+        ("usage", "api_calls", Decimal("5.00")),  # 100 × 0.05 after it
+    ]
+
+
 def test_a_change_further_back_than_the_horizon_is_refused_with_the_reason(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
