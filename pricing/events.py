@@ -167,6 +167,23 @@ def _properties(value: object) -> dict[str, PropertyValue]:
 def property_problem(key: object, item: object) -> str | None:
     """Why one property cannot be kept, naming it, or None. Values may be `Decimal` (Python
     callers); any number is bounded by its digits, like a string by its length."""
+    # The plain case first, cheaply (the ingest hot path calls this per property): an ASCII
+    # key and value without NUL, within their lengths, or a small finite number.
+    if (
+        type(key) is str
+        and 0 < len(key) <= MAX_PROPERTY_KEY_LENGTH
+        and key.isascii()
+        and "\x00" not in key
+    ):
+        if type(item) is str:
+            if len(item) <= MAX_PROPERTY_STRING_LENGTH and item.isascii() and "\x00" not in item:
+                return None
+        elif (
+            type(item) is bool
+            or (type(item) is int and -_MAX_PROPERTY_INT < item < _MAX_PROPERTY_INT)
+            or (type(item) is float and math.isfinite(item))
+        ):
+            return None
     if not isinstance(key, str) or not 1 <= len(key) <= MAX_PROPERTY_KEY_LENGTH:
         return f"properties: a key must be a string of 1 to {MAX_PROPERTY_KEY_LENGTH} characters"
     if problem := text_problem(key):

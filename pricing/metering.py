@@ -123,7 +123,11 @@ def _fast_event(raw: Mapping[str, Any]) -> Event | None:
         and 0 < len(metric) <= MAX_ID_LENGTH
     ):
         return None
-    if text_problem(event_id) or text_problem(customer_id) or text_problem(metric):
+    # Only text that is not plain ASCII or holds NUL can be unstorable: then ask the contract.
+    unusual = not (event_id.isascii() and customer_id.isascii() and metric.isascii()) or (
+        "\x00" in event_id or "\x00" in customer_id or "\x00" in metric
+    )
+    if unusual and (text_problem(event_id) or text_problem(customer_id) or text_problem(metric)):
         return None
     raw_quantity = raw.get("quantity", "1")
     if type(raw_quantity) is not str and type(raw_quantity) is not int:

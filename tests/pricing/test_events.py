@@ -6,6 +6,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from pricing.events import (
@@ -19,7 +21,9 @@ from pricing.events import (
     event_value,
     matches_filter,
     parse_event,
+    property_problem,
 )
+from pricing.fields import value_text
 from pricing.plans import MetricDefinition
 
 D = Decimal
@@ -176,3 +180,33 @@ def test_decimal_properties_are_kept_as_canonical_text() -> None:
 def test_an_event_survives_a_json_round_trip() -> None:
     ev = make(quantity="1.50", properties={"a": D("1.20"), "b": 1.5, "c": True, "d": 2, "e": "x"})
     assert parse_event(json.loads(ev.model_dump_json())) == ev
+
+
+# Keys and values of every kind, NUL, lone surrogates and huge numbers included.
+_any_text = st.text(st.characters(exclude_categories=()), max_size=70)
+_any_value = st.one_of(
+    _any_text,
+    st.text(max_size=600),
+    st.integers(),
+    st.just(10**512),
+    st.just(-(10**512) + 1),
+    st.floats(),
+    st.decimals(),
+    st.booleans(),
+    st.none(),
+    st.lists(st.integers(), max_size=2),
+)
+
+
+@given(key=_any_text | st.integers(), value=_any_value)
+def test_a_property_without_a_problem_is_storable(key: object, value: object) -> None:
+    """What `property_problem` lets through, PostgreSQL (text, jsonb) and Redis can hold."""
+    if property_problem(key, value) is not None:
+        return
+    assert isinstance(key, str) and 1 <= len(key) <= MAX_PROPERTY_KEY_LENGTH
+    key.encode("utf-8")
+    assert "\x00" not in key
+    assert isinstance(value, str | int | float | Decimal)
+    text = value_text(value)
+    text.encode("utf-8")
+    assert "\x00" not in text and len(text) <= MAX_PROPERTY_STRING_LENGTH + 2  # sign, point
