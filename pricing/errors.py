@@ -25,3 +25,18 @@ def join_path(prefix: str, path: str) -> str:
     if not prefix or not path:
         return prefix or path
     return prefix + path if path.startswith("[") else f"{prefix}.{path}"
+
+
+#: Longest echo of a refused value in an error message: enough to recognise it, short enough
+#: that a 10,000-character value does not bury the reason.
+ECHO_LIMIT = 60
+
+
+def echo(value: object, limit: int = ECHO_LIMIT) -> str:
+    """How an error message quotes a refused value: `repr` for text, `str` otherwise, cut to
+    `limit` characters with an ellipsis (`'aaaa…' (10000 characters)`)."""
+    text = repr(value) if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return text
+    size = f" ({len(value)} characters)" if isinstance(value, str) else ""
+    return text[: limit - 1] + "…" + size

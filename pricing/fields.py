@@ -2,44 +2,90 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated
 
 from pydantic import BeforeValidator
 
-from pricing.money import format_decimal, parse_decimal
+from pricing.errors import echo
+from pricing.money import exact_arithmetic, format_decimal, parse_decimal
+
+#: The range of every number in a plan file: prices, tier bounds, fees, rates. Beyond it a
+#: value is a typo (`1e400`), and arithmetic on it would overflow or run for ever.
+MAX_PLAN_NUMBER = Decimal(10) ** 18
+PLAN_NUMBER_PLACES = 12
+
+TIMESTAMP_EXAMPLE = "e.g. 2026-11-27T10:00:00Z or 2026-11-27T11:00:00+01:00"
+
+
+def plan_number(value: object) -> Decimal:
+    """A plan file's number: finite, below 10^18 in absolute value, at most 12 decimals."""
+    number = parse_decimal(value)
+    if abs(number) >= MAX_PLAN_NUMBER:
+        raise ValueError(f"must be less than 10^18 in absolute value, got {echo(value)}")
+    with exact_arithmetic():
+        exact = number == number.quantize(Decimal(1).scaleb(-PLAN_NUMBER_PLACES))
+    if not exact:
+        raise ValueError(f"at most {PLAN_NUMBER_PLACES} decimal places, got {echo(value)}")
+    return number
+
+
+def parse_timestamp(value: object) -> datetime:
+    """An RFC 3339 timestamp (text with a UTC offset) as an aware UTC datetime; ValueError
+    with the bare reason otherwise. A naive time is refused rather than guessed: UTC on one
+    machine is local time on another."""
+    if isinstance(value, datetime):
+        stamp = value
+    elif isinstance(value, str):
+        try:
+            stamp = datetime.fromisoformat(value.strip().replace("z", "Z").replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(
+                f"not an RFC 3339 timestamp ({TIMESTAMP_EXAMPLE}): {echo(value)}"
+            ) from None
+    else:
+        raise ValueError(
+            f"must be an RFC 3339 timestamp string ({TIMESTAMP_EXAMPLE}), got {echo(value)}"
+        )
+    if stamp.utcoffset() is None:
+        raise ValueError(f"timestamp needs a UTC offset ({TIMESTAMP_EXAMPLE}), got {echo(value)}")
+    try:
+        return stamp.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"out of range: {echo(value)}") from None
 
 
 def _non_negative(value: object) -> Decimal:
-    number = parse_decimal(value)
+    number = plan_number(value)
     if number < 0:
         raise ValueError("must not be negative")
     return number
 
 
 def _positive(value: object) -> Decimal:
-    number = parse_decimal(value)
+    number = plan_number(value)
     if number <= 0:
         raise ValueError("must be greater than 0")
     return number
 
 
 def _percent(value: object) -> Decimal:
-    number = parse_decimal(value)
+    number = plan_number(value)
     if not 0 <= number <= 100:
         raise ValueError("must be between 0 and 100")
     return number
 
 
 def _fraction(value: object) -> Decimal:
-    number = parse_decimal(value)
+    number = plan_number(value)
     if not 0 <= number <= 1:
         raise ValueError("must be between 0 and 1")
     return number
 
 
 def _count(value: object) -> int:
-    number = parse_decimal(value)
+    number = plan_number(value)
     if number != number.to_integral_value():
         raise ValueError("must be a whole number")
     if number < 0:

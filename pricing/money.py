@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
 from types import MappingProxyType
 
+from pricing.errors import echo
+
 #: Precision used for exact sums and products. Quantities have at most 24 significant digits
 #: (NUMERIC(30,6)) and prices a handful more, so 100 digits never rounds a sum or a product of
 #: two such values: the result is exact, whatever the caller's decimal context.
@@ -60,7 +62,7 @@ def minor_unit(currency: str) -> int:
     try:
         return CURRENCIES[currency]
     except KeyError:
-        raise ValueError(f"unknown ISO 4217 currency {currency!r}") from None
+        raise ValueError(f"unknown ISO 4217 currency {echo(currency)}") from None
 
 
 def round_money(amount: Decimal, currency: str) -> Decimal:
@@ -86,17 +88,17 @@ def parse_decimal(value: object) -> Decimal:
         result = Decimal(value)
     elif isinstance(value, float):
         if not math.isfinite(value):
-            raise ValueError(f"must be a finite number, got {value!r}")
+            raise ValueError(f"must be a finite number, got {echo(value)}")
         result = Decimal(str(value))
     elif isinstance(value, str):
         try:
             result = Decimal(value.strip())
         except InvalidOperation:
-            raise ValueError(f"not a number: {value!r}") from None
+            raise ValueError(f"not a number: {echo(value)}") from None
     else:
         raise ValueError(f"must be a number, got {type(value).__name__}")
     if not result.is_finite():
-        raise ValueError(f"must be a finite number, got {value!r}")
+        raise ValueError(f"must be a finite number, got {echo(value)}")
     return result
 
 

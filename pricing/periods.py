@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from pricing.errors import echo
+
 INTERVALS = ("month", "year")
 
 
@@ -56,7 +58,7 @@ def zone(timezone: str) -> ZoneInfo:
     try:
         return ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown timezone {timezone!r}") from None
+        raise ValueError(f"unknown timezone {echo(timezone)}") from None
 
 
 def local_date(ts: datetime, timezone: str) -> date:
@@ -132,17 +134,17 @@ def period_for_label(
     match = re.fullmatch(pattern, label)
     if not match:
         expected = "YYYY-MM" if interval == "month" else "YYYY"
-        raise ValueError(f"period label {label!r}: expected {expected}")
+        raise ValueError(f"period label {echo(label)}: expected {expected}")
     year = int(match.group(1))
     month = int(match.group(2)) if interval == "month" else (anchor_month or 1)
     if not 1 <= month <= 12:
-        raise ValueError(f"period label {label!r}: no month {month}")
+        raise ValueError(f"period label {echo(label)}: no month {month}")
     return _period(year, month, timezone, anchor_day, interval, anchor_month)
 
 
 def _check(interval: str, anchor_day: int | None, anchor_month: int | None) -> None:
     if interval not in INTERVALS:
-        raise ValueError(f"interval: must be one of {', '.join(INTERVALS)}, got {interval!r}")
+        raise ValueError(f"interval: must be one of {', '.join(INTERVALS)}, got {echo(interval)}")
     if anchor_day is not None and not 1 <= anchor_day <= 31:
         raise ValueError(f"anchor_day: must be between 1 and 31, got {anchor_day}")
     if anchor_month is not None and not 1 <= anchor_month <= 12:

@@ -14,14 +14,14 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any, Literal, Self
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pricing.charges import CHARGE_MODELS, PERCENTAGE_MODELS, Charge, GraduatedCharge
 from pricing.charges.base import UnitChargeFields
-from pricing.errors import PlanError, join_path
+from pricing.errors import PlanError, echo, join_path
 from pricing.fields import Fraction, NonNegativeDecimal, ValueText
 from pricing.money import CURRENCIES, format_decimal
+from pricing.plan_text import parse_plan_text
 
 __all__ = [
     "MetricDefinition",
@@ -36,6 +36,8 @@ __all__ = [
 Aggregation = Literal["sum", "count", "max", "unique_count", "latest", "weighted_sum"]
 
 _SLUG = re.compile(r"[a-z0-9][a-z0-9_-]*")
+MAX_CODE_LENGTH = 64
+MAX_NAME_LENGTH = 200
 
 
 class MetricDefinition(BaseModel):
@@ -74,7 +76,7 @@ class Plan(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     code: str
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH)
     currency: str
     interval: Literal["month", "year"] = "month"
     base_fee: NonNegativeDecimal = Decimal(0)
@@ -87,6 +89,8 @@ class Plan(BaseModel):
     @field_validator("code")
     @classmethod
     def _code_is_slug(cls, code: str) -> str:
+        if len(code) > MAX_CODE_LENGTH:
+            raise ValueError(f"at most {MAX_CODE_LENGTH} characters, got {len(code)}")
         if not _SLUG.fullmatch(code):
             raise ValueError(
                 "must be lowercase letters, digits, '_' or '-', starting with a letter or digit"
@@ -98,7 +102,7 @@ class Plan(BaseModel):
     def _currency_is_iso(cls, currency: object) -> str:
         code = currency.strip().upper() if isinstance(currency, str) else currency
         if not isinstance(code, str) or code not in CURRENCIES:
-            raise ValueError(f"not an ISO 4217 currency code: {currency!r}")
+            raise ValueError(f"not an ISO 4217 currency code: {echo(currency)}")
         return code
 
     @field_validator("metrics")
@@ -115,7 +119,7 @@ class Plan(BaseModel):
         seen: dict[str, int] = {}
         for index, charge in enumerate(self.charges):
             if charge.metric not in self.metrics:
-                reason = f"metric {charge.metric!r} has no definition in metrics"
+                reason = f"metric {echo(charge.metric)} has no definition in metrics"
                 errors.append((f"charges[{index}].metric", reason))
             key = _charge_identity(charge)
             if key in seen:
@@ -128,27 +132,13 @@ class Plan(BaseModel):
 
 def load_plan(source: str | Mapping[str, Any]) -> Plan:
     """A plan from a mapping or from YAML/JSON text; any problem raises `PlanError`."""
-    data = _parse_text(source) if isinstance(source, str) else source
+    data = parse_plan_text(source) if isinstance(source, str) else source
     if not isinstance(data, Mapping):
         raise PlanError([("", "a plan must be a mapping of keys to values")])
     try:
         return Plan.model_validate(dict(data))
     except ValidationError as error:
         raise PlanError(_plan_errors(error)) from None
-
-
-def _parse_text(text: str) -> object:
-    """JSON first (numbers read straight into Decimal; YAML would mangle escaped surrogate
-    pairs such as "\\ud83d\\ude00"), then YAML, of which JSON is otherwise a subset."""
-    if text.lstrip().startswith("{"):
-        try:
-            return json.loads(text, parse_float=Decimal)
-        except ValueError:
-            pass  # a YAML flow mapping such as `{code: growth, ...}`
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise PlanError([("", f"not valid YAML or JSON: {error}")]) from None
 
 
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
@@ -234,7 +224,7 @@ def _plan_errors(error: ValidationError) -> list[tuple[str, str]]:
         if isinstance(cause, PlanError):
             found.extend((join_path(path, sub), reason) for sub, reason in cause.errors)
         elif item["type"] == "union_tag_invalid":
-            reason = f"unknown charge model {context.get('tag')!r}; known models: {known}"
+            reason = f"unknown charge model {echo(context.get('tag'))}; known models: {known}"
             found.append((join_path(path, "model"), reason))
         elif item["type"] == "union_tag_not_found":
             found.append((join_path(path, "model"), f"required; known models: {known}"))
