@@ -19,6 +19,7 @@ from storage.ingest import ingest_batch, mark_counters_applied, record_failed_ba
 from storage.payloads import exact_json
 from tasks.billing import request_invoice_refresh
 from tasks.broker import INGEST_ACTOR, INGEST_QUEUE, get_broker
+from tasks.retry_log import summarised_failures
 
 log = logging.getLogger("meterline.ingest")
 get_broker()
@@ -48,6 +49,7 @@ def batch_identity(batch: dict[str, Any]) -> str:
     time_limit=120_000,
     on_retry_exhausted="ingest_failed",
 )
+@summarised_failures
 def ingest_events(batch: Any) -> None:
     if not isinstance(batch, dict) or not isinstance(batch.get("events"), list):
         record_failed_batch(batch, "malformed batch: expected {batch_id, events: [...]}")
