@@ -3,31 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import typer
 
+from cli.inputs import parse_time
 from cli.output import CliError, console, print_json, print_table
 
 if TYPE_CHECKING:
     from storage.customers import Customer, Subscription
 
 app = typer.Typer(help="Customers and their plans.", no_args_is_help=True)
-
-
-def parse_time(raw: str | None, option: str, *, aware: bool = False) -> datetime | None:
-    """An RFC 3339 timestamp; without an offset it is taken as UTC, unless `aware` requires
-    one (an end of subscription must not depend on a guess)."""
-    if raw is None:
-        return None
-    try:
-        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise CliError(f"{option}: not an RFC 3339 timestamp: {raw!r}") from exc
-    if value.tzinfo is None and aware:
-        raise CliError(f"{option}: {raw!r} has no UTC offset (e.g. 2026-11-15T00:00:00+01:00)")
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 @app.command("create")
@@ -97,9 +83,7 @@ def cancel(
 
     if at is not None and at_period_end:
         raise CliError("--at and --at-period-end: give one or the other")
-    customer = do_cancel(
-        customer_id, parse_time(at, "--at", aware=True), at_period_end=at_period_end
-    )
+    customer = do_cancel(customer_id, parse_time(at, "--at"), at_period_end=at_period_end)
     if as_json:
         print_json(_describe(customer))
     else:

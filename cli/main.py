@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import sys
 
 import typer
+from rich.markup import escape
 
 from cli import (
     customers,
@@ -24,6 +26,7 @@ from cli import (
     worker,
 )
 from cli.output import CliError, err_console
+from cli.server_errors import server_error
 
 app = typer.Typer(
     help="Meterline: usage metering and billing.",
@@ -60,9 +63,32 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (CliError, PlanError, NotFound, Conflict, InvalidInput, ValueError, FileNotFoundError)
 
 
+# Any run of this many characters without a space is an echoed value, not words: cut it, so a
+# 10,000-digit quantity does not bury the reason (messages quote values with `echo` already;
+# this catches the ones that do not).
+_LONG_RUN = re.compile(r"\S{200,}")
+
+
+def _cut(match: re.Match[str]) -> str:
+    text = match.group(0)
+    return f"{text[:80]}… ({len(text)} characters)"
+
+
 def main() -> None:
     try:
         app()
     except _user_errors() as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
-        sys.exit(1)
+        _fail(str(exc))
+    except Exception as exc:
+        message = server_error(exc)
+        if message is None:
+            raise
+        _fail(message)
+
+
+def _fail(message: str) -> None:
+    message = _LONG_RUN.sub(_cut, message)
+    err_console.print(
+        f"[red]error:[/red] {escape(message)}", highlight=False, markup=True, soft_wrap=True
+    )
+    sys.exit(1)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -10,51 +9,69 @@ from typing import Any
 
 import typer
 
+from cli.inputs import parse_time, read_event
 from cli.output import CliError, console, err_console, print_json, print_table
+from pricing.errors import echo
 
 
 def _parse_usage(pairs: list[str], known: set[str]) -> dict[str, Decimal]:
+    """`METRIC=QUANTITY` pairs: a metric of the plan, a quantity an event stream could add up
+    to (not negative, below the ledger's bound)."""
+    from pricing.events import MAX_QUANTITY
     from pricing.money import to_decimal
 
     usage: dict[str, Decimal] = {}
     for pair in pairs:
         metric, sep, raw = pair.partition("=")
         if not sep or not metric:
-            raise CliError(f"--usage {pair!r}: expected METRIC=QUANTITY")
+            raise CliError(f"--usage: expected METRIC=QUANTITY, got {echo(pair)}")
         if metric not in known:
             raise CliError(
-                f"--usage {metric}: not a metric of this plan ({', '.join(sorted(known))})"
+                f"--usage {echo(metric)}: not a metric of this plan ({', '.join(sorted(known))})"
             )
-        usage[metric] = to_decimal(raw, field=f"--usage {metric}")
+        quantity = to_decimal(raw, field=f"--usage {metric}")
+        if quantity < 0:
+            raise CliError(f"--usage {metric}: must not be negative, got {echo(raw)}")
+        if quantity >= MAX_QUANTITY:
+            raise CliError(f"--usage {metric}: must be less than 10^18, got {echo(raw)}")
+        usage[metric] = quantity
     return usage
 
 
-def _parse_timestamp(raw: str, option: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise CliError(f"{option}: not an RFC 3339 timestamp: {raw!r}") from exc
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+def _parse_period(start: str | None, end: str | None) -> Any:
+    """The `--period-start/--period-end` pair, checked whether or not events use it."""
+    from pricing.periods import Period
+
+    if start is None and end is None:
+        return None
+    if start is None or end is None:
+        given, missing = (
+            ("--period-start", "--period-end")
+            if end is None
+            else ("--period-end", "--period-start")
+        )
+        raise CliError(f"{missing}: required with {given}")
+    first, last = parse_time(start, "--period-start"), parse_time(end, "--period-end")
+    assert first is not None and last is not None
+    if last <= first:
+        raise CliError(
+            f"--period-end: must be after --period-start ({first.isoformat()}), "
+            f"got {last.isoformat()}"
+        )
+    return Period(first, last)
 
 
 def read_events(path: Path) -> list[Any]:
-    """Events from a JSON Lines file; an event without id, customer or time gets a default."""
-    from pydantic import ValidationError
-
-    from pricing.events import UsageEvent
-
+    """Events from a JSON Lines file, under the event contract; an event without id, customer
+    or time gets a default (a line number, "offline", now)."""
+    now = datetime.now(UTC)
     events = []
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            raw = json.loads(line)
-            raw.setdefault("event_id", f"line-{number}")
-            raw.setdefault("customer_id", "offline")
-            raw.setdefault("timestamp", datetime.now(UTC).isoformat())
-            events.append(UsageEvent.model_validate(raw))
-        except (json.JSONDecodeError, ValidationError, AttributeError) as exc:
-            raise CliError(f"{path}:{number}: invalid event: {exc}") from exc
+        defaults = {"event_id": f"line-{number}", "customer_id": "offline"}
+        _, event = read_event(line, f"{path}:{number}", now=now, defaults=defaults)
+        events.append(event)
     return events
 
 
@@ -68,21 +85,17 @@ def quote(
 ) -> None:
     """Price usage under a plan file: the invoice that usage would produce."""
     from pricing.charges.base import MetricUsage
-    from pricing.periods import Period, billing_period
+    from pricing.periods import billing_period
     from pricing.plans import load_plan
     from pricing.rating import rate, usage_from_events
 
     the_plan = load_plan(plan.read_text())
     quantities = _parse_usage(usage, set(the_plan.metrics))
+    period = _parse_period(period_start, period_end)
     metric_usage: dict[str, MetricUsage] = {}
     if events is not None:
         event_list = read_events(events)
-        if period_start and period_end:
-            period = Period(
-                _parse_timestamp(period_start, "--period-start"),
-                _parse_timestamp(period_end, "--period-end"),
-            )
-        else:
+        if period is None:
             first = min((e.timestamp for e in event_list), default=datetime.now(UTC))
             period = billing_period(first, interval=the_plan.interval)
         inside = [e for e in event_list if period.contains(e.timestamp)]

@@ -7,6 +7,8 @@ import sys
 
 import typer
 
+from cli.output import CliError
+
 
 def worker(
     processes: int = typer.Option(2, "--processes", "-p", help="Worker processes."),
@@ -14,6 +16,10 @@ def worker(
     queues: list[str] = typer.Option([], "--queue", "-Q", help="Only these queues."),
 ) -> None:
     """Run the workers: ingest batches, generate invoices, deliver notifications."""
+    if processes < 1:
+        raise CliError(f"--processes: must be at least 1, got {processes}")
+    if threads < 1:
+        raise CliError(f"--threads: must be at least 1, got {threads}")
     from storage.embedded import broker_url, database_url, redis_url
 
     # Start (or find) the embedded servers once here, so the worker processes share them.

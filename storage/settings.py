@@ -6,8 +6,10 @@ limit has exactly one name. Unset URLs mean "use the embedded servers" (see `sto
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -60,3 +62,20 @@ def get_settings() -> Settings:
 def reset_settings() -> None:
     """Forget the cached settings so the next `get_settings()` re-reads the environment."""
     get_settings.cache_clear()
+
+
+def display_url(url: str) -> str:
+    """`url` as messages and logs show it: without its password, whatever the form
+    (`postgresql://user:pw@host/db`, `?password=pw`, a libpq `password=pw` keyword string)."""
+    if "://" not in url:
+        return re.sub(r"\s*\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|\S*)", "", url).strip()
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}@{host}" if user else host
+    query = "&".join(
+        item for item in parts.query.split("&") if item and not item.lower().startswith("password=")
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
