@@ -17,6 +17,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cli.output import CliError, console, err_console, print_json
+from pricing.errors import echo
 
 app = typer.Typer(help="Billing periods: close one now.")
 
@@ -105,7 +106,7 @@ def close_period(
     from tasks import billing
 
     if period is not None and not re.fullmatch(r"\d{4}(-(0[1-9]|1[0-2]))?", period):
-        raise CliError(f"--period {period!r}: expected YYYY-MM (or YYYY)")
+        raise CliError(f"--period: expected YYYY-MM (or YYYY), got {echo(period)}")
     now = now or clock()
     selection = invoice_jobs.select_for_label(period, now)
     bounds = selection.earliest_and_latest()

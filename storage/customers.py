@@ -19,6 +19,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from pricing.errors import echo
 from pricing.periods import Period, billing_period
 from storage import db, ingest_locks, rerate
 from storage.catalog import CustomerContext, catalog, read_contexts
@@ -109,7 +110,7 @@ def get_customer(id: str, *, conn: db.Connection | None = None) -> Customer:
     """The customer `id`; NotFound if there is none."""
     found = get_customers([id], conn=conn)
     if id not in found:
-        raise NotFound(f"id: no customer {id!r}")
+        raise NotFound(f"id: no customer {echo(id)}")
     return found[id]
 
 
@@ -264,7 +265,7 @@ def _locked(conn: db.Connection, id: str) -> tuple[Customer, list[Subscription]]
         (id,),
     ).fetchone()
     if row is None:
-        raise NotFound(f"id: no customer {id!r}")
+        raise NotFound(f"id: no customer {echo(id)}")
     return Customer(**row), subscriptions(id, conn=conn)
 
 
@@ -323,7 +324,7 @@ def subscriptions(id: str, *, conn: db.Connection | None = None) -> list[Subscri
     with db.transaction(conn) as tx:
         cur = tx.cursor(row_factory=dict_row)
         if cur.execute("SELECT 1 FROM customers WHERE id = %s", (id,)).fetchone() is None:
-            raise NotFound(f"id: no customer {id!r}")
+            raise NotFound(f"id: no customer {echo(id)}")
         rows = cur.execute(
             "SELECT id, customer_id, plan_code, starts_at, ends_at, created_at"
             " FROM subscriptions WHERE customer_id = %s ORDER BY starts_at, id",
@@ -346,7 +347,7 @@ def subscription_at(
 def _check_id(id: str) -> None:
     if not isinstance(id, str) or not _ID_PATTERN.fullmatch(id):
         raise InvalidInput(
-            f"id: {id!r} is not a valid customer id (1-128 characters: letters, digits and"
+            f"id: {echo(id)} is not a valid customer id (1-128 characters: letters, digits and"
             " _ . : @ + -, starting with a letter or digit)"
         )
 
@@ -355,7 +356,7 @@ def _check_timezone(timezone: str) -> None:
     try:
         ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError, TypeError, OSError) as exc:
-        raise InvalidInput(f"timezone: {timezone!r} is not an IANA time zone") from exc
+        raise InvalidInput(f"timezone: {echo(timezone)} is not an IANA time zone") from exc
 
 
 def _check_anchor_day(anchor_day: int | None) -> None:
@@ -375,4 +376,4 @@ def _aware(field_name: str, value: datetime) -> datetime:
 
 def _check_plan_exists(conn: db.Connection, plan_code: str) -> None:
     if conn.execute("SELECT 1 FROM plans WHERE code = %s LIMIT 1", (plan_code,)).fetchone() is None:
-        raise InvalidInput(f"plan_code: unknown plan {plan_code!r}")
+        raise InvalidInput(f"plan_code: unknown plan {echo(plan_code)}")

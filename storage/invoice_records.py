@@ -15,6 +15,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from pricing.errors import echo
 from pricing.invoicing import (
     readable,
     version_key,
@@ -110,7 +111,7 @@ def get_invoice(invoice_id: str, *, conn: db.Connection | None = None) -> Invoic
     with db.transaction(conn) as tx:
         found = select_invoices(tx, "id = %s", (invoice_id,))
     if not found:
-        raise NotFound(f"invoice_id: no invoice {invoice_id!r}")
+        raise NotFound(f"invoice_id: no invoice {echo(invoice_id)}")
     return found[0]
 
 
@@ -138,7 +139,7 @@ def resolve_invoice_id(text: str) -> str:
                 " give more of the id"
             )
     if not rows:
-        raise NotFound(f"invoice_id: no invoice {text!r}")
+        raise NotFound(f"invoice_id: no invoice {echo(text)}")
     return str(rows[0][0])
 
 
@@ -190,7 +191,7 @@ def customer_context(customer_id: str, *, conn: db.Connection | None = None) -> 
     with db.transaction(conn) as tx:
         context = read_contexts(tx, [customer_id]).get(customer_id)
     if context is None:
-        raise NotFound(f"customer_id: no customer {customer_id!r}")
+        raise NotFound(f"customer_id: no customer {echo(customer_id)}")
     return context
 
 
@@ -204,7 +205,7 @@ def lock_customer(conn: db.Connection, customer_id: str) -> None:
 def locked_invoice(conn: db.Connection, invoice_id: str) -> Invoice:
     row = conn.execute("SELECT customer_id FROM invoices WHERE id = %s", (invoice_id,)).fetchone()
     if row is None:
-        raise NotFound(f"invoice_id: no invoice {invoice_id!r}")
+        raise NotFound(f"invoice_id: no invoice {echo(invoice_id)}")
     lock_customer(conn, row[0])
     return select_invoices(conn, "id = %s", (invoice_id,))[0]
 

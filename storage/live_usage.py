@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from pricing.aggregations import LEVEL_AGGREGATIONS, MetricState
+from pricing.errors import echo
 from pricing.invoicing import PricedSegment, compose, segment_days
 from pricing.metering import SegmentState, carried_levels, segment_usage
 from pricing.money import format_decimal, format_money
@@ -123,7 +124,7 @@ def current_usage(customer_id: str, at: datetime | None = None) -> UsageReport:
     at = at or datetime.now(UTC)
     context = catalog.customers({customer_id}).get(customer_id)
     if context is None:
-        raise NotFound(f"customer_id: no customer {customer_id!r}")
+        raise NotFound(f"customer_id: no customer {echo(customer_id)}")
     segment = catalog.segment(context, at)
     if segment is None:
         raise NotFound(f"customer {customer_id!r} has no plan at {at.isoformat()}")

@@ -12,6 +12,7 @@ from datetime import datetime
 
 from psycopg.types.json import Json
 
+from pricing.errors import echo
 from pricing.plans import Plan, load_plan, plan_content_hash, plan_to_dict
 from storage import db
 from storage.errors import NotFound
@@ -68,7 +69,7 @@ def get_plan(
             {"code": code, "version": version},
         ).fetchone()
     if row is None:
-        which = f"plan {code!r}" if version is None else f"plan {code!r} version {version}"
+        which = f"plan {echo(code)}" if version is None else f"plan {echo(code)} version {version}"
         raise NotFound(f"plan_code: no {which}")
     definition, stored_version = row
     return load_plan(definition), int(stored_version)
