@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -11,23 +12,25 @@ from cli.output import console, print_json, print_table
 app = typer.Typer(help="Plans: pricing as configuration.", no_args_is_help=True)
 
 
+def load_plan_file(path: Path) -> Any:
+    """The plan in `path`; a `PlanError` whose every field path starts with the file's."""
+    from pricing.plans import PlanError, load_plan
+
+    try:
+        return load_plan(path.read_text())
+    except PlanError as exc:
+        raise PlanError([(f"{path}: {p}" if p else str(path), r) for p, r in exc.errors]) from None
+
+
 @app.command("apply")
 def apply(
     files: list[Path] = typer.Argument(..., exists=True, dir_okay=False, help="Plan files."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Validate every file first, then store them: one bad file stores nothing."""
-    from pricing.plans import PlanError, load_plan
     from storage.plans import apply_plan
 
-    loaded = []
-    for path in files:
-        try:
-            loaded.append(load_plan(path.read_text()))
-        except PlanError as exc:
-            raise PlanError(
-                [(f"{path}: {p}" if p else str(path), r) for p, r in exc.errors]
-            ) from exc
+    loaded = [load_plan_file(path) for path in files]
     results = []
     for plan in loaded:
         version, created = apply_plan(plan)

@@ -11,6 +11,7 @@ import typer
 
 from cli.inputs import parse_time, read_event
 from cli.output import CliError, console, err_console, print_json, print_table
+from cli.plans import load_plan_file
 from pricing.errors import echo
 
 
@@ -86,10 +87,9 @@ def quote(
     """Price usage under a plan file: the invoice that usage would produce."""
     from pricing.charges.base import MetricUsage
     from pricing.periods import billing_period
-    from pricing.plans import load_plan
     from pricing.rating import rate, usage_from_events
 
-    the_plan = load_plan(plan.read_text())
+    the_plan = load_plan_file(plan)
     quantities = _parse_usage(usage, set(the_plan.metrics))
     period = _parse_period(period_start, period_end)
     metric_usage: dict[str, MetricUsage] = {}
