@@ -21,7 +21,7 @@ def usage(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Per metric: used, included, overage, estimated cost; and the estimated total."""
-    from cli.customers import parse_time
+    from cli.inputs import parse_time
     from storage.live_usage import current_usage
 
     document = current_usage(customer_id, parse_time(at, "--at")).to_json()

@@ -14,13 +14,15 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
 from cli.main import main
+from tasks import configure_recorder
+from tasks.broker import make_broker
 from tests.conftest import SessionServers
 from tests.metering.helpers import setup_customer
 
@@ -96,9 +98,13 @@ def write(tmp_path: Path, name: str, text: str) -> str:
 
 
 @pytest.fixture
-def customer(clean_state: None, test_servers: SessionServers) -> SessionServers:
-    setup_customer()  # cus_1 on the "live" plan (api_calls, storage, login, ...)
-    return test_servers
+def customer(clean_state: None, test_servers: SessionServers) -> Iterator[SessionServers]:
+    """cus_1 on the "live" plan (api_calls, storage, login, ...); events recorded in this
+    process go to a Redis broker on the session's Redis database, whose queue `queued` reads."""
+    setup_customer()
+    configure_recorder(broker=make_broker(test_servers.redis_url), flush_interval=0.01)
+    yield test_servers
+    configure_recorder()
 
 
 @pytest.mark.parametrize(
