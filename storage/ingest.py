@@ -328,5 +328,4 @@ def stats() -> dict[str, Any]:
 def refusals(raw_events: Sequence[Any], *, now: datetime | None = None) -> list[Rejection]:
     """Why ingest would reject these events now (an empty list: it would take them all), so a
     producer that can reach the database, such as `meter events send`, refuses them up front."""
-    _, rejections, _ = _classify(raw_events, now or datetime.now(UTC))
-    return rejections
+    return _classify(raw_events, now or datetime.now(UTC))[1]

@@ -173,7 +173,7 @@ def test_a_long_echoed_value_is_cut(customer: SessionServers, run: Meter) -> Non
     result = run("events", "send", "--customer", "cus_1", "--metric", "api_calls",
                    "--quantity", "9" * 5000)  # fmt: skip
     assert_refused(result, "error: --quantity: ")
-    assert "…" in result.stderr and len(result.stderr) < 300
+    assert "9" * 100 not in result.stderr and len(result.stderr) < 300
 
 
 def test_a_naive_time_is_refused_by_customers_create_and_change_plan(
