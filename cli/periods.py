@@ -112,12 +112,12 @@ def close_period(
     bounds = selection.earliest_and_latest()
     until = bounds[1].describe() if bounds else None
     if inline:
-        jobs, _ = invoice_jobs.open_jobs(selection.ended)
+        jobs, _ = invoice_jobs.open_jobs(selection.ended, now)
         job_ids = [job.id for job in jobs]
         todo = [job for job in jobs if job.status != "succeeded"]
         with _progress(progress) as bar:
             task = bar.add_task("invoices", total=len(jobs), completed=len(jobs) - len(todo))
-            billing.run_jobs_inline(todo, on_done=lambda _: bar.advance(task))
+            billing.run_jobs_inline(todo, on_done=lambda _: bar.advance(task), now=now)
     else:
         job_ids = billing.fan_out_keys(selection.ended, now)
         if wait:

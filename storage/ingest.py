@@ -167,7 +167,9 @@ def _ingest_once(batch_id: str, raw_events: Sequence[Any], now: datetime) -> Ing
         claimed = claim.fetchone()
         if claimed is None:
             return _stored_outcome(conn, batch_id)
-        inserted = ledger.insert_events(conn, batch_id, [event for event, _ in accepted])
+        inserted = ledger.insert_events(
+            conn, batch_id, [event for event, _ in accepted], received_at=now
+        )
         fresh = [(e, s) for e, s in accepted if (e.customer_id, e.event_id) in inserted]
         segment_deltas = build_deltas(fresh)
         rejected = _record_rejections(conn, batch_id, rejections, now)

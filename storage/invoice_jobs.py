@@ -26,7 +26,9 @@ from storage.errors import InvalidInput, NotFound
 from storage.invoices import billing_interval
 
 #: A job still pending, never attempted, whose message went out this long ago is sent again
-#: (its message was lost, or the close that created it died before sending it).
+#: (its message was lost, or the close that created it died before sending it). The stamps this
+#: is judged by (created, message sent, reset for a retry) come from the caller's clock, the
+#: same one `now` comes from, never from the database server's.
 ORPHAN_AFTER = timedelta(hours=1)
 
 _ERROR_LENGTH = 2000
@@ -37,8 +39,9 @@ _COLUMNS = sql.SQL(
 )
 
 _CREATE = """
-INSERT INTO invoice_jobs (customer_id, period_start, period_end, period_label)
-SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[], %s::text[])
+INSERT INTO invoice_jobs (customer_id, period_start, period_end, period_label, created_at,
+                          updated_at)
+SELECT *, %s, %s FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[], %s::text[])
 ON CONFLICT (customer_id, period_start) DO NOTHING
 RETURNING id
 """
@@ -231,11 +234,12 @@ def _labelled_period(context: CustomerContext, label: str | None, now: datetime)
 # --- the rows -----------------------------------------------------------------------------
 
 
-def open_jobs(keys: Sequence[JobKey]) -> tuple[list[Job], set[int]]:
-    """Create the jobs of `keys` that do not exist yet (as pending); return every job of
-    `keys` and the ids of those this call created (only these need a message)."""
+def open_jobs(keys: Sequence[JobKey], now: datetime | None = None) -> tuple[list[Job], set[int]]:
+    """Create the jobs of `keys` that do not exist yet (as pending, stamped `now`); return
+    every job of `keys` and the ids of those this call created (only these need a message)."""
     if not keys:
         return [], set()
+    now = now or datetime.now(UTC)
     arrays = (
         [k.customer_id for k in keys],
         [k.period_start for k in keys],
@@ -243,7 +247,7 @@ def open_jobs(keys: Sequence[JobKey]) -> tuple[list[Job], set[int]]:
         [k.period_label for k in keys],
     )
     with db.connection() as conn:
-        created = {row[0] for row in conn.execute(_CREATE, arrays)}
+        created = {row[0] for row in conn.execute(_CREATE, (now, now, *arrays))}
         jobs = _select(
             conn,
             "(customer_id, period_start) IN (SELECT * FROM unnest(%s::text[], %s::timestamptz[]))",
@@ -263,8 +267,8 @@ def orphaned_jobs(now: datetime | None = None) -> list[Job]:
         )
 
 
-def attach_messages(pairs: Iterable[tuple[int, str]]) -> None:
-    """Record the id of the message sent for each job."""
+def attach_messages(pairs: Iterable[tuple[int, str]], now: datetime | None = None) -> None:
+    """Record the id of the message sent (at `now`) for each job."""
     ids, messages = [], []
     for job_id, message_id in pairs:
         ids.append(job_id)
@@ -273,9 +277,9 @@ def attach_messages(pairs: Iterable[tuple[int, str]]) -> None:
         return
     with db.connection() as conn:
         conn.execute(
-            "UPDATE invoice_jobs j SET message_id = m.message_id, updated_at = now()"
+            "UPDATE invoice_jobs j SET message_id = m.message_id, updated_at = %s"
             " FROM unnest(%s::bigint[], %s::text[]) AS m(id, message_id) WHERE j.id = m.id",
-            (ids, messages),
+            (now or datetime.now(UTC), ids, messages),
         )
 
 
@@ -346,11 +350,15 @@ def failed_jobs() -> list[Job]:
         return _select(conn, "status = 'failed'", ())
 
 
-def reset_for_retry(ids: Sequence[int]) -> list[Job]:
-    """Mark jobs pending again before they are re-run (their attempts keep counting)."""
+def reset_for_retry(ids: Sequence[int], now: datetime | None = None) -> list[Job]:
+    """Mark jobs pending again (at `now`) before they are re-run (their attempts keep
+    counting)."""
     with db.connection() as conn:
         jobs = _select(
-            conn, "id = ANY(%s)", (list(ids),), update="status = 'pending', updated_at = now()"
+            conn,
+            "id = ANY(%s)",
+            (now or datetime.now(UTC), list(ids)),
+            update="status = 'pending', updated_at = %s",
         )
     _check_found(ids, jobs)
     return jobs

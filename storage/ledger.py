@@ -26,8 +26,8 @@ WITH input AS (
         %(quantity)b::numeric[], %(ts)b::timestamptz[], %(properties)b::text[]
     ) AS t(customer_id, event_id, metric, quantity, timestamp, properties)
 ), fresh AS (
-    INSERT INTO event_ids (customer_id, event_id, timestamp)
-    SELECT customer_id, event_id, timestamp FROM input
+    INSERT INTO event_ids (customer_id, event_id, timestamp, received_at)
+    SELECT customer_id, event_id, timestamp, %(received_at)s FROM input
     ON CONFLICT DO NOTHING
     RETURNING customer_id, event_id
 )
@@ -66,11 +66,17 @@ def ensure_months(events: Sequence[EventLike]) -> None:
 
 
 def insert_events(
-    conn: psycopg.Connection[Any], batch_id: str, events: Sequence[EventLike]
+    conn: psycopg.Connection[Any],
+    batch_id: str,
+    events: Sequence[EventLike],
+    *,
+    received_at: datetime | None = None,
 ) -> set[tuple[str, str]]:
     """Insert events not seen before; return the (customer_id, event_id) pairs inserted.
 
     `events` must not repeat a (customer_id, event_id) pair: the caller drops in-batch repeats.
+    `received_at` (default now) is the instant the accepted window was checked against; the
+    dedup index is pruned by it, so it comes from the same clock, not from the server's.
     """
     if not events:
         return set()
@@ -82,6 +88,7 @@ def insert_events(
         "ts": [e.timestamp for e in events],
         "properties": [json.dumps(e.properties) if e.properties else None for e in events],
         "batch_id": batch_id,
+        "received_at": received_at or datetime.now(UTC),
     }
     rows = conn.execute(_INSERT, params).fetchall()
     return {(row[0], row[1]) for row in rows}

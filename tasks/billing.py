@@ -40,10 +40,13 @@ def describe(exception: BaseException) -> str:
     return f"{type(exception).__name__}: {exception}"
 
 
-def run_invoice_job(customer_id: str, period_start: datetime) -> str:
+def run_invoice_job(
+    customer_id: str, period_start: datetime, *, now: datetime | None = None
+) -> str:
     """Generate one customer × period's invoice (or recompute its draft) and keep its job row
     current: an attempt counted first, the error of a failed attempt, and `succeeded` written
-    in the same transaction that stores the invoice. Returns the invoice id."""
+    in the same transaction that stores the invoice. Returns the invoice id. `now` (default:
+    the clock) decides whether the period has ended."""
     recorded: list[str] = []
 
     def succeed_with_invoice(conn: Connection, invoice_id: str) -> None:
@@ -54,7 +57,9 @@ def run_invoice_job(customer_id: str, period_start: datetime) -> str:
         if invoice_jobs.start_attempt(customer_id, period_start) is None:
             period = invoices.period_of(invoices.customer_context(customer_id), period_start)
             invoice_jobs.start_attempt(customer_id, period_start, period)
-        invoice = invoices.generate(customer_id, period_start, on_written=succeed_with_invoice)
+        invoice = invoices.generate(
+            customer_id, period_start, now=now, on_written=succeed_with_invoice
+        )
     except Exception as exc:
         invoice_jobs.record_error(customer_id, period_start, describe(exc))
         raise
@@ -65,9 +70,9 @@ def run_invoice_job(customer_id: str, period_start: datetime) -> str:
 
 def fan_out_period(period_label: str | None = None, now: datetime | None = None) -> list[int]:
     """One job (and message) per customer whose period with this label has ended at `now`
-    (None: each customer's last ended period); jobs that exist are not sent again unless
-    orphaned. A label that has ended for no customer yet raises `PeriodNotEnded`.
-    Returns the ids of every job of the close."""
+    (default: the clock; label None: each customer's last ended period); jobs that exist are
+    not sent again unless orphaned. A label that has ended for no customer yet raises
+    `PeriodNotEnded`. Returns the ids of every job of the close."""
     now = now or datetime.now(UTC)
     return fan_out_keys(invoice_jobs.keys_for_label(period_label, now), now)
 
@@ -76,19 +81,20 @@ def fan_out_keys(keys: Sequence[invoice_jobs.JobKey], now: datetime | None = Non
     """One job (and message) per customer × period; jobs that exist are not sent again
     unless orphaned. Returns the ids of every job."""
     now = now or datetime.now(UTC)
-    jobs, created = invoice_jobs.open_jobs(keys)
-    enqueue_jobs([job for job in jobs if job.id in created or job.is_orphan(now)])
+    jobs, created = invoice_jobs.open_jobs(keys, now)
+    enqueue_jobs([job for job in jobs if job.id in created or job.is_orphan(now)], now=now)
     return [job.id for job in jobs]
 
 
-def fan_out_due_periods() -> int:
-    """A job (and message) for every period that has ended since its customer started and has
-    none yet; orphaned jobs are sent again. Returns how many messages went out."""
-    now = datetime.now(UTC)
-    jobs, created = invoice_jobs.open_jobs(invoice_jobs.due_keys(now))
+def fan_out_due_periods(now: datetime | None = None) -> int:
+    """A job (and message) for every period that has ended by `now` (default: the clock) since
+    its customer started and has none yet; orphaned jobs are sent again. Returns how many
+    messages went out."""
+    now = now or datetime.now(UTC)
+    jobs, created = invoice_jobs.open_jobs(invoice_jobs.due_keys(now), now)
     to_send = {job.id: job for job in jobs if job.id in created}
     to_send.update({job.id: job for job in invoice_jobs.orphaned_jobs(now)})
-    enqueue_jobs(list(to_send.values()))
+    enqueue_jobs(list(to_send.values()), now=now)
     return len(to_send)
 
 
@@ -167,40 +173,50 @@ def request_invoice_refresh(customer_id: str, segment_start: datetime) -> None:
     refresh_invoices.send(customer_id, segment_start.isoformat())
 
 
-def enqueue_jobs(jobs: Sequence[Job]) -> None:
+def enqueue_jobs(jobs: Sequence[Job], *, now: datetime | None = None) -> None:
     """Send one `generate_invoice` per job, its message id recorded on the row first (a
     message lost before it is sent is found as an orphan and sent again)."""
     messages = [
         (job, generate_invoice.message(job.customer_id, job.period_start.isoformat()))
         for job in jobs
     ]
-    invoice_jobs.attach_messages((job.id, message.message_id) for job, message in messages)
+    invoice_jobs.attach_messages(
+        ((job.id, message.message_id) for job, message in messages), now or datetime.now(UTC)
+    )
     broker = generate_invoice.broker
     for _, message in messages:
         broker.enqueue(message)
 
 
-def run_jobs_inline(jobs: Iterable[Job], on_done: Callable[[Job], None] | None = None) -> None:
+def run_jobs_inline(
+    jobs: Iterable[Job],
+    on_done: Callable[[Job], None] | None = None,
+    *,
+    now: datetime | None = None,
+) -> None:
     """Run jobs in this process, one after the other, without a broker (the embedded demo,
     `--inline`): each gets one attempt; one that fails is marked failed."""
     for job in jobs:
         try:
-            run_invoice_job(job.customer_id, job.period_start)
+            run_invoice_job(job.customer_id, job.period_start, now=now)
         except Exception as exc:
             invoice_jobs.fail(job.customer_id, job.period_start, describe(exc))
         if on_done is not None:
             on_done(job)
 
 
-def retry_jobs(job_ids: Sequence[int] | None, *, inline: bool = False) -> list[Job]:
+def retry_jobs(
+    job_ids: Sequence[int] | None, *, inline: bool = False, now: datetime | None = None
+) -> list[Job]:
     """Run jobs again (None: every failed one). Regenerating an invoice that exists changes
     nothing, so a retry is always safe. Returns the jobs as they were re-queued."""
     ids = list(job_ids) if job_ids is not None else [job.id for job in invoice_jobs.failed_jobs()]
     if not ids:
         return []
-    jobs = invoice_jobs.reset_for_retry(ids)
+    now = now or datetime.now(UTC)
+    jobs = invoice_jobs.reset_for_retry(ids, now)
     if inline:
-        run_jobs_inline(jobs)
+        run_jobs_inline(jobs, now=now)
     else:
-        enqueue_jobs(jobs)
+        enqueue_jobs(jobs, now=now)
     return jobs

@@ -54,7 +54,10 @@ def ingest_events(batch: Any) -> None:
     if not isinstance(batch, dict) or not isinstance(batch.get("events"), list):
         record_failed_batch(batch, "malformed batch: expected {batch_id, events: [...]}")
         return
-    outcome = ingest_batch(batch_identity(batch), batch["events"])
+    # One instant for the whole message: the accepted window and "has this segment ended"
+    # are judged against the same now.
+    now = datetime.now(UTC)
+    outcome = ingest_batch(batch_identity(batch), batch["events"], now=now)
     if outcome.redelivered:
         touched = outcome.segments
         reload_segments(touched)
@@ -64,7 +67,6 @@ def ingest_events(batch: Any) -> None:
     mark_counters_applied(outcome.batch_id)
     # Late usage for a segment that has ended: its draft invoice is recomputed (a finalized
     # one is left alone; the next invoice carries an adjustment).
-    now = datetime.now(UTC)
     for customer_id, start, end in touched:
         if end <= now:
             request_invoice_refresh(customer_id, start)
