@@ -32,6 +32,9 @@ from storage.migrate import migrate
 from storage.redis_client import get_redis, reset_redis
 from storage.settings import Settings, get_settings, reset_settings
 
+# The hard-days job: `date_sensitive` tests also run with the clock pinned to each hard day.
+pytest_plugins = ["tests.hard_days"]
+
 # Hypothesis: a fixed budget per property (HYPOTHESIS_PROFILE=thorough for far more examples);
 # no deadlines or slowness checks, which a cold or shared machine would trip on.
 for _name, _examples in (("meterline", 150), ("thorough", 3000)):

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -47,6 +48,7 @@ def assert_rows_add_up(document: dict[str, Any]) -> None:
     assert D(document["subtotal"]) + D(document["tax"]) == D(document["estimated_total"])
 
 
+@pytest.mark.date_sensitive
 def test_usage_rows_add_up_to_the_estimated_total(clean_state: None) -> None:
     apply_plan(load_plan(PLAN))
     # started 60 days ago: before the current period, whatever today is, so nothing prorates

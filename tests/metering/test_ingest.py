@@ -10,9 +10,17 @@ from decimal import Decimal
 import pytest
 
 from storage import ingest, ledger
+from storage.catalog import catalog
 from storage.counters import segment_key
 from tasks.ingest import ingest_events
-from tests.metering.helpers import assert_consistent, batch, event, setup_customer
+from tests.metering.helpers import (
+    assert_consistent,
+    batch,
+    event,
+    in_previous_period,
+    period_start,
+    setup_customer,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -54,6 +62,7 @@ def test_the_same_event_in_two_batches_is_a_duplicate_not_an_error() -> None:
     assert ingest.stats()["duplicates"] == 1
 
 
+@pytest.mark.date_sensitive
 def test_a_resend_with_another_timestamp_is_still_a_duplicate() -> None:
     first = event(quantity=5, event_id="same-id")
     later = dict(first, timestamp=(datetime.now(UTC) - timedelta(days=3)).isoformat())
@@ -101,6 +110,7 @@ def test_counter_hash_carries_the_customer_hash_tag() -> None:
     assert segment_key("cus_1", datetime(2026, 11, 1, tzinfo=UTC)).startswith("ml:{cus_1}:")
 
 
+@pytest.mark.date_sensitive
 def test_rejected_events_are_recorded_with_their_reason(db) -> None:  # type: ignore[no-untyped-def]
     now = datetime.now(UTC)
     bad = [
@@ -145,15 +155,17 @@ def test_a_malformed_batch_is_kept_whole(db) -> None:  # type: ignore[no-untyped
     assert json.loads(payload) == {"no": "events"}
 
 
+@pytest.mark.date_sensitive
 def test_usage_in_an_earlier_month_goes_to_its_own_segment(
     invoice_refreshes: list[tuple[str, datetime]],
 ) -> None:
     now = datetime.now(UTC)
-    earlier = now - timedelta(days=33)
+    earlier = in_previous_period(now)
     ingest_events(batch([event(quantity=4, at=earlier), event(quantity=6)]))
     # Late usage for an ended period asks for its invoice to be refreshed; current usage not.
-    assert len(invoice_refreshes) == 1 and invoice_refreshes[0][0] == "cus_1"
-    assert invoice_refreshes[0][1] < now - timedelta(days=27)
+    segment = catalog.segment(catalog.customers({"cus_1"})["cus_1"], earlier)
+    assert segment is not None and segment.end == period_start(now)
+    assert invoice_refreshes == [("cus_1", segment.start)]
     assert assert_consistent()["api_calls"] == 6
     assert assert_consistent(at=earlier)["api_calls"] == 4
     assert ledger.count_events("cus_1", earlier - timedelta(days=1), now + timedelta(days=1)) == 2
@@ -182,6 +194,7 @@ def test_check_limit_reads_the_live_counters() -> None:
         check_limit("cus_1", "nope")
 
 
+@pytest.mark.date_sensitive
 def test_dedup_index_keeps_every_id_still_inside_the_accepted_window() -> None:
     now = datetime.now(UTC)
     old = event(quantity=1, at=now - timedelta(days=34), event_id="old")
@@ -193,6 +206,7 @@ def test_dedup_index_keeps_every_id_still_inside_the_accepted_window() -> None:
     assert ledger.prune_dedup_index(now + timedelta(days=37)) == 2  # out of any window
 
 
+@pytest.mark.date_sensitive
 def test_the_estimate_prorates_the_base_fee_like_the_invoice() -> None:
     from decimal import ROUND_HALF_UP
 

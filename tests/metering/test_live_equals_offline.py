@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -18,7 +19,10 @@ from storage import ledger
 from storage.redis_client import get_redis
 from tasks.ingest import ingest_events
 from tests.conftest import SessionServers, truncate_application_tables
+from tests.hard_days import PinnedClock
 from tests.metering.helpers import assert_consistent, batch, period_start, setup_customer
+
+pytestmark = pytest.mark.date_sensitive
 
 quantities = st.decimals(min_value=0, max_value=10_000, places=3, allow_nan=False)
 signed = st.decimals(min_value=-50, max_value=50, places=2, allow_nan=False)
@@ -82,19 +86,29 @@ def streams(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[list[int]], lis
     return events, chunks, deliveries
 
 
-@settings(
-    max_examples=25,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-@given(stream=streams())
+#: Examples on the real clock, and on each pinned hard day (ten of them: see tests/hard_days.py).
+EXAMPLES, EXAMPLES_PER_HARD_DAY = 25, 6
+
+
 def test_live_usage_equals_offline_pricing(
-    test_servers: SessionServers,
-    stream: tuple[list[dict[str, Any]], list[list[int]], list[int]],
+    test_servers: SessionServers, hard_day: PinnedClock | None
 ) -> None:
-    truncate_application_tables(test_servers.database_url)
-    get_redis().flushdb()
-    storage_db.clear_caches()
+    @settings(
+        max_examples=EXAMPLES if hard_day is None else EXAMPLES_PER_HARD_DAY,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    @given(stream=streams())
+    def check(stream: tuple[list[dict[str, Any]], list[list[int]], list[int]]) -> None:
+        truncate_application_tables(test_servers.database_url)
+        get_redis().flushdb()
+        storage_db.clear_caches()
+        check_stream(stream)
+
+    check()
+
+
+def check_stream(stream: tuple[list[dict[str, Any]], list[list[int]], list[int]]) -> None:
     setup_customer(starts_days_ago=90)
     now = datetime.now(UTC)
     boundary = period_start(now)

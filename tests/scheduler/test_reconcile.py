@@ -69,6 +69,7 @@ def corrupt_metric(redis: redis_lib.Redis, segment: Segment, metric: str, **chan
     redis.hset(key, mapping=mapping)
 
 
+@pytest.mark.date_sensitive
 def test_consistent_counters_are_checked_and_left_alone() -> None:
     report = reconcile()
     assert report.checked == 2  # the current segment and the previous one
@@ -120,6 +121,7 @@ def test_a_drifted_distinct_value_set_is_repaired(redis: redis_lib.Redis) -> Non
     assert current_usage("cus_1").metrics["seats"].used == 2
 
 
+@pytest.mark.date_sensitive
 def test_the_previous_segment_is_checked_too(redis: redis_lib.Redis) -> None:
     previous = segment_at(in_previous_period())
     corrupt_metric(redis, previous, "api_calls", total="6")
@@ -152,6 +154,7 @@ def test_check_only_reports_without_repairing(redis: redis_lib.Redis) -> None:
     assert live is not None and live.state.metrics["api_calls"].total == 1
 
 
+@pytest.mark.date_sensitive
 def test_counters_written_by_ingest_alone_are_not_drift(redis: redis_lib.Redis) -> None:
     """Never read by `meter usage`: what ingest left in Redis agrees with the rollups."""
     setup_customer("cus_2")
@@ -181,6 +184,7 @@ def test_a_rollup_that_differs_from_the_ledger_is_reported(db: psycopg.Connectio
     ]
 
 
+@pytest.mark.date_sensitive
 def test_ledger_rows_missing_from_the_rollups_are_reported(db: psycopg.Connection) -> None:
     at = datetime.now(UTC)  # in the current segment (a minute ago may not be, on the 1st)
     db.execute(
