@@ -19,7 +19,7 @@ from storage.ingest import ingest_batch, mark_counters_applied, record_failed_ba
 from storage.payloads import exact_json
 from tasks.billing import request_invoice_refresh
 from tasks.broker import INGEST_ACTOR, INGEST_QUEUE, get_broker
-from tasks.retry_log import summarised_failures
+from tasks.retry_log import last_error, summarised_failures
 
 log = logging.getLogger("meterline.ingest")
 get_broker()
@@ -78,4 +78,5 @@ def ingest_events(batch: Any) -> None:
 def ingest_failed(message_data: dict[str, Any], retry_info: dict[str, Any]) -> None:
     """Called when a batch ran out of retries: keep it whole, with its last error."""
     args = message_data.get("args") or [None]
-    record_failed_batch(args[0], str(retry_info.get("last_error") or "retries exhausted"))
+    error = retry_info.get("last_error") or last_error(message_data) or "retries exhausted"
+    record_failed_batch(args[0], str(error))

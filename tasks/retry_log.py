@@ -66,6 +66,17 @@ def summarised_failures(actor_fn: Callable[[Batch], None]) -> Callable[[Batch], 
     return run
 
 
+def last_error(message_data: dict[str, Any]) -> str | None:
+    """The error a message last failed with, from the traceback the Retries middleware keeps
+    in its options (its last line; for a batch, the `Retry` raised above, which carries it)."""
+    options = message_data.get("options")
+    trace = options.get("traceback") if isinstance(options, dict) else None
+    if not isinstance(trace, str) or not trace.strip():
+        return None
+    line = trace.strip().splitlines()[-1]
+    return line.removeprefix("dramatiq.errors.Retry: ")
+
+
 class BatchSummaries(logging.Filter):
     """Replace the arguments of ingest messages among a log record's arguments by a summary:
     Dramatiq's worker logs `Received message ingest_events({...})`, the actor itself

@@ -13,7 +13,7 @@ import pytest
 from dramatiq import Worker
 from dramatiq.brokers.stub import StubBroker
 
-from tasks.ingest import ingest_events
+from tasks.ingest import ingest_events, ingest_failed
 from tasks.retry_log import install_log_summaries
 
 SECRET = "alice@example.com"  # stands for any customer data inside a batch
@@ -71,6 +71,7 @@ def test_retries_log_the_batch_and_the_error_never_the_events(
     failing_ingest: list[str],
     worker_broker: tuple[StubBroker, list[Any]],
     caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     broker, exhausted = worker_broker
     caplog.set_level(logging.DEBUG)  # even Dramatiq's debug lines
@@ -92,4 +93,9 @@ def test_retries_log_the_batch_and_the_error_never_the_events(
         * 2
     )
     assert all(len(line) < 500 for line in logged)
+    # The batch is then kept whole with that error (not a bare "retries exhausted").
+    kept: list[tuple[Any, str]] = []
+    monkeypatch.setattr("tasks.ingest.record_failed_batch", lambda *args: kept.append(args))
+    ingest_failed.fn(exhausted[0], {"retries": 1, "max_retries": 1})
+    assert kept == [(a_batch(500), "OperationalError: server closed the connection unexpectedly")]
     assert not any(record.exc_info for record in caplog.records if record.levelno >= logging.ERROR)
