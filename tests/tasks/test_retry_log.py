@@ -34,7 +34,7 @@ def failing_ingest(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     to the write, which raises."""
     calls: list[str] = []
 
-    def refuse(batch_id: str, events: list[Any]) -> None:
+    def refuse(batch_id: str, events: list[Any], **_: Any) -> None:
         calls.append(batch_id)
         raise psycopg.OperationalError("server closed the connection unexpectedly")
 
