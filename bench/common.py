@@ -41,6 +41,7 @@ METERING_TABLES = (
     "usage_events",
     "event_ids",
     "ingest_batches",
+    "ingest_totals",
     "rejected_events",
     "failed_batches",
     "usage_periods",

@@ -24,6 +24,25 @@ from storage.counters import CounterDelta
 from storage.payloads import exact_json, storable_json, storable_text
 from storage.settings import get_settings
 
+# The batch's outcome on its claim, and the running totals (`meter ops stats`) in the same
+# statement: no extra round trip per batch. The totals row is this backend's own for the day
+# (see migration 0006), so concurrent workers never queue on it; a redelivered batch returns
+# before this, and a rolled-back one takes its totals with it.
+_RECORD_OUTCOME = """
+WITH batch AS (
+    UPDATE ingest_batches
+    SET accepted = %(accepted)s, duplicates = %(duplicates)s, rejected = %(rejected)s,
+        segments = %(segments)s
+    WHERE batch_id = %(batch_id)s
+    RETURNING received_at
+)
+INSERT INTO ingest_totals AS t (day, slot, accepted, duplicates)
+SELECT (received_at AT TIME ZONE 'UTC')::date, pg_backend_pid(), %(accepted)s, %(duplicates)s
+FROM batch
+ON CONFLICT (day, slot) DO UPDATE
+SET accepted = t.accepted + excluded.accepted, duplicates = t.duplicates + excluded.duplicates
+"""
+
 
 @dataclass
 class IngestOutcome:
@@ -180,20 +199,19 @@ def _ingest_once(batch_id: str, raw_events: Sequence[Any], now: datetime) -> Ing
             rejected=rejected,
         )
         conn.execute(
-            "UPDATE ingest_batches SET accepted = %s, duplicates = %s, rejected = %s,"
-            " segments = %s WHERE batch_id = %s",
-            (
-                outcome.accepted,
-                outcome.duplicates,
-                outcome.rejected_total,
-                Jsonb(
+            _RECORD_OUTCOME,
+            {
+                "accepted": outcome.accepted,
+                "duplicates": outcome.duplicates,
+                "rejected": outcome.rejected_total,
+                "segments": Jsonb(
                     [
                         [d.customer_id, d.start.isoformat(), d.end.isoformat()]
                         for d in segment_deltas
                     ]
                 ),
-                batch_id,
-            ),
+                "batch_id": batch_id,
+            },
         )
         # Last, so that the segments' row locks are held for as short a time as possible.
         versions = rollups.apply(conn, segment_deltas)
@@ -316,10 +334,13 @@ def mark_replayed(failed_id: int) -> None:
 
 
 def stats() -> dict[str, Any]:
-    """Ingest totals since the start: accepted, duplicates, rejected by reason."""
+    """Ingest totals since the start: accepted, duplicates, rejected by reason.
+
+    Accepted and duplicates come from the running totals (a row per day, plus today's per
+    backend), never from ingest_batches, which is pruned."""
     with db.connection() as conn:
         accepted, duplicates = conn.execute(
-            "SELECT coalesce(sum(accepted), 0), coalesce(sum(duplicates), 0) FROM ingest_batches"
+            "SELECT coalesce(sum(accepted), 0), coalesce(sum(duplicates), 0) FROM ingest_totals"
         ).fetchone() or (0, 0)
         rejected = dict(
             conn.execute("SELECT reason, count(*) FROM rejected_events GROUP BY reason").fetchall()

@@ -26,6 +26,7 @@ APPLICATION_TABLES = {
     "usage_rollup_uniques",
     "usage_daily",
     "ingest_batches",
+    "ingest_totals",
     "rejected_events",
     "invoices",
     "invoice_lines",
