@@ -8,7 +8,7 @@ its next run time recomputed from now, so a run due while the scheduler was down
   notification), never "close the period of date X";
 - the frequent jobs and the hourly close run once as soon as a scheduler becomes leader, so a
   scheduler that was down at month end closes the month the moment it is back, and the nightly
-  reconciliation runs at once when the last one finished more than a day ago;
+  reconciliation (pruning) runs at once when the last one finished (was due) more than a day ago;
 - `coalesce=True` with `misfire_grace_time=None`: runs missed while the process was stalled
   (suspended VM, long GC, slow broker) become exactly one late run, never zero; a late run of a
   "whatever is due" job is always right, and one is enough. `max_instances=1`.
@@ -50,6 +50,13 @@ def reconciliation_overdue(now: datetime) -> bool:
     return last is None or now - last > timedelta(hours=25)
 
 
+def pruning_overdue(now: datetime) -> bool:
+    """The ingest bookkeeping holds rows a night's pruning should have deleted."""
+    from storage.retention import pruning_overdue as overdue
+
+    return overdue(now)
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """One scheduled job: `actor` enqueued on `trigger`, and at leadership start when
@@ -86,6 +93,12 @@ JOBS: tuple[JobSpec, ...] = (
         "reconcile_counters",
         lambda: CronTrigger(hour=3, minute=30, timezone=UTC),
         catch_up=reconciliation_overdue,
+    ),
+    JobSpec(
+        "prune_ingest_history",
+        "prune_ingest_history",
+        lambda: CronTrigger(hour=4, minute=15, timezone=UTC),
+        catch_up=pruning_overdue,
     ),
 )
 

@@ -124,24 +124,3 @@ def events_between(customer_id: str, start: datetime, end: datetime) -> list[Usa
         )
         for r in rows
     ]
-
-
-def prune_dedup_index(now: datetime | None = None, *, past_days: int | None = None) -> int:
-    """Forget event ids too old to be accepted again: the dedup window is the accepted window.
-
-    An event stamped before `now - past_days` is rejected anyway, so its id can go. Rows are
-    picked by `received_at` (BRIN-indexed, cheap): an event received before the cutoff minus the
-    future allowance was stamped before the cutoff. A late event's id is kept until its
-    reception time passes the cutoff too, so nothing still acceptable is ever forgotten.
-    """
-    from datetime import timedelta
-
-    from storage.settings import get_settings
-
-    settings = get_settings()
-    now = now or datetime.now(UTC)
-    days = settings.METER_ACCEPT_PAST_DAYS if past_days is None else past_days
-    cutoff = now - timedelta(days=days + 1, seconds=settings.METER_ACCEPT_FUTURE_SECONDS)
-    with db.connection() as conn:
-        cur = conn.execute("DELETE FROM event_ids WHERE received_at < %s", (cutoff,))
-        return cur.rowcount

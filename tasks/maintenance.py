@@ -1,16 +1,20 @@
-"""Maintenance actors: the nightly reconciliation of Redis counters with the rollups.
+"""Maintenance actors: the nightly reconciliation of Redis counters with the rollups, and the
+nightly pruning of the ingest bookkeeping (dedup index, batch claims) past the accepted window.
 
-Thin on purpose: `storage.reconcile` does the checking and repairing; this actor runs it over
-every customer and says what it found. Drift is a warning (it was repaired); a rollup that
-disagrees with the ledger is an error, which reaches Sentry when it is configured.
+Thin on purpose: `storage.reconcile` does the checking and repairing, `storage.retention` the
+pruning; these actors run them and say what they found. Drift is a warning (it was repaired); a
+rollup that disagrees with the ledger is an error, which reaches Sentry when it is configured.
+Both are idempotent: a run again, or a missed night, changes nothing but how much there is to do.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 import dramatiq
 
+from storage import retention
 from storage.reconcile import reconcile
 from tasks.broker import get_broker
 
@@ -39,3 +43,16 @@ def reconcile_counters() -> None:
         )
     for mismatch in report.ledger_mismatches:
         log.error("reconciliation: rollup differs from the ledger: %s", mismatch)
+
+
+@dramatiq.actor(queue_name=MAINTENANCE_QUEUE, max_retries=3, time_limit=2 * 3600_000)
+def prune_ingest_history() -> None:
+    """Forget event ids and batch claims received before the accepted window (plus a margin)."""
+    report = retention.prune(datetime.now(UTC))
+    log.info(
+        "pruning before %s: %s event id(s), %s batch claim(s), %s totals row(s) folded",
+        report.cutoff.isoformat(),
+        report.event_ids,
+        report.ingest_batches,
+        report.totals_folded,
+    )

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from storage import ingest, ledger
+from storage import ingest, ledger, retention
 from storage.catalog import catalog
 from storage.counters import segment_key
 from tasks.ingest import ingest_events
@@ -199,11 +199,11 @@ def test_dedup_index_keeps_every_id_still_inside_the_accepted_window() -> None:
     now = datetime.now(UTC)
     old = event(quantity=1, at=now - timedelta(days=34), event_id="old")
     ingest_events(batch([old, event(quantity=1, event_id="new")]))
-    assert ledger.prune_dedup_index(now) == 0  # 34 days old: still resendable, still known
+    assert retention.prune_dedup_index(now) == 0  # 34 days old: still resendable, still known
     ingest_events(batch([old]))
     assert assert_consistent(at=now - timedelta(days=34))["api_calls"] == 1
-    assert ledger.prune_dedup_index(now + timedelta(days=36)) == 0  # received today: kept
-    assert ledger.prune_dedup_index(now + timedelta(days=37)) == 2  # out of any window
+    assert retention.prune_dedup_index(now + timedelta(days=36)) == 0  # received today: kept
+    assert retention.prune_dedup_index(now + timedelta(days=37)) == 2  # out of any window
 
 
 @pytest.mark.date_sensitive
