@@ -4,7 +4,8 @@ the drafts whose grace period is over, recompute a draft when late usage arrives
 Thin on purpose: storage decides what is due and what an invoice says; these actors move the
 work through the queue and keep each job row's status, attempts and last error current. The
 scheduler enqueues `close_due_periods` and `finalize_due_invoices` by name, hourly; the ingest
-actor calls `request_invoice_refresh` for usage whose segment has already ended.
+actor calls `request_invoice_refresh` for usage whose segment has already ended (coalesced: one
+refresh waits per customer × segment, see `storage.refresh_markers`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import dramatiq
 
-from storage import invoice_jobs, invoices
+from storage import invoice_jobs, invoices, refresh_markers
 from storage.db import Connection
 from storage.errors import InvalidInput, NotFound
 from storage.invoice_jobs import Job
@@ -165,12 +166,23 @@ def finalize_due_invoices() -> None:
 @dramatiq.actor(actor_name="refresh_invoices", queue_name=BILLING_QUEUE, max_retries=10)
 def refresh_invoices(customer_id: str, segment_start: str) -> None:
     """Recompute the draft that late usage in this segment affects, if there is one."""
-    invoices.refresh_after_late_usage(customer_id, datetime.fromisoformat(segment_start))
+    start = datetime.fromisoformat(segment_start)
+    # Before reading: usage committed from here on asks for (and gets) a refresh of its own.
+    refresh_markers.release(customer_id, start)
+    invoices.refresh_after_late_usage(customer_id, start)
 
 
-def request_invoice_refresh(customer_id: str, segment_start: datetime) -> None:
-    """For the ingest actor: usage was added to a segment that has ended."""
-    refresh_invoices.send(customer_id, segment_start.isoformat())
+def request_invoice_refresh(customer_id: str, segment_start: datetime) -> bool:
+    """For the ingest actor, after its commit: usage was added to a segment that has ended.
+    One refresh waits per customer × segment; True when this call queued it."""
+    if not refresh_markers.claim(customer_id, segment_start):
+        return False  # the refresh that is waiting has not read the rollups yet
+    try:
+        refresh_invoices.send(customer_id, segment_start.isoformat())
+    except BaseException:
+        refresh_markers.release(customer_id, segment_start)
+        raise
+    return True
 
 
 def enqueue_jobs(jobs: Sequence[Job], *, now: datetime | None = None) -> None:

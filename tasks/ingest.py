@@ -66,7 +66,8 @@ def ingest_events(batch: Any) -> None:
         apply_deltas(outcome.deltas)
     mark_counters_applied(outcome.batch_id)
     # Late usage for a segment that has ended: its draft invoice is recomputed (a finalized
-    # one is left alone; the next invoice carries an adjustment).
+    # one is left alone; the next invoice carries an adjustment). One refresh waits per
+    # customer × segment, however many batches ask for it.
     for customer_id, start, end in touched:
         if end <= now:
             request_invoice_refresh(customer_id, start)
