@@ -52,6 +52,7 @@ ops_app.command("reconcile")(reconcile.reconcile)
 ops_app.command("failed")(ops.failed)
 ops_app.command("retry")(ops.retry)
 ops_app.command("replay-failed")(replay.replay_failed)
+ops_app.command("rejected")(ops.rejected)
 app.add_typer(ops_app, name="ops")
 
 

@@ -1,5 +1,6 @@
 """`meter ops failed` / `meter ops retry`: invoice jobs whose retries ran out, with their
-errors, and running them again safely (regenerating an invoice that exists changes nothing)."""
+errors, and running them again safely (regenerating an invoice that exists changes nothing).
+`meter ops rejected`: the events ingest refused, with the reason and the field at fault."""
 
 from __future__ import annotations
 
@@ -56,3 +57,36 @@ def retry(
     console.print(f"{verb} {len(jobs)} invoice job(s)")
     for job in jobs:
         console.print(f"  job {job.id} {job.customer_id} {job.period_label}: {job.status}")
+
+
+@app.command("rejected")
+def rejected(
+    reason: str = typer.Option(None, "--reason", help="Only this reason (e.g. unknown_metric)."),
+    customer: str = typer.Option(None, "--customer", help="Only this customer's events."),
+    limit: int = typer.Option(50, "--limit", min=1, help="At most this many, newest first."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Rejected events, newest first: reason, detail, customer, metric, event id, time."""
+    from storage.rejections import list_rejected
+
+    found = list_rejected(reason=reason, customer_id=customer, limit=limit)
+    if as_json:
+        print_json([r.to_json() for r in found])
+        return
+    print_table(
+        f"Rejected events ({len(found)}, newest first)",
+        ["received", "reason", "customer", "metric", "event id", "detail"],
+        [
+            (
+                f"{r.received_at:%Y-%m-%d %H:%M:%S}",
+                r.reason,
+                r.customer_id,
+                r.metric,
+                r.event_id,
+                r.detail,
+            )
+            for r in found
+        ],
+    )
+    if len(found) == limit:
+        console.print(f"(showing the latest {limit}; --limit shows more)")
