@@ -26,7 +26,7 @@ from storage.settings import get_settings
 
 # The batch's outcome on its claim, and the running totals (`meter ops stats`) in the same
 # statement: no extra round trip per batch. The totals row is this backend's own for the day
-# (see migration 0006), so concurrent workers never queue on it; a redelivered batch returns
+# (see migration 0007), so concurrent workers never queue on it; a redelivered batch returns
 # before this, and a rolled-back one takes its totals with it.
 _RECORD_OUTCOME = """
 WITH batch AS (

@@ -210,7 +210,7 @@ def test_the_migration_carries_the_totals_of_existing_batches(scratch_database: 
         migrations = read_migrations(str(MIGRATIONS_DIR))
         with backend.lock():
             backend.apply_migrations(
-                backend.to_apply(migrations.filter(lambda m: m.id < "0006_ingest_totals"))
+                backend.to_apply(migrations.filter(lambda m: m.id < "0007_ingest_totals"))
             )
     finally:
         backend.connection.close()
@@ -220,7 +220,7 @@ def test_the_migration_carries_the_totals_of_existing_batches(scratch_database: 
             " ('a', '2026-03-01 23:00+00', 10, 1), ('b', '2026-03-02 01:00+02', 20, 0),"
             " ('c', '2026-03-02 12:00+00', 5, 4)"
         )
-        assert "0006_ingest_totals" in migrate(scratch_database)
+        assert "0007_ingest_totals" in migrate(scratch_database)
         totals = conn.execute(
             "SELECT day, slot, accepted, duplicates FROM ingest_totals ORDER BY day"
         ).fetchall()

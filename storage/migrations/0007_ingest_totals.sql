@@ -5,7 +5,7 @@
 -- transaction (pg_backend_pid()): a backend runs one transaction at a time, so concurrent
 -- workers never wait on each other's totals row. The nightly pruning folds the slots of a past
 -- day into slot 0 (no backend has pid 0), leaving one row per day.
--- depends: 0005_plan_order
+-- depends: 0006_failed_batches_text
 
 CREATE TABLE ingest_totals (
     day        date    NOT NULL,
