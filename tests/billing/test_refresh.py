@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from dramatiq import Retry
 from dramatiq.brokers.stub import StubBroker
 
 from pricing.periods import Period, billing_period
@@ -100,7 +101,7 @@ def test_a_refresh_that_could_not_be_sent_is_asked_for_again_by_the_redelivery(
         raise ConnectionError("broker unreachable")
 
     monkeypatch.setattr(billing.refresh_invoices, "send", broker_down)
-    with pytest.raises(ConnectionError):
+    with pytest.raises(Retry, match="broker unreachable"):
         ingest_events(message)  # committed; Dramatiq will redeliver the batch
     monkeypatch.setattr(billing.refresh_invoices, "send", real_send)
     ingest_events(message)
