@@ -18,7 +18,7 @@ from tasks.broker import BILLING_QUEUE
 from tasks.ingest import ingest_events
 from tests.billing.helpers import customer, deliver, event
 
-pytestmark = pytest.mark.usefixtures("plans")
+pytestmark = [pytest.mark.usefixtures("plans"), pytest.mark.date_sensitive]
 
 _batches = itertools.count()
 
