@@ -156,6 +156,30 @@ def test_a_malformed_batch_is_kept_whole(db) -> None:  # type: ignore[no-untyped
 
 
 @pytest.mark.date_sensitive
+def test_the_accepted_window_is_35_days_back_and_5_minutes_ahead_of_now(db) -> None:  # type: ignore[no-untyped-def]
+    """Judged against the ingest's own now. Thirty-five days back is always an earlier period
+    (two back, after a short month); five minutes ahead may be the next one (31 December,
+    23:59:59)."""
+    now = datetime.now(UTC)
+    margin = timedelta(minutes=1)  # the actor reads the clock a moment after this test
+    oldest, newest = now - timedelta(days=35) + margin, now + timedelta(minutes=5) - margin
+    ingest_events(
+        batch(
+            [
+                event(quantity=1, at=oldest),
+                event(quantity=10, at=newest),
+                event(quantity=100, at=oldest - 2 * margin),
+                event(quantity=1000, at=newest + 2 * margin),
+            ]
+        )
+    )
+    reasons = [r[0] for r in db.execute("SELECT reason FROM rejected_events").fetchall()]
+    assert reasons == ["timestamp_out_of_window"] * 2
+    assert assert_consistent(at=oldest)["api_calls"] == 1
+    assert assert_consistent(at=newest)["api_calls"] == 10
+
+
+@pytest.mark.date_sensitive
 def test_usage_in_an_earlier_month_goes_to_its_own_segment(
     invoice_refreshes: list[tuple[str, datetime]],
 ) -> None:
