@@ -18,7 +18,9 @@ def scheduler(
     """Run the scheduler: one leader (PostgreSQL advisory lock) enqueues period closes, invoice
     finalization, notification delivery and the nightly reconciliation; others wait."""
     from scheduler.process import run
+    from tasks import runtime
 
+    runtime.start()  # the scheduler's start-up: every job it fires goes to this broker
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     run(poll_interval=poll_interval)

@@ -21,10 +21,9 @@ from storage import invoice_jobs, invoices, refresh_markers
 from storage.db import Connection
 from storage.errors import InvalidInput, NotFound
 from storage.invoice_jobs import Job
-from tasks.broker import BILLING_QUEUE, get_broker
+from tasks.broker import BILLING_QUEUE
 
 log = logging.getLogger("meterline.billing")
-get_broker()
 
 GENERATE_MAX_RETRIES = 5
 #: Errors that another attempt cannot fix (no such customer, a period that has not ended).

@@ -5,6 +5,11 @@ and on the queue and actor names, so they are defined once, here. The URL comes 
 settings: `BROKER_URL` when set (RabbitMQ or a Redis distinct from the counters' one), else the
 Redis URL, else an embedded Redis started from its wheel, so a fresh checkout runs with no
 configuration.
+
+Importing an actor module connects to nothing: Dramatiq binds an actor to the global broker
+when its decorator runs, so until a process installs its broker (`install`, called by
+`tasks.runtime.start` in workers, the scheduler and the CLI) the actors wait on an in-memory
+placeholder, and `install` moves every one of them onto the real broker.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ from __future__ import annotations
 import threading
 
 import dramatiq
+import dramatiq.broker
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.stub import StubBroker
 
 from storage.embedded import broker_url
 from tasks.encoding import MessageEncoder
@@ -24,8 +31,13 @@ BILLING_QUEUE = "billing"
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 _AMQP_SCHEMES = ("amqp://", "amqps://")
 
-_lock = threading.Lock()
+_lock = threading.RLock()
 _broker: dramatiq.Broker | None = None
+
+# Where actors declared at import wait for `install` (in memory: holds no connection).
+_PLACEHOLDER = StubBroker()
+if dramatiq.broker.global_broker is None:
+    dramatiq.set_broker(_PLACEHOLDER)
 
 
 def make_broker(url: str | None = None) -> dramatiq.Broker:
@@ -56,11 +68,27 @@ def make_broker(url: str | None = None) -> dramatiq.Broker:
     raise ValueError(f"broker URL: unsupported scheme {scheme!r} (expected redis or amqp)")
 
 
-def get_broker() -> dramatiq.Broker:
-    """The process's broker: created on first call and installed as Dramatiq's global broker."""
+def install(broker: dramatiq.Broker) -> dramatiq.Broker:
+    """Make `broker` the process's broker and Dramatiq's global one, and move every actor
+    declared so far (on the placeholder or on a previously installed broker) onto it."""
     global _broker
     with _lock:
+        previous = (_PLACEHOLDER, dramatiq.broker.global_broker, _broker)
+        dramatiq.set_broker(broker)
+        _broker = broker
+        for source in {id(b): b for b in previous if b is not None and b is not broker}.values():
+            for actor in list(source.actors.values()):
+                actor.broker = broker
+                broker.declare_actor(actor)
+        return broker
+
+
+def get_broker() -> dramatiq.Broker:
+    """The installed broker; the first call in a process that installed none installs the
+    configured one. That lazy path is the producer's entry: a web app that only records usage
+    never calls `tasks.runtime.start`, and its first send resolves the broker from the
+    settings (see `storage.embedded.broker_url`)."""
+    with _lock:
         if _broker is None:
-            _broker = make_broker()
-            dramatiq.set_broker(_broker)
+            return install(make_broker())
         return _broker

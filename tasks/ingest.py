@@ -18,11 +18,10 @@ from storage.counters import apply_deltas, reload_segments
 from storage.ingest import ingest_batch, mark_counters_applied, record_failed_batch
 from storage.payloads import exact_json
 from tasks.billing import request_invoice_refresh
-from tasks.broker import INGEST_ACTOR, INGEST_QUEUE, get_broker
+from tasks.broker import INGEST_ACTOR, INGEST_QUEUE
 from tasks.retry_log import last_error, summarised_failures
 
 log = logging.getLogger("meterline.ingest")
-get_broker()
 
 
 def batch_identity(batch: dict[str, Any]) -> str:

@@ -16,10 +16,8 @@ import dramatiq
 
 from storage import retention
 from storage.reconcile import reconcile
-from tasks.broker import get_broker
 
 log = logging.getLogger("meterline.maintenance")
-get_broker()
 
 MAINTENANCE_QUEUE = "maintenance"
 

@@ -27,10 +27,8 @@ import dramatiq
 
 from storage import outbox
 from storage.settings import get_settings
-from tasks.broker import get_broker
 
 log = logging.getLogger("meterline.notify")
-get_broker()
 
 NOTIFY_QUEUE = "notifications"
 SIGNATURE_HEADER = "X-Meter-Signature"

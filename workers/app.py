@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 
 from storage.settings import get_settings
-from tasks.broker import get_broker
+from tasks import runtime
 
-broker = get_broker()
+broker = runtime.start()  # the worker's start-up: this module is its entry point
 
 if get_settings().SENTRY_DSN:
     import sentry_sdk

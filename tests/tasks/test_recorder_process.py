@@ -101,7 +101,8 @@ def test_events_buffered_at_interpreter_exit_are_sent(
 
 @pytest.fixture
 def fresh_broker_setup(monkeypatch: pytest.MonkeyPatch, redis_url: str) -> Iterator[None]:
-    """get_broker() and the settings start from scratch; Dramatiq's global broker is restored."""
+    """get_broker() and the settings start from scratch; Dramatiq's global broker, and the
+    actors on it, are restored."""
     previous = dramatiq.broker.global_broker
     monkeypatch.setattr(broker_module, "_broker", None)
     monkeypatch.delenv("BROKER_URL", raising=False)
@@ -109,7 +110,8 @@ def fresh_broker_setup(monkeypatch: pytest.MonkeyPatch, redis_url: str) -> Itera
     reset_settings()
     yield
     reset_settings()
-    dramatiq.broker.global_broker = previous
+    assert previous is not None
+    broker_module.install(previous)  # moves the actors back from the broker the test made
 
 
 def test_get_broker_uses_the_redis_url_and_becomes_dramatiqs_broker(
