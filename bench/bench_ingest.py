@@ -336,7 +336,8 @@ def _wait_for_ingest(
 
 def check_exact(sent: Sent, events: int) -> bool:
     """Ledger = rollups = counters = sent, per metric: prints the table, returns the verdict."""
-    from storage import counters, db
+    from storage import db
+    from storage.usage import counters
 
     with db.connection() as conn:
         ledger = {

@@ -9,12 +9,12 @@ Asia/Tokyo). Their usage goes in through `storage.ingest.ingest_batch`, the inge
 path (ledger, rollups), with `now` set to a minute after that month ended, as if it had arrived
 on time: eight events per customer on the 5th-25th.
 
-Baseline: `storage.invoices.generate` for the first --baseline customers, sequentially, in this
-process; those invoices are then deleted (their totals kept to compare). Fan-out: workers start
-(`python -m dramatiq workers.app --processes P --threads T --queues billing`) and are waited
+Baseline: `services.invoice_lifecycle.generate` for the first --baseline customers, sequentially,
+in this process; those invoices are then deleted (their totals kept to compare). Fan-out: workers
+start (`python -m dramatiq workers.app --processes P --threads T --queues billing`) and are waited
 for; the clock starts, `fan_out_period(label)` (the `close_period` actor's body) runs here (job
-rows, one message per customer) and the clock stops when all N invoices exist. Checked after:
-N invoices, N succeeded jobs, no duplicate, and the baseline customers' totals equal to the
+rows, one message per customer) and the clock stops when all N invoices exist. Checked after: N
+invoices, N succeeded jobs, no duplicate, and the baseline customers' totals equal to the
 sequential ones.
 
     .venv/bin/python -m bench.bench_invoices [--customers 10000] [--baseline 1000]
@@ -111,8 +111,8 @@ def setup(count: int) -> str:
     from pricing.periods import billing_period
     from pricing.plans import load_plan
     from storage import db
+    from storage.catalog.plans import apply_plan
     from storage.ingest import ingest_batch
-    from storage.plans import apply_plan
 
     apply_plan(load_plan(PLAN))
     now = datetime.now(UTC)
@@ -164,7 +164,9 @@ def _event(
 
 def sequential(count: int, label: str) -> tuple[float, dict[str, str]]:
     """Generate `count` invoices one after the other here; (seconds, totals by customer)."""
-    from storage import db, invoice_jobs, invoices
+    from services import invoice_lifecycle as invoices
+    from storage import db
+    from storage.invoices import jobs as invoice_jobs
 
     keys = invoice_jobs.keys_for_label(label)[:count]  # each customer's period, in its zone
     started = time.perf_counter()

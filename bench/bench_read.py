@@ -1,12 +1,12 @@
 """Read latency of a customer's current usage and estimated bill: the Redis counters priced in
-process (`storage.live_usage.current_usage`) against the SQL aggregate over the ledger that a
+process (`services.usage.current_usage`) against the SQL aggregate over the ledger that a
 design without counters runs per request, in the same run, for one customer with N events in
 its current billing period.
 
     .venv/bin/python -m bench.bench_read [--events N] [--calls 2000] [--sql-calls 30]
 
 The events go through the ingest functions themselves (`storage.ingest.ingest_batch` and
-`storage.counters.apply_deltas`, 5,000 per transaction), so ledger, rollups and counters are
+`storage.usage.counters.apply_deltas`, 5,000 per transaction), so ledger, rollups and counters are
 consistent the way workers leave them. Both reads must give the same answer (checked), and the
 cold read (after FLUSHDB: the counters are rebuilt from the rollups) is timed once.
 """
@@ -35,8 +35,8 @@ WHERE customer_id = %s AND timestamp >= %s AND timestamp < %s GROUP BY metric
 
 def load_events(customer_id: str, events: int, start: datetime, end: datetime) -> None:
     """`events` events spread over [start, end), through the ingest functions."""
-    from storage.counters import apply_deltas
     from storage.ingest import ingest_batch, mark_counters_applied
+    from storage.usage.counters import apply_deltas
 
     rng = random.Random(7)
     span_us = int((end - start).total_seconds() * 1_000_000)
@@ -74,7 +74,7 @@ def usage_from_ledger(customer_id: str) -> tuple[int, Any]:
     from pricing.charges.base import MetricUsage
     from pricing.rating import rate
     from storage import db
-    from storage.catalog import catalog
+    from storage.catalog.cache import catalog
 
     context = catalog.customers({customer_id})[customer_id]
     segment = catalog.segment(context, datetime.now(UTC))
@@ -122,7 +122,7 @@ def agrees(report: Any, quote: Any) -> bool:
 
 def measure_reads(customer: str, calls: int, sql_calls: int) -> bool:
     """Time both reads, then the cold one; True when every answer agrees with the ledger."""
-    from storage.live_usage import current_usage
+    from services.usage import current_usage
     from storage.redis_client import get_redis
 
     events, quote = usage_from_ledger(customer)
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
 
     servers = common.use_bench_servers()
     try:
-        from storage.live_usage import current_usage
+        from services.usage import current_usage
 
         print(f"machine: {common.machine_line()}")
         (customer,) = common.setup_api_customers(1)

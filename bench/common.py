@@ -116,8 +116,8 @@ def setup_api_customers(count: int) -> list[str]:
     """Store the example API plan and `count` customers on it (billed from 60 days ago)."""
     from pricing.plans import load_plan
     from storage import db
-    from storage.customers import create_customer
-    from storage.plans import apply_plan
+    from storage.catalog.customers import create_customer
+    from storage.catalog.plans import apply_plan
 
     apply_plan(load_plan(API_PLAN.read_text()))
     ids = [f"cus_{i:05d}" for i in range(count)]

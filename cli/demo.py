@@ -37,11 +37,11 @@ def demo(
 
     import tasks.ingest  # noqa: F401  (declares the ingest actor on the broker)
     from pricing.plans import load_plan
-    from storage.customers import create_customer, get_customer
+    from services.usage import current_usage
+    from storage.catalog.customers import create_customer, get_customer
+    from storage.catalog.plans import apply_plan
     from storage.errors import NotFound
     from storage.ingest import stats
-    from storage.live_usage import current_usage
-    from storage.plans import apply_plan
     from tasks import configure_recorder
     from tasks.broker import INGEST_QUEUE, get_broker
 
@@ -100,7 +100,7 @@ def _close_and_show(label: str) -> None:
     from cli.invoices import _print_invoice, render_html
     from cli.output import print_table
     from cli.periods import close_period
-    from storage.invoices import list_invoices
+    from services.invoice_lifecycle import list_invoices
     from storage.settings import get_settings
 
     summary = close_period(label, inline=True)

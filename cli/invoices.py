@@ -29,7 +29,7 @@ def list_invoices(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Invoices, oldest period first."""
-    from storage.invoices import list_invoices as find
+    from services.invoice_lifecycle import list_invoices as find
 
     found = find(customer_id=customer, period_label=period, status=status)
     if as_json:
@@ -61,9 +61,9 @@ def show(
     html: Path | None = typer.Option(None, "--html", help="Also write it as an HTML document."),
 ) -> None:
     """One invoice: its lines with tiers, totals and status."""
-    from storage.customers import get_customer
+    from services.invoice_lifecycle import get_invoice, resolve_invoice_id
+    from storage.catalog.customers import get_customer
     from storage.errors import NotFound
-    from storage.invoices import get_invoice, resolve_invoice_id
 
     invoice = get_invoice(resolve_invoice_id(invoice_id))
     document = invoice.to_json()
@@ -87,8 +87,8 @@ def finalize(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Finalize a draft now (before its grace period ends): it gets the next number."""
-    from storage.invoices import finalize as do
-    from storage.invoices import resolve_invoice_id
+    from services.invoice_lifecycle import finalize as do
+    from services.invoice_lifecycle import resolve_invoice_id
 
     _done(do(resolve_invoice_id(invoice_id)).to_json(), as_json)
 
@@ -99,8 +99,8 @@ def mark_paid(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Record that a finalized invoice has been paid."""
-    from storage.invoices import mark_paid as do
-    from storage.invoices import resolve_invoice_id
+    from services.invoice_lifecycle import mark_paid as do
+    from services.invoice_lifecycle import resolve_invoice_id
 
     _done(do(resolve_invoice_id(invoice_id)).to_json(), as_json)
 
@@ -111,8 +111,8 @@ def void(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Cancel a draft or finalized invoice (it keeps its number); see `reissue`."""
-    from storage.invoices import resolve_invoice_id
-    from storage.invoices import void as do
+    from services.invoice_lifecycle import resolve_invoice_id
+    from services.invoice_lifecycle import void as do
 
     _done(do(resolve_invoice_id(invoice_id)).to_json(), as_json)
 
@@ -123,8 +123,8 @@ def reissue(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Issue a new invoice for the period of a void one, from the current rollups."""
-    from storage.invoices import reissue as do
-    from storage.invoices import resolve_invoice_id
+    from services.invoice_lifecycle import reissue as do
+    from services.invoice_lifecycle import resolve_invoice_id
 
     _done(do(resolve_invoice_id(invoice_id)).to_json(), as_json)
 

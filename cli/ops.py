@@ -19,7 +19,7 @@ def _group() -> None:
 @app.command("failed")
 def failed(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Invoice jobs that failed, with their last error."""
-    from storage.invoice_jobs import failed_jobs
+    from storage.invoices.jobs import failed_jobs
 
     jobs = failed_jobs()
     if as_json:
@@ -42,7 +42,7 @@ def retry(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Re-enqueue invoice jobs (or run them with --inline)."""
-    from storage.invoice_jobs import get_jobs
+    from storage.invoices.jobs import get_jobs
     from tasks.billing import retry_jobs
 
     if bool(job_ids) == all_failed:
@@ -67,7 +67,7 @@ def rejected(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Rejected events, newest first: reason, detail, customer, metric, event id, time."""
-    from storage.rejections import list_rejected
+    from storage.ledger.rejections import list_rejected
 
     found = list_rejected(reason=reason, customer_id=customer, limit=limit)
     if as_json:

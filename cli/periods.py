@@ -102,7 +102,7 @@ def close_period(
     the jobs in this process; `wait` polls the job rows until the workers are done. A period
     that has ended for none of its customers yet is refused, saying when it ends; one that
     has ended for some is closed for those. For `meter demo` too."""
-    from storage import invoice_jobs
+    from storage.invoices import jobs as invoice_jobs
     from tasks import billing
 
     if period is not None and not re.fullmatch(r"\d{4}(-(0[1-9]|1[0-2]))?", period):
@@ -130,7 +130,7 @@ def close_period(
 
 
 def _wait(job_ids: list[int], timeout: float, progress: bool) -> None:
-    from storage import invoice_jobs
+    from storage.invoices import jobs as invoice_jobs
 
     deadline = time.monotonic() + timeout
     with _progress(progress) as bar:

@@ -28,7 +28,7 @@ def apply(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Validate every file first, then store them: one bad file stores nothing."""
-    from storage.plans import apply_plan
+    from storage.catalog.plans import apply_plan
 
     loaded = [load_plan_file(path) for path in files]
     results = []
@@ -46,7 +46,7 @@ def apply(
 @app.command("list")
 def list_(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Stored plans with their latest version."""
-    from storage.plans import list_plans
+    from storage.catalog.plans import list_plans
 
     rows = list_plans()
     if as_json:

@@ -14,7 +14,7 @@ def reconcile(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Reconcile every customer's current and previous billing segment."""
-    from storage.reconcile import reconcile as run_reconcile
+    from services.reconcile import reconcile as run_reconcile
 
     report = run_reconcile(customer_ids=customers or None, repair=not check_only)
     if as_json:

@@ -22,7 +22,7 @@ def usage(
 ) -> None:
     """Per metric: used, included, overage, estimated cost; and the estimated total."""
     from cli.inputs import parse_time
-    from storage.live_usage import current_usage
+    from services.usage import current_usage
 
     document = current_usage(customer_id, parse_time(at, "--at")).to_json()
     if as_json:

@@ -44,7 +44,7 @@ def always(now: datetime) -> bool:
 
 def reconciliation_overdue(now: datetime) -> bool:
     """The last reconciliation over all customers finished more than a day ago (or never)."""
-    from storage.reconcile import last_reconciled_at
+    from services.reconcile import last_reconciled_at
 
     last = last_reconciled_at()
     return last is None or now - last > timedelta(hours=25)
@@ -52,7 +52,7 @@ def reconciliation_overdue(now: datetime) -> bool:
 
 def pruning_overdue(now: datetime) -> bool:
     """The ingest bookkeeping holds rows a night's pruning should have deleted."""
-    from storage.retention import pruning_overdue as overdue
+    from storage.ledger.retention import pruning_overdue as overdue
 
     return overdue(now)
 

@@ -18,11 +18,14 @@ from psycopg.types.json import Jsonb
 
 from pricing.events import EventLike
 from pricing.metering import Rejection, Segment, build_deltas, check_event, decode_event
-from storage import db, ingest_locks, ledger, rollups
-from storage.catalog import CustomerContext, catalog
-from storage.counters import CounterDelta
+from storage import db
+from storage.catalog.cache import CustomerContext, catalog
+from storage.ledger import events as ledger
+from storage.ledger import locks as ingest_locks
 from storage.payloads import exact_json, storable_json, storable_text
 from storage.settings import get_settings
+from storage.usage import rollups
+from storage.usage.counters import CounterDelta
 
 # The batch's outcome on its claim, and the running totals (`meter ops stats`) in the same
 # statement: no extra round trip per batch. The totals row is this backend's own for the day

@@ -18,13 +18,13 @@ from tasks.recorder import (
 )
 
 if TYPE_CHECKING:
-    from tasks.limits import LimitCheck
+    from services.limits import LimitCheck
 
 
 def check_limit(customer_id: str, metric: str) -> LimitCheck:
-    """Usage of a metric this period against its included units (see `tasks.limits`).
+    """Usage of a metric this period against its included units (see `services.limits`).
     Imported on first use: recording alone needs no database."""
-    from tasks.limits import check_limit as check
+    from services.limits import check_limit as check
 
     return check(customer_id, metric)
 

@@ -5,7 +5,7 @@ Thin on purpose: storage decides what is due and what an invoice says; these act
 work through the queue and keep each job row's status, attempts and last error current. The
 scheduler enqueues `close_due_periods` and `finalize_due_invoices` by name, hourly; the ingest
 actor calls `request_invoice_refresh` for usage whose segment has already ended (coalesced: one
-refresh waits per customer × segment, see `storage.refresh_markers`).
+refresh waits per customer × segment, see `storage.invoices.refresh_markers`).
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ from typing import Any
 
 import dramatiq
 
-from storage import invoice_jobs, invoices, refresh_markers
+from services import invoice_lifecycle as invoices
 from storage.db import Connection
 from storage.errors import InvalidInput, NotFound
-from storage.invoice_jobs import Job
+from storage.invoices import jobs as invoice_jobs
+from storage.invoices import refresh_markers
+from storage.invoices.jobs import Job
 from tasks.broker import BILLING_QUEUE
 
 log = logging.getLogger("meterline.billing")

@@ -14,9 +14,9 @@ from typing import Any
 import dramatiq
 
 from pricing.events import MAX_ID_LENGTH, text_problem
-from storage.counters import apply_deltas, reload_segments
 from storage.ingest import ingest_batch, mark_counters_applied, record_failed_batch
 from storage.payloads import exact_json
+from storage.usage.counters import apply_deltas, reload_segments
 from tasks.billing import request_invoice_refresh
 from tasks.broker import INGEST_ACTOR, INGEST_QUEUE
 from tasks.retry_log import last_error, summarised_failures

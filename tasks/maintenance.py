@@ -1,10 +1,10 @@
 """Maintenance actors: the nightly reconciliation of Redis counters with the rollups, and the
 nightly pruning of the ingest bookkeeping (dedup index, batch claims) past the accepted window.
 
-Thin on purpose: `storage.reconcile` does the checking and repairing, `storage.retention` the
-pruning; these actors run them and say what they found. Drift is a warning (it was repaired); a
-rollup that disagrees with the ledger is an error, which reaches Sentry when it is configured.
-Both are idempotent: a run again, or a missed night, changes nothing but how much there is to do.
+Thin on purpose: `services.reconcile` does the checking and repairing, `storage.ledger.retention`
+the pruning; these actors run them and say what they found. Drift is a warning (it was repaired); a
+rollup that disagrees with the ledger is an error, which reaches Sentry when it is configured. Both
+are idempotent: a run again, or a missed night, changes nothing but how much there is to do.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 
 import dramatiq
 
-from storage import retention
-from storage.reconcile import reconcile
+from services.reconcile import reconcile
+from storage.ledger import retention
 
 log = logging.getLogger("meterline.maintenance")
 

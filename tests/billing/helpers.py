@@ -16,9 +16,9 @@ from dramatiq import Worker
 from dramatiq.brokers.stub import StubBroker
 
 from pricing.plans import Plan, load_plan
-from storage.customers import create_customer
+from storage.catalog.customers import create_customer
+from storage.catalog.plans import apply_plan
 from storage.ingest import IngestOutcome, ingest_batch
-from storage.plans import apply_plan
 
 SMALL = """
 code: small

@@ -17,8 +17,9 @@ from cli import invoices as invoices_cli
 from cli import ops as ops_cli
 from cli import periods as periods_cli
 from cli.output import CliError
-from storage import invoice_jobs, invoices
-from storage.customers import create_customer
+from services import invoice_lifecycle as invoices
+from storage.catalog.customers import create_customer
+from storage.invoices import jobs as invoice_jobs
 from tests.billing.helpers import customer, event, ingest, utc
 
 pytestmark = pytest.mark.usefixtures("plans")

@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 
 from cli import periods as periods_cli
 from pricing.periods import period_for_label
-from storage import invoice_jobs, invoices
-from storage.invoice_jobs import PeriodNotEnded
+from services import invoice_lifecycle as invoices
+from storage.invoices import jobs as invoice_jobs
+from storage.invoices.jobs import PeriodNotEnded
 from tasks import billing
 from tests.billing.helpers import customer, utc
 

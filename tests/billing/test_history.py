@@ -27,15 +27,19 @@ from cli import customers as customers_cli
 from cli import invoices as invoices_cli
 from cli import periods as periods_cli
 from pricing.plans import load_plan
-from storage import counters, db, ingest_locks, invoice_jobs, invoices, rollups
-from storage.catalog import catalog, load_contexts
-from storage.customers import cancel, change_plan, get_customer, status, subscriptions
+from services import invoice_lifecycle as invoices
+from services.reconcile import ledger_mismatches
+from services.usage import segment_counters
+from storage import db
+from storage.catalog.cache import catalog, load_contexts
+from storage.catalog.customers import cancel, change_plan, get_customer, status, subscriptions
+from storage.catalog.plans import apply_plan
 from storage.errors import Conflict, InvalidInput
 from storage.ingest import ingest_batch
-from storage.live_usage import segment_counters
-from storage.plans import apply_plan
-from storage.reconcile import ledger_mismatches
+from storage.invoices import jobs as invoice_jobs
+from storage.ledger import locks as ingest_locks
 from storage.settings import reset_settings
+from storage.usage import counters, rollups
 from tests.billing.helpers import amounts, event, ingest, utc
 
 runner = CliRunner()

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from cli import invoices as invoices_cli
 from cli import output
 from cli import periods as periods_cli
-from storage import invoices
+from services import invoice_lifecycle as invoices
 from storage.errors import InvalidInput, NotFound
 from tests.billing.helpers import customer, utc
 

@@ -11,10 +11,11 @@ import psycopg
 import pytest
 
 from pricing.rating import rate, usage_from_events
-from storage import invoices, ledger
-from storage.catalog import catalog, load_contexts
-from storage.customers import change_plan
+from services import invoice_lifecycle as invoices
+from storage.catalog.cache import catalog, load_contexts
+from storage.catalog.customers import change_plan
 from storage.errors import Conflict, InvalidInput
+from storage.ledger import events as ledger
 from tasks import billing
 from tests.billing.helpers import amounts, customer, event, ingest, utc
 from tests.conftest import SessionServers

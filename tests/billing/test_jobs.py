@@ -16,8 +16,9 @@ from sentry_sdk.integrations.dramatiq import DramatiqIntegration
 from sentry_sdk.transport import Transport
 
 from pricing.periods import billing_period, next_period
-from storage import invoice_jobs, invoices
+from services import invoice_lifecycle as invoices
 from storage.errors import InvalidInput
+from storage.invoices import jobs as invoice_jobs
 from tasks import billing
 from tests.billing.helpers import customer, deliver, event, ingest, utc
 
@@ -27,7 +28,7 @@ JANUARY = utc(2026, 1, 1)
 
 
 def failing_generate(monkeypatch: pytest.MonkeyPatch, failures: int | None) -> list[int]:
-    """Make `storage.invoices.generate` raise `failures` times (None: always); returns the
+    """Make `services.invoice_lifecycle.generate` raise `failures` times (None: always); returns the
     call counter."""
     real = invoices.generate
     calls = [0]

@@ -14,8 +14,9 @@ import pytest
 from dramatiq.brokers.stub import StubBroker
 
 from pricing.periods import billing_period
-from storage import invoice_jobs, invoices
-from storage.live_usage import current_usage
+from services import invoice_lifecycle as invoices
+from services.usage import current_usage
+from storage.invoices import jobs as invoice_jobs
 from tasks import billing
 from tests.billing.helpers import customer, deliver, event, ingest
 

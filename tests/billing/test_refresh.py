@@ -12,7 +12,7 @@ from dramatiq import Retry
 from dramatiq.brokers.stub import StubBroker
 
 from pricing.periods import Period, billing_period
-from storage import invoices
+from services import invoice_lifecycle as invoices
 from tasks import billing
 from tasks.broker import BILLING_QUEUE
 from tasks.ingest import ingest_events

@@ -12,11 +12,12 @@ from pricing.metering import segment_usage
 from pricing.periods import billing_period
 from pricing.plans import load_plan
 from pricing.rating import usage_from_events
-from storage import counters, ledger, rollups
-from storage.catalog import catalog
-from storage.customers import create_customer
-from storage.live_usage import current_usage
-from storage.plans import apply_plan
+from services.usage import current_usage
+from storage.catalog.cache import catalog
+from storage.catalog.customers import create_customer
+from storage.catalog.plans import apply_plan
+from storage.ledger import events as ledger
+from storage.usage import counters, rollups
 
 PLAN = """
 code: live

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from pricing.aggregations import MetricState
-from storage import counter_fields
+from storage.usage import counter_fields
 from tasks.ingest import ingest_events
 from tests.metering.helpers import assert_consistent, batch, event, setup_customer
 
@@ -49,8 +49,8 @@ def test_latest_keys_order_like_timestamp_then_event_id() -> None:
 
 
 def test_a_metric_outgrowing_the_integer_range_switches_to_json(clean_state: None) -> None:
-    from storage.counters import segment_key
     from storage.redis_client import get_redis
+    from storage.usage.counters import segment_key
 
     setup_customer()
     ingest_events(batch([event(quantity="1")]))  # integer fields, merged inside Redis

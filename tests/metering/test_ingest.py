@@ -9,9 +9,11 @@ from decimal import Decimal
 
 import pytest
 
-from storage import ingest, ledger, retention
-from storage.catalog import catalog
-from storage.counters import segment_key
+from storage import ingest
+from storage.catalog.cache import catalog
+from storage.ledger import events as ledger
+from storage.ledger import retention
+from storage.usage.counters import segment_key
 from tasks.ingest import ingest_events
 from tests.metering.helpers import (
     assert_consistent,
@@ -235,8 +237,8 @@ def test_the_estimate_prorates_the_base_fee_like_the_invoice() -> None:
     from decimal import ROUND_HALF_UP
 
     from pricing.periods import billing_period
-    from storage.customers import create_customer
-    from storage.live_usage import current_usage
+    from services.usage import current_usage
+    from storage.catalog.customers import create_customer
 
     now = datetime.now(UTC)
     period = billing_period(now)

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from storage import db as storage_db
-from storage import ledger
+from storage.ledger import events as ledger
 from storage.redis_client import get_redis
 from tasks.ingest import ingest_events
 from tests.conftest import SessionServers, truncate_application_tables

@@ -19,11 +19,12 @@ from yoyo import get_backend, read_migrations  # type: ignore[import-untyped]
 
 from pricing.plans import load_plan
 from scheduler.jobs import JOBS
-from storage import ingest, retention
-from storage.customers import create_customer
+from storage import ingest
+from storage.catalog.customers import create_customer
+from storage.catalog.plans import apply_plan
+from storage.ledger import retention
 from storage.migrate import MIGRATIONS_DIR, migrate, yoyo_url
-from storage.plans import apply_plan
-from storage.rollups import snapshot
+from storage.usage.rollups import snapshot
 from tasks import maintenance
 from tests.metering.helpers import PLAN, event
 

@@ -185,7 +185,7 @@ def test_a_scheduler_restarted_after_missing_month_end_closes_periods_at_once(
 
 
 def test_the_nightly_reconciliation_is_not_rerun_when_it_ran_recently(redis: object) -> None:
-    from storage.reconcile import reconcile
+    from services.reconcile import reconcile
 
     scheduler = BackgroundScheduler(timezone=UTC)
     assert "reconcile_counters" in register_jobs(scheduler, lambda actor: None)

@@ -12,10 +12,10 @@ import psycopg
 import pytest
 import redis as redis_lib
 
-from storage import counters, rollups
-from storage.catalog import Segment, catalog
-from storage.live_usage import current_usage
-from storage.reconcile import last_reconciled_at, reconcile
+from services.reconcile import last_reconciled_at, reconcile
+from services.usage import current_usage
+from storage.catalog.cache import Segment, catalog
+from storage.usage import counters, rollups
 from tasks.ingest import ingest_events
 from tasks.maintenance import reconcile_counters
 from tests.metering.helpers import (

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from pricing.plans import load_plan
-from storage.customers import (
+from storage.catalog.customers import (
     Subscription,
     change_plan,
     create_customer,
@@ -19,8 +19,8 @@ from storage.customers import (
     subscription_at,
     subscriptions,
 )
+from storage.catalog.plans import apply_plan
 from storage.errors import Conflict, InvalidInput, NotFound
-from storage.plans import apply_plan
 
 JAN = datetime(2026, 1, 1, tzinfo=UTC)
 FEB = datetime(2026, 2, 1, tzinfo=UTC)

@@ -11,8 +11,8 @@ import psycopg
 import pytest
 
 from pricing.plans import Plan, load_plan, plan_content_hash
+from storage.catalog.plans import apply_plan, get_plan, list_plans
 from storage.errors import NotFound
-from storage.plans import apply_plan, get_plan, list_plans
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "plans"
 
@@ -124,7 +124,7 @@ def test_money_in_a_stored_plan_stays_decimal(clean_state: None) -> None:
 
 def test_a_stored_plan_keeps_the_order_of_its_file(db: object) -> None:
     from pricing.plans import load_plan
-    from storage.plans import apply_plan, get_plan
+    from storage.catalog.plans import apply_plan, get_plan
 
     text = (
         "code: ordered\nname: Ordered\ncurrency: USD\n"

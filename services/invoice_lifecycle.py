@@ -8,8 +8,8 @@ The partial unique index on (customer_id, period_start) WHERE status <> 'void' b
 one live invoice per customer × period, whatever the retries. Numbers are given at finalization
 from one counter row updated in the same transaction as the status, so a rollback leaves no gap.
 
-This module is the public API: reading (`storage.invoice_records`), generating
-(`storage.invoice_generation`) and, here, the lifecycle (finalize, pay, void, reissue).
+This module is the public API: reading (`storage.invoices.records`), generating
+(`services.invoicing`) and, here, the lifecycle (finalize, pay, void, reissue).
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from datetime import UTC, datetime
 from psycopg import sql
 
 from pricing.invoicing import version_key
+from services.invoicing import generate, refresh_after_late_usage
 from storage import db
 from storage.errors import Conflict
-from storage.invoice_generation import generate, refresh_after_late_usage
-from storage.invoice_records import (
+from storage.invoices.records import (
     Invoice,
     billing_interval,
     customer_context,

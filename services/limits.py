@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from storage.live_usage import current_usage
+from services.usage import current_usage
 
 
 @dataclass(frozen=True)

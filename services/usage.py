@@ -20,9 +20,9 @@ from pricing.metering import SegmentState, carried_levels, segment_usage
 from pricing.money import format_decimal, format_money
 from pricing.plans import included_usage
 from pricing.rating import Quote, rate
-from storage import counters, rollups
-from storage.catalog import CustomerContext, Segment, catalog
+from storage.catalog.cache import CustomerContext, Segment, catalog
 from storage.errors import NotFound
+from storage.usage import counters, rollups
 
 
 @dataclass(frozen=True)

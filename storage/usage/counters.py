@@ -27,10 +27,9 @@ from datetime import datetime
 from typing import Any
 
 from pricing.metering import SegmentState
-from storage import counter_fields as fields_of
-from storage import counter_scripts as scripts
-from storage import rollups
 from storage.redis_client import get_redis
+from storage.usage import counter_fields as fields_of
+from storage.usage import rollups, scripts
 
 RETENTION = 40 * 86400  # counters outlive their segment by the late-event window
 
@@ -41,8 +40,8 @@ def _tag(customer_id: str) -> str:
     return customer_id
 
 
-#: Bumped whenever the hash layout changes (`storage.counter_fields`): hashes of an older layout
-#: are then simply not found, and rebuilt from the rollups on first use.
+#: Bumped whenever the hash layout changes (`storage.usage.counter_fields`): hashes of an older
+#: layout are then simply not found, and rebuilt from the rollups on first use.
 LAYOUT = 2
 
 

@@ -19,7 +19,7 @@ from pricing.metering import Segment
 from pricing.periods import Period, billing_period
 from pricing.plans import Plan
 from storage import db
-from storage.plans import get_plan
+from storage.catalog.plans import get_plan
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class CustomerContext:
     starts_at: datetime
     ends_at: datetime | None
     spans: tuple[SubscriptionSpan, ...]
-    # The history revision (storage.ingest_locks) read before the rest: this context is at
+    # The history revision (storage.ledger.locks) read before the rest: this context is at
     # least as new as that revision.
     revision: int = 0
 

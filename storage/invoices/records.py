@@ -1,7 +1,7 @@
 """The invoices table: stored invoices as `Invoice`, how they are read and locked.
 
-`storage.invoices` is the public API (it re-exports the readers); generation lives in
-`storage.invoice_generation` and the lifecycle in `storage.invoices`.
+`services.invoice_lifecycle` is the public API (it re-exports the readers); generation lives in
+`services.invoicing` and the lifecycle in `services.invoice_lifecycle`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pricing.invoicing import (
 )
 from pricing.periods import Period, billing_period
 from storage import db
-from storage.catalog import CustomerContext, catalog, read_contexts
+from storage.catalog.cache import CustomerContext, catalog, read_contexts
 from storage.errors import InvalidInput, NotFound
 
 _LOCK_NAMESPACE = "meterline.invoices"

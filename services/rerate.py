@@ -4,11 +4,11 @@ or a cancellation that takes effect at `at`, possibly in the past).
 A rollup is an aggregate (peaks, latest values, distinct sets): an event cannot be taken out of
 one. So every segment from the one that contains `at` on is derived again from the ledger, in
 the transaction that changes the history (which holds the customer's ingest lock, see
-`storage.ingest_locks`): its rollups, distinct values and daily totals are rebuilt from the
+`storage.ledger.locks`): its rollups, distinct values and daily totals are rebuilt from the
 events under the new history and its version bumped. After the commit (`settle`), the Redis
 counters of those segments are reloaded from the new rollups and the customer's drafts are
 recomputed; a finalized period gets the difference as adjustment lines on the next invoice,
-the way late usage does (`storage.invoice_generation`).
+the way late usage does (`services.invoicing`).
 """
 
 from __future__ import annotations
@@ -19,11 +19,13 @@ from datetime import UTC, datetime, timedelta
 
 from pricing.metering import Event, Segment, build_deltas, check_event
 from pricing.periods import Period, billing_period, local_date, next_period, zone
-from storage import counters, db, invoices, rollups
-from storage.catalog import CustomerContext, catalog
+from services import invoice_lifecycle as invoices
+from storage import db
+from storage.catalog.cache import CustomerContext, catalog
 from storage.errors import InvalidInput
-from storage.invoice_records import billing_interval
+from storage.invoices.records import billing_interval
 from storage.settings import get_settings
+from storage.usage import counters, rollups
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,10 @@ from typing import Any
 from pricing.aggregations import MetricState, metric_event_name
 from pricing.metering import Segment, SegmentState
 from pricing.money import format_decimal
-from storage import counters, db, rollups
-from storage.catalog import CustomerContext, catalog
+from storage import db
+from storage.catalog.cache import CustomerContext, catalog
 from storage.redis_client import get_redis
+from storage.usage import counters, rollups
 
 LAST_REPORT_KEY = "ml:reconcile:last"
 #: Drifted segments listed by name in a report (the counts are always exact).

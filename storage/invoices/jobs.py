@@ -21,9 +21,9 @@ from psycopg.rows import dict_row
 
 from pricing.periods import Period, billing_period, next_period, period_for_label
 from storage import db
-from storage.catalog import CustomerContext, catalog, load_contexts
+from storage.catalog.cache import CustomerContext, catalog, load_contexts
 from storage.errors import InvalidInput, NotFound
-from storage.invoices import billing_interval
+from storage.invoices.records import billing_interval
 
 #: A job still pending, never attempted, whose message went out this long ago is sent again
 #: (its message was lost, or the close that created it died before sending it). The stamps this

@@ -21,10 +21,12 @@ from psycopg.types.json import Jsonb
 
 from pricing.errors import echo
 from pricing.periods import Period, billing_period
-from storage import db, ingest_locks, rerate
-from storage.catalog import CustomerContext, catalog, read_contexts
+from services import rerate
+from storage import db
+from storage.catalog.cache import CustomerContext, catalog, read_contexts
 from storage.errors import Conflict, InvalidInput, NotFound
-from storage.invoice_records import billing_interval
+from storage.invoices.records import billing_interval
+from storage.ledger import locks as ingest_locks
 from storage.settings import get_settings
 
 # Ids end up in Redis keys inside a {hash tag} and in URLs: no braces, spaces or slashes.
@@ -162,7 +164,7 @@ def change_plan(
     customer whose subscription has ended starts a new one at `at` (a resubscription; the
     periods in between are not billed). `at` may not precede the current subscription's start
     nor lie more than METER_BACKDATE_MAX_DAYS before `now`; a change of currency must take
-    effect at a period boundary. A change in the past re-rates (see `storage.rerate`): usage
+    effect at a period boundary. A change in the past re-rates (see `services.rerate`): usage
     from `at` on moves to the new plan, drafts are recomputed and finalized periods get an
     adjustment on the next invoice.
     """
@@ -255,7 +257,7 @@ def status(customer: Customer, now: datetime | None = None) -> str:
 
 def _locked(conn: db.Connection, id: str) -> tuple[Customer, list[Subscription]]:
     """The customer and its history, locked against other history changes and against the
-    ingest of its usage until the transaction ends (see `storage.ingest_locks`)."""
+    ingest of its usage until the transaction ends (see `storage.ledger.locks`)."""
     ingest_locks.lock_for_change(conn, id)
     cur = conn.cursor(row_factory=dict_row)
     row = cur.execute(

@@ -27,10 +27,10 @@ from pricing.invoicing import (
 )
 from pricing.metering import Segment, carried_levels, segment_usage
 from pricing.periods import Period, billing_period
-from storage import db, rollups
-from storage.catalog import CustomerContext, catalog
+from storage import db
+from storage.catalog.cache import CustomerContext, catalog
 from storage.errors import Conflict, InvalidInput
-from storage.invoice_records import (
+from storage.invoices.records import (
     COLUMNS,
     Invoice,
     Known,
@@ -40,6 +40,7 @@ from storage.invoice_records import (
     read_state,
 )
 from storage.settings import get_settings
+from storage.usage import rollups
 
 #: How many times `generate` composes again when its inputs changed while it composed.
 _COMPOSE_ATTEMPTS = 5

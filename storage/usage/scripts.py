@@ -1,4 +1,4 @@
-"""The Lua scripts behind the Redis counters (see `storage.counters` for the protocol).
+"""The Lua scripts behind the Redis counters (see `storage.usage.counters` for the protocol).
 
 Each runs atomically on one hash (one `{customer}` slot, so they are Redis Cluster safe).
 `_p` counts the staged deltas (`pend:<version>` fields) so the fast path can tell, without
