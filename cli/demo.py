@@ -43,7 +43,8 @@ def demo(
     from storage.errors import NotFound
     from storage.ingest import stats
     from tasks import configure_recorder
-    from tasks.broker import INGEST_QUEUE, get_broker
+    from tasks.broker import get_broker
+    from tasks.names import INGEST_QUEUE
 
     console.rule("[bold]Meterline demo")
     console.print("[bold]1. Plans are files[/bold]: validating and storing examples/plans/*.yaml")

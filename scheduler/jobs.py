@@ -27,6 +27,8 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from tasks import names
+
 log = logging.getLogger("meterline.scheduler")
 
 #: Sends one message to the named actor.
@@ -71,32 +73,32 @@ class JobSpec:
 JOBS: tuple[JobSpec, ...] = (
     JobSpec(
         "close_due_periods",
-        "close_due_periods",
+        names.CLOSE_DUE_PERIODS,
         # Just after each hour: periods end at local midnights, most on the hour in UTC.
         lambda: CronTrigger(minute=0, second=15, timezone=UTC),
         catch_up=always,
     ),
     JobSpec(
         "finalize_due_invoices",
-        "finalize_due_invoices",
+        names.FINALIZE_DUE_INVOICES,
         lambda: IntervalTrigger(minutes=1),
         catch_up=always,
     ),
     JobSpec(
         "deliver_notifications",
-        "deliver_notifications",
+        names.DELIVER_NOTIFICATIONS,
         lambda: IntervalTrigger(seconds=10),
         catch_up=always,
     ),
     JobSpec(
         "reconcile_counters",
-        "reconcile_counters",
+        names.RECONCILE_COUNTERS,
         lambda: CronTrigger(hour=3, minute=30, timezone=UTC),
         catch_up=reconciliation_overdue,
     ),
     JobSpec(
         "prune_ingest_history",
-        "prune_ingest_history",
+        names.PRUNE_INGEST_HISTORY,
         lambda: CronTrigger(hour=4, minute=15, timezone=UTC),
         catch_up=pruning_overdue,
     ),

@@ -23,7 +23,7 @@ from storage.errors import InvalidInput, NotFound
 from storage.invoices import jobs as invoice_jobs
 from storage.invoices import refresh_markers
 from storage.invoices.jobs import Job
-from tasks.broker import BILLING_QUEUE
+from tasks import names
 
 log = logging.getLogger("meterline.billing")
 
@@ -104,21 +104,21 @@ def fan_out_due_periods(now: datetime | None = None) -> int:
 
 
 @dramatiq.actor(
-    actor_name="generate_invoice",
-    queue_name=BILLING_QUEUE,
+    actor_name=names.GENERATE_INVOICE,
+    queue_name=names.BILLING_QUEUE,
     max_retries=GENERATE_MAX_RETRIES,  # documents the limit; retry_when enforces it
     retry_when=should_retry,
     min_backoff=1000,
     max_backoff=60_000,
     time_limit=120_000,
-    on_retry_exhausted="invoice_job_failed",
+    on_retry_exhausted=names.INVOICE_JOB_FAILED,
 )
 def generate_invoice(customer_id: str, period_start: str) -> None:
     """Generate (or recompute the draft of) one customer × period's invoice."""
     run_invoice_job(customer_id, datetime.fromisoformat(period_start))
 
 
-@dramatiq.actor(actor_name="invoice_job_failed", queue_name=BILLING_QUEUE, max_retries=20)
+@dramatiq.actor(actor_name=names.INVOICE_JOB_FAILED, queue_name=names.BILLING_QUEUE, max_retries=20)
 def invoice_job_failed(message_data: dict[str, Any], retry_info: dict[str, Any]) -> None:
     """`generate_invoice` gave up: its job is failed, with the error of its last attempt."""
     args = message_data.get("args") or []
@@ -132,7 +132,10 @@ def invoice_job_failed(message_data: dict[str, Any], retry_info: dict[str, Any])
 
 
 @dramatiq.actor(
-    actor_name="close_period", queue_name=BILLING_QUEUE, max_retries=5, time_limit=_LONG_RUN_MS
+    actor_name=names.CLOSE_PERIOD,
+    queue_name=names.BILLING_QUEUE,
+    max_retries=5,
+    time_limit=_LONG_RUN_MS,
 )
 def close_period(period_label: str | None = None) -> None:
     """Fan out one `generate_invoice` per customer whose period with this label has ended."""
@@ -145,7 +148,10 @@ def close_period(period_label: str | None = None) -> None:
 
 
 @dramatiq.actor(
-    actor_name="close_due_periods", queue_name=BILLING_QUEUE, max_retries=5, time_limit=_LONG_RUN_MS
+    actor_name=names.CLOSE_DUE_PERIODS,
+    queue_name=names.BILLING_QUEUE,
+    max_retries=5,
+    time_limit=_LONG_RUN_MS,
 )
 def close_due_periods() -> None:
     """Hourly: every ended period without a job gets one (a scheduler that was down at month
@@ -154,8 +160,8 @@ def close_due_periods() -> None:
 
 
 @dramatiq.actor(
-    actor_name="finalize_due_invoices",
-    queue_name=BILLING_QUEUE,
+    actor_name=names.FINALIZE_DUE_INVOICES,
+    queue_name=names.BILLING_QUEUE,
     max_retries=5,
     time_limit=_LONG_RUN_MS,
 )
@@ -164,7 +170,7 @@ def finalize_due_invoices() -> None:
     log.info("finalized %d invoices", len(invoices.finalize_due()))
 
 
-@dramatiq.actor(actor_name="refresh_invoices", queue_name=BILLING_QUEUE, max_retries=10)
+@dramatiq.actor(actor_name=names.REFRESH_INVOICES, queue_name=names.BILLING_QUEUE, max_retries=10)
 def refresh_invoices(customer_id: str, segment_start: str) -> None:
     """Recompute the draft that late usage in this segment affects, if there is one."""
     start = datetime.fromisoformat(segment_start)

@@ -1,7 +1,7 @@
 """The Dramatiq broker every Meterline process shares, and the names of its queues.
 
 Producers (web apps through `UsageRecorder`), workers and the scheduler must agree on the broker
-and on the queue and actor names, so they are defined once, here. The URL comes from the
+and on the queue and actor names, so they are defined once (`tasks.names`). The URL comes from the
 settings: `BROKER_URL` when set (RabbitMQ or a Redis distinct from the counters' one), else the
 Redis URL, else an embedded Redis started from its wheel, so a fresh checkout runs with no
 configuration.
@@ -22,11 +22,13 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 
 from storage.embedded import broker_url
+from tasks import names
 from tasks.encoding import MessageEncoder
 
-INGEST_QUEUE = "ingest"
-INGEST_ACTOR = "ingest_events"
-BILLING_QUEUE = "billing"
+# The names live in `tasks.names`; these aliases are kept for code that imports them here.
+INGEST_QUEUE = names.INGEST_QUEUE
+INGEST_ACTOR = names.INGEST_EVENTS
+BILLING_QUEUE = names.BILLING_QUEUE
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 _AMQP_SCHEMES = ("amqp://", "amqps://")

@@ -17,8 +17,8 @@ from pricing.events import MAX_ID_LENGTH, text_problem
 from storage.ingest import ingest_batch, mark_counters_applied, record_failed_batch
 from storage.payloads import exact_json
 from storage.usage.counters import apply_deltas, reload_segments
+from tasks import names
 from tasks.billing import request_invoice_refresh
-from tasks.broker import INGEST_ACTOR, INGEST_QUEUE
 from tasks.retry_log import last_error, summarised_failures
 
 log = logging.getLogger("meterline.ingest")
@@ -40,13 +40,13 @@ def batch_identity(batch: dict[str, Any]) -> str:
 
 
 @dramatiq.actor(
-    actor_name=INGEST_ACTOR,
-    queue_name=INGEST_QUEUE,
+    actor_name=names.INGEST_EVENTS,
+    queue_name=names.INGEST_QUEUE,
     max_retries=20,
     min_backoff=500,
     max_backoff=300_000,
     time_limit=120_000,
-    on_retry_exhausted="ingest_failed",
+    on_retry_exhausted=names.INGEST_FAILED,
 )
 @summarised_failures
 def ingest_events(batch: Any) -> None:
@@ -74,7 +74,7 @@ def ingest_events(batch: Any) -> None:
         log.info("batch %s: rejected %s", outcome.batch_id, outcome.rejected)
 
 
-@dramatiq.actor(actor_name="ingest_failed", queue_name=INGEST_QUEUE, max_retries=100)
+@dramatiq.actor(actor_name=names.INGEST_FAILED, queue_name=names.INGEST_QUEUE, max_retries=100)
 def ingest_failed(message_data: dict[str, Any], retry_info: dict[str, Any]) -> None:
     """Called when a batch ran out of retries: keep it whole, with its last error."""
     args = message_data.get("args") or [None]

@@ -16,13 +16,19 @@ import dramatiq
 
 from services.reconcile import reconcile
 from storage.ledger import retention
+from tasks import names
 
 log = logging.getLogger("meterline.maintenance")
 
-MAINTENANCE_QUEUE = "maintenance"
+MAINTENANCE_QUEUE = names.MAINTENANCE_QUEUE  # alias: the name lives in tasks.names
 
 
-@dramatiq.actor(queue_name=MAINTENANCE_QUEUE, max_retries=3, time_limit=2 * 3600_000)
+@dramatiq.actor(
+    actor_name=names.RECONCILE_COUNTERS,
+    queue_name=names.MAINTENANCE_QUEUE,
+    max_retries=3,
+    time_limit=2 * 3600_000,
+)
 def reconcile_counters() -> None:
     """Check every customer's current and previous segment; repair drifted counters."""
     report = reconcile()
@@ -43,7 +49,12 @@ def reconcile_counters() -> None:
         log.error("reconciliation: rollup differs from the ledger: %s", mismatch)
 
 
-@dramatiq.actor(queue_name=MAINTENANCE_QUEUE, max_retries=3, time_limit=2 * 3600_000)
+@dramatiq.actor(
+    actor_name=names.PRUNE_INGEST_HISTORY,
+    queue_name=names.MAINTENANCE_QUEUE,
+    max_retries=3,
+    time_limit=2 * 3600_000,
+)
 def prune_ingest_history() -> None:
     """Forget event ids and batch claims received before the accepted window (plus a margin)."""
     report = retention.prune(datetime.now(UTC))

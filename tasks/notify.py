@@ -27,10 +27,11 @@ import dramatiq
 
 from storage import outbox
 from storage.settings import get_settings
+from tasks import names
 
 log = logging.getLogger("meterline.notify")
 
-NOTIFY_QUEUE = "notifications"
+NOTIFY_QUEUE = names.NOTIFY_QUEUE  # alias: the name lives in tasks.names
 SIGNATURE_HEADER = "X-Meter-Signature"
 DELIVERY_HEADER = "X-Meter-Delivery"
 TOPIC_HEADER = "X-Meter-Topic"
@@ -168,7 +169,12 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-@dramatiq.actor(queue_name=NOTIFY_QUEUE, max_retries=0, time_limit=10 * 60_000)
+@dramatiq.actor(
+    actor_name=names.DELIVER_NOTIFICATIONS,
+    queue_name=names.NOTIFY_QUEUE,
+    max_retries=0,
+    time_limit=10 * 60_000,
+)
 def deliver_notifications() -> None:
     """Deliver pending outbox rows; retries are the outbox's own (per row, with backoff), so
     the message itself is not retried: the scheduler sends the next one in seconds."""

@@ -16,9 +16,8 @@ import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
 
-from tasks.broker import BILLING_QUEUE, INGEST_QUEUE, get_broker
-
-QUEUES = (INGEST_QUEUE, BILLING_QUEUE, "notifications", "maintenance")
+from tasks.broker import get_broker
+from tasks.names import QUEUES
 
 
 def _redis_stats(broker: RedisBroker) -> dict[str, Any]:

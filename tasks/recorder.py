@@ -89,7 +89,8 @@ from pricing.events import (
     utc_timestamp,
 )
 from pricing.events import MAX_QUANTITY as _MAX_QUANTITY
-from tasks.broker import INGEST_ACTOR, INGEST_QUEUE, get_broker
+from tasks.broker import get_broker
+from tasks.names import INGEST_EVENTS, INGEST_QUEUE
 from tasks.shutdown import install_sigterm_handler, main_thread_section
 
 log = logging.getLogger("meterline.recorder")
@@ -370,7 +371,7 @@ class UsageRecorder:
         """Enqueue one message for `events`, retrying the same message until it goes."""
         batch = {"batch_id": str(uuid.uuid4()), "events": [_encode_event(e) for e in events]}
         message: dramatiq.Message[Any] = dramatiq.Message(
-            queue_name=INGEST_QUEUE, actor_name=INGEST_ACTOR, args=(batch,), kwargs={}, options={}
+            queue_name=INGEST_QUEUE, actor_name=INGEST_EVENTS, args=(batch,), kwargs={}, options={}
         )
         delay = RETRY_FIRST_DELAY
         failures = 0
