@@ -7,7 +7,7 @@ import json
 import socket
 import threading
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -237,3 +237,22 @@ def test_signatures_expire_and_backoff_is_capped() -> None:
     assert not verify_signature(SECRET, b"{}", "garbage")
     backoff = Backoff(base=timedelta(seconds=10), cap=timedelta(minutes=5))
     assert [backoff.after(n).total_seconds() for n in (1, 2, 3, 6, 50)] == [10, 20, 40, 300, 300]
+
+
+def test_when_a_notification_is_due_is_judged_on_the_callers_clock(db: psycopg.Connection) -> None:
+    """Time is an input: enqueued, claimed, leased and retried at given instants (the
+    database server's own clock plays no part)."""
+    at = datetime(2027, 3, 28, 1, 30, tzinfo=UTC)
+    message_id = outbox.enqueue("t", {}, now=at)
+    lease = timedelta(seconds=60)
+    assert outbox.due(10, lease=lease, now=at - timedelta(seconds=1)) == []
+    assert [m.id for m in outbox.due(10, lease=lease, now=at)] == [message_id]
+    assert outbox.due(10, lease=lease, now=at + timedelta(seconds=59)) == []  # leased
+    outbox.mark_failed(message_id, "HTTP 503", timedelta(seconds=30), now=at + timedelta(seconds=5))
+    assert outbox.due(10, lease=lease, now=at + timedelta(seconds=34)) == []
+    assert [m.id for m in outbox.due(10, lease=lease, now=at + timedelta(seconds=35))] == [
+        message_id
+    ]
+    outbox.mark_delivered(message_id, now=at + timedelta(seconds=36))
+    assert outbox.due(10, lease=lease, now=at + timedelta(days=1)) == []
+    assert outbox_row(db, message_id)["attempts"] == 2
