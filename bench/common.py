@@ -115,8 +115,8 @@ def use_bench_servers() -> BenchServers:
 def setup_api_customers(count: int) -> list[str]:
     """Store the example API plan and `count` customers on it (billed from 60 days ago)."""
     from pricing.plans import load_plan
+    from services.customers import create_customer
     from storage import db
-    from storage.catalog.customers import create_customer
     from storage.catalog.plans import apply_plan
 
     apply_plan(load_plan(API_PLAN.read_text()))

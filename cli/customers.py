@@ -11,7 +11,7 @@ from cli.inputs import parse_time
 from cli.output import CliError, console, print_json, print_table
 
 if TYPE_CHECKING:
-    from storage.catalog.customers import Customer, Subscription
+    from services.customers import Customer, Subscription
 
 app = typer.Typer(help="Customers and their plans.", no_args_is_help=True)
 
@@ -27,7 +27,7 @@ def create(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Create a customer on a plan."""
-    from storage.catalog.customers import create_customer
+    from services.customers import create_customer
 
     customer = create_customer(
         customer_id,
@@ -56,7 +56,7 @@ def change_plan(
     currency takes effect only at a period boundary; after a cancellation it starts a new
     subscription.
     """
-    from storage.catalog.customers import change_plan as do_change
+    from services.customers import change_plan as do_change
 
     customer = do_change(customer_id, plan, parse_time(at, "--at"))
     if as_json:
@@ -79,7 +79,7 @@ def cancel(
     The base fee is prorated by local days up to the end, later usage is rejected
     (no_subscription), and change-plan after the end starts a new subscription.
     """
-    from storage.catalog.customers import cancel as do_cancel
+    from services.customers import cancel as do_cancel
 
     if at is not None and at_period_end:
         raise CliError("--at and --at-period-end: give one or the other")
@@ -99,7 +99,7 @@ def list_command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Customers, with their plan, time zone, anchor and status."""
-    from storage.catalog.customers import list_customers
+    from services.customers import list_customers
 
     found = [_describe(customer) for customer in list_customers(plan_code=plan)]
     if as_json:
@@ -129,7 +129,7 @@ def show(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """A customer: status, time zone, anchor and its plan history."""
-    from storage.catalog.customers import get_customer, subscriptions
+    from services.customers import get_customer, subscriptions
 
     customer = get_customer(customer_id)
     document = _describe(customer)
@@ -153,7 +153,7 @@ def show(
 
 
 def _describe(customer: Customer) -> dict[str, Any]:
-    from storage.catalog.customers import status
+    from services.customers import status
 
     return {
         "id": customer.id,

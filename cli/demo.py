@@ -37,8 +37,8 @@ def demo(
 
     import tasks.ingest  # noqa: F401  (declares the ingest actor on the broker)
     from pricing.plans import load_plan
+    from services.customers import create_customer, get_customer
     from services.usage import current_usage
-    from storage.catalog.customers import create_customer, get_customer
     from storage.catalog.plans import apply_plan
     from storage.errors import NotFound
     from storage.ingest import stats

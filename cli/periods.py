@@ -102,13 +102,14 @@ def close_period(
     the jobs in this process; `wait` polls the job rows until the workers are done. A period
     that has ended for none of its customers yet is refused, saying when it ends; one that
     has ended for some is closed for those. For `meter demo` too."""
+    from services import periods
     from storage.invoices import jobs as invoice_jobs
     from tasks import billing
 
     if period is not None and not re.fullmatch(r"\d{4}(-(0[1-9]|1[0-2]))?", period):
         raise CliError(f"--period: expected YYYY-MM (or YYYY), got {echo(period)}")
     now = now or clock()
-    selection = invoice_jobs.select_for_label(period, now)
+    selection = periods.select_for_label(period, now)
     bounds = selection.earliest_and_latest()
     until = bounds[1].describe() if bounds else None
     if inline:

@@ -9,30 +9,28 @@ one live invoice per customer × period, whatever the retries. Numbers are given
 from one counter row updated in the same transaction as the status, so a rollback leaves no gap.
 
 This module is the public API: reading (`storage.invoices.records`), generating
-(`services.invoicing`) and, here, the lifecycle (finalize, pay, void, reissue).
+(`services.invoicing`) and, here, the lifecycle: which status may follow which
+(draft → finalized → paid; draft or finalized → void; void → reissued as a new draft).
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from psycopg import sql
-
 from pricing.invoicing import version_key
 from services.invoicing import generate, refresh_after_late_usage
+from services.periods import billing_interval, period_of
 from storage import db
+from storage.catalog.cache import customer_context
 from storage.errors import Conflict
+from storage.invoices import records, writes
 from storage.invoices.records import (
     Invoice,
-    billing_interval,
-    customer_context,
     find_invoice,
     get_invoice,
     list_invoices,
     locked_invoice,
-    period_of,
     resolve_invoice_id,
-    select_invoices,
 )
 
 __all__ = [
@@ -53,14 +51,8 @@ __all__ = [
     "void",
 ]
 
-_NUMBER_SEQUENCE = "invoices"
-
-
-_NEXT_NUMBER = """
-INSERT INTO invoice_numbers (name, last_number) VALUES (%s, 1)
-ON CONFLICT (name) DO UPDATE SET last_number = invoice_numbers.last_number + 1
-RETURNING last_number
-"""
+#: status → the statuses it may be reached from (by `mark_paid` and `void`).
+ALLOWED_FROM = {"paid": ("finalized",), "void": ("draft", "finalized")}
 
 
 def finalize(
@@ -77,14 +69,9 @@ def finalize(
             return invoice
         if invoice.status == "void":
             raise Conflict(f"invoice {invoice_id!r} is void: it cannot be finalized")
-        row = tx.execute(_NEXT_NUMBER, (_NUMBER_SEQUENCE,)).fetchone()
-        assert row is not None
-        tx.execute(
-            "UPDATE invoices SET status = 'finalized', number = %s, finalized_at = %s,"
-            " updated_at = now() WHERE id = %s",
-            (row[0], now or datetime.now(UTC), invoice_id),
+        return writes.set_finalized(
+            tx, invoice_id, writes.next_number(tx), now or datetime.now(UTC)
         )
-        return select_invoices(tx, "id = %s", (invoice_id,))[0]
 
 
 def finalize_due(now: datetime | None = None) -> list[Invoice]:
@@ -94,21 +81,7 @@ def finalize_due(now: datetime | None = None) -> list[Invoice]:
     is recomputed first, so what becomes final is what the rollups say.
     """
     now = now or datetime.now(UTC)
-    with db.connection() as conn:
-        due = select_invoices(
-            conn,
-            "status = 'draft' AND grace_until <= %s",
-            (now,),
-            order="period_start, customer_id, created_at",
-        )
-        customers = sorted({invoice.customer_id for invoice in due})
-        current: dict[tuple[str, str], int] = {}
-        for customer_id, start, version in conn.execute(
-            "SELECT customer_id, period_start, version FROM usage_periods"
-            " WHERE customer_id = ANY(%s)",
-            (customers,),
-        ):
-            current[(customer_id, version_key(start))] = int(version)
+    due, current = records.drafts_due(now)
     finalized = []
     for invoice in due:
         target = invoice
@@ -130,13 +103,13 @@ def _is_stale(invoice: Invoice, current: dict[tuple[str, str], int]) -> bool:
 
 def mark_paid(invoice_id: str, *, now: datetime | None = None) -> Invoice:
     """A finalized invoice has been paid (a no-op when it already is)."""
-    return _transition(invoice_id, "paid", ("finalized",), "paid_at", now)
+    return _transition(invoice_id, "paid", "paid_at", now)
 
 
 def void(invoice_id: str, *, now: datetime | None = None) -> Invoice:
     """Cancel a draft or finalized invoice; it keeps its number, and its customer × period
     can be invoiced again (`reissue`). A paid invoice cannot be voided."""
-    return _transition(invoice_id, "void", ("draft", "finalized"), "voided_at", now)
+    return _transition(invoice_id, "void", "voided_at", now)
 
 
 def reissue(invoice_id: str, *, now: datetime | None = None) -> Invoice:
@@ -149,9 +122,8 @@ def reissue(invoice_id: str, *, now: datetime | None = None) -> Invoice:
     return generate(invoice.customer_id, invoice.period_start, now=now)
 
 
-def _transition(
-    invoice_id: str, status: str, allowed: tuple[str, ...], stamp: str, now: datetime | None
-) -> Invoice:
+def _transition(invoice_id: str, status: str, stamp: str, now: datetime | None) -> Invoice:
+    allowed = ALLOWED_FROM[status]
     with db.connection() as conn, conn.transaction():
         invoice = locked_invoice(conn, invoice_id)
         if invoice.status == status:
@@ -161,10 +133,4 @@ def _transition(
                 f"invoice {invoice_id!r} is {invoice.status}: it cannot become {status}"
                 f" (only from {' or '.join(allowed)})"
             )
-        conn.execute(
-            sql.SQL(
-                "UPDATE invoices SET status = %s, {stamp} = %s, updated_at = now() WHERE id = %s"
-            ).format(stamp=sql.Identifier(stamp)),
-            (status, now or datetime.now(UTC), invoice_id),
-        )
-        return select_invoices(conn, "id = %s", (invoice_id,))[0]
+        return writes.set_status(conn, invoice_id, status, stamp, now or datetime.now(UTC))

@@ -10,13 +10,8 @@ import json
 import secrets
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
-
-from psycopg import sql
-from psycopg.types.json import Jsonb
 
 from pricing.invoicing import (
-    BilledLine,
     InvoiceDraft,
     InvoiceLine,
     PricedSegment,
@@ -27,55 +22,17 @@ from pricing.invoicing import (
 )
 from pricing.metering import Segment, carried_levels, segment_usage
 from pricing.periods import Period, billing_period
+from services.periods import period_of
 from storage import db
-from storage.catalog.cache import CustomerContext, catalog
+from storage.catalog.cache import CustomerContext, catalog, customer_context
 from storage.errors import Conflict, InvalidInput
-from storage.invoices.records import (
-    COLUMNS,
-    Invoice,
-    Known,
-    customer_context,
-    dict_cursor,
-    period_of,
-    read_state,
-)
+from storage.invoices import records, writes
+from storage.invoices.records import Invoice, Known, read_state
 from storage.settings import get_settings
 from storage.usage import rollups
 
 #: How many times `generate` composes again when its inputs changed while it composed.
 _COMPOSE_ATTEMPTS = 5
-
-
-# A new draft `replaces` the period's latest void invoice, if any.
-_INSERT = sql.SQL("""
-INSERT INTO invoices (id, customer_id, period_start, period_end, period_label, timezone,
-    plan_code, plan_version, currency, subtotal, tax, total, document, segments,
-    rollup_versions, grace_until, replaces)
-VALUES (%(id)s, %(customer)s, %(start)s, %(end)s, %(label)s, %(timezone)s, %(plan)s,
-    %(version)s, %(currency)s, %(subtotal)s, %(tax)s, %(total)s, %(document)s, %(segments)s,
-    %(versions)s, %(grace)s,
-    (SELECT id FROM invoices WHERE customer_id = %(customer)s AND period_start = %(start)s
-     AND status = 'void' ORDER BY voided_at DESC NULLS LAST LIMIT 1))
-RETURNING {columns}
-""").format(columns=COLUMNS)
-
-
-_UPDATE = sql.SQL("""
-UPDATE invoices SET plan_code = %(plan)s, plan_version = %(version)s, currency = %(currency)s,
-    subtotal = %(subtotal)s, tax = %(tax)s, total = %(total)s, document = %(document)s,
-    segments = %(segments)s, rollup_versions = %(versions)s, updated_at = now()
-WHERE id = %(id)s
-RETURNING {columns}
-""").format(columns=COLUMNS)
-
-
-_BILLED_LINES = """
-SELECT l.kind, l.detail->>'adjusts', l.metric, l.model, l.quantity, l.amount, l.segment_start
-FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id
-WHERE i.customer_id = %(customer)s AND i.status <> 'void' AND i.period_start <> %(period)s
-  AND ((l.invoice_id = %(earlier)s AND l.kind <> 'adjustment')
-       OR (l.kind = 'adjustment' AND l.for_period_start = %(earlier_start)s))
-"""
 
 
 def generate(
@@ -124,15 +81,10 @@ def refresh_after_late_usage(
     customer's next draft (which bills the difference as an adjustment). None when there is no
     such draft: an invoice generated later will include it anyway.
     """
-    with db.connection() as conn:
-        rows = conn.execute(
-            "SELECT period_start FROM invoices WHERE customer_id = %s AND status = 'draft'"
-            " AND period_end > %s ORDER BY period_start LIMIT 1",
-            (customer_id, segment_start),
-        ).fetchall()
-    if not rows:
+    period_start = records.first_draft_ending_after(customer_id, segment_start)
+    if period_start is None:
         return None
-    return generate(customer_id, rows[0][0], now=now)
+    return generate(customer_id, period_start, now=now)
 
 
 def _compose(
@@ -192,7 +144,7 @@ def _adjustments(
             continue
         priced = _priced(context.customer_id, segments)
         rerated = [line for p in priced for line in price_segment(p, name_plan=True)]
-        billed = _billed_lines(context.customer_id, earlier, period)
+        billed = writes.billed_lines(context.customer_id, earlier, period.start)
         lines += adjustment_lines(
             period_of(context, earlier.period_start),
             rerated,
@@ -242,29 +194,6 @@ def _drawn(segments: Sequence[Segment]) -> list[tuple[datetime, datetime, str]]:
     return [(s.start, s.end, s.plan.code) for s in segments]
 
 
-def _billed_lines(customer_id: str, earlier: Invoice, period: Period) -> list[BilledLine]:
-    """What live invoices other than `period`'s billed for the `earlier` invoice's period."""
-    params = {
-        "customer": customer_id,
-        "period": period.start,
-        "earlier": earlier.id,
-        "earlier_start": earlier.period_start,
-    }
-    with db.connection() as conn:
-        rows = conn.execute(_BILLED_LINES, params).fetchall()
-    return [
-        BilledLine(
-            segment_start=segment_start,
-            kind=adjusts if kind == "adjustment" else kind,
-            metric=metric,
-            model=model,
-            quantity=quantity or Decimal(0),
-            amount=amount,
-        )
-        for kind, adjusts, metric, model, quantity, amount, segment_start in rows
-    ]
-
-
 def _write(
     draft: InvoiceDraft,
     known: Known,
@@ -284,56 +213,16 @@ def _write(
         if live is not None and (live.status != "draft" or live.document == document):
             return live
         invoice_id = live.id if live is not None else f"inv_{secrets.token_hex(8)}"
-        values = {
-            "id": invoice_id,
-            "customer": customer_id,
-            "start": draft.period.start,
-            "end": draft.period.end,
-            "label": draft.period.label,
-            "timezone": draft.period.timezone,
-            "plan": draft.plan_code,
-            "version": draft.plan_version,
-            "currency": draft.currency,
-            "subtotal": draft.subtotal,
-            "tax": draft.tax,
-            "total": draft.total,
-            "document": Jsonb(document),
-            "segments": Jsonb(document["segments"]),
-            "versions": Jsonb(document["rollup_versions"]),
-            "grace": draft.period.end
-            + timedelta(seconds=get_settings().METER_INVOICE_GRACE_SECONDS),
-        }
-        written = dict_cursor(conn).execute(_INSERT if live is None else _UPDATE, values)
-        if live is not None:
-            conn.execute("DELETE FROM invoice_lines WHERE invoice_id = %s", (invoice_id,))
-        _insert_lines(conn, invoice_id, draft.lines)
+        grace = timedelta(seconds=get_settings().METER_INVOICE_GRACE_SECONDS)
+        written = writes.write_draft(
+            conn,
+            invoice_id,
+            draft,
+            document,
+            grace_until=draft.period.end + grace,
+            new=live is None,
+        )
         if on_written is not None:
             on_written(conn, invoice_id)
         conn.commit()
-    row = written.fetchone()
-    assert row is not None
-    return Invoice(**row)
-
-
-def _insert_lines(conn: db.Connection, invoice_id: str, lines: Sequence[InvoiceLine]) -> None:
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO invoice_lines (invoice_id, position, kind, metric, model, quantity,"
-            " amount, detail, segment_start, for_period_start)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            [
-                (
-                    invoice_id,
-                    position,
-                    line.kind,
-                    line.metric,
-                    line.model,
-                    line.quantity,
-                    line.amount,
-                    Jsonb(dict(line.document)),
-                    line.segment_start,
-                    line.for_period_start,
-                )
-                for position, line in enumerate(lines, start=1)
-            ],
-        )
+    return writes.stored(written)

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from pricing.metering import Event, Segment, build_deltas, check_event
-from pricing.periods import Period, billing_period, local_date, next_period, zone
+from pricing.periods import local_date, next_period, zone
 from services import invoice_lifecycle as invoices
+from services.periods import billing_interval, period_at
 from storage import db
 from storage.catalog.cache import CustomerContext, catalog
 from storage.errors import InvalidInput
-from storage.invoices.records import billing_interval
 from storage.settings import get_settings
 from storage.usage import counters, rollups
 
@@ -171,21 +171,12 @@ def _events_since(conn: db.Connection, customer_id: str, start: datetime) -> lis
 
 def _segments_from(context: CustomerContext, since: datetime, until: datetime) -> Iterator[Segment]:
     """The customer's segments that start at or after `since`, in periods up to `until`."""
-    period = _period_at(context, since)
+    period = period_at(context, since)
     while period.start <= until:
         for segment in catalog.segments(context, period):
             if segment.start >= since:
                 yield segment
         period = next_period(period, interval=billing_interval(context, period.end))
-
-
-def _period_at(context: CustomerContext, at: datetime) -> Period:
-    return billing_period(
-        at,
-        timezone=context.timezone,
-        anchor_day=context.anchor_day,
-        interval=billing_interval(context, at),
-    )
 
 
 def _local_midnight(at: datetime, timezone: str) -> datetime:

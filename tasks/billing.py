@@ -1,11 +1,13 @@
 """Billing actors: close a period (one invoice job per customer), generate an invoice, finalize
 the drafts whose grace period is over, recompute a draft when late usage arrives.
 
-Thin on purpose: storage decides what is due and what an invoice says; these actors move the
-work through the queue and keep each job row's status, attempts and last error current. The
-scheduler enqueues `close_due_periods` and `finalize_due_invoices` by name, hourly; the ingest
-actor calls `request_invoice_refresh` for usage whose segment has already ended (coalesced: one
-refresh waits per customer × segment, see `storage.invoices.refresh_markers`).
+Thin on purpose: `services.periods` decides what is due, `services.invoice_jobs` what a job's
+attempt does and which errors are worth a retry, `services.invoicing` what an invoice says;
+these actors decode their message, call the service and let Dramatiq retry. The functions
+below that send (`fan_out_*`, `retry_jobs`) are the services' with this module's `enqueue_jobs`.
+The scheduler enqueues `close_due_periods` and `finalize_due_invoices` by name, hourly; the
+ingest actor calls `request_invoice_refresh` for usage whose segment has already ended
+(coalesced: one refresh waits per customer × segment, see `storage.invoices.refresh_markers`).
 """
 
 from __future__ import annotations
@@ -17,87 +19,50 @@ from typing import Any
 
 import dramatiq
 
-from services import invoice_lifecycle as invoices
-from storage.db import Connection
-from storage.errors import InvalidInput, NotFound
+from services import invoice_jobs as jobs_service
+from services import invoice_lifecycle, invoicing
+from services.invoice_jobs import GENERATE_MAX_RETRIES, should_retry
+from services.periods import PeriodNotEnded
 from storage.invoices import jobs as invoice_jobs
 from storage.invoices import refresh_markers
-from storage.invoices.jobs import Job
+from storage.invoices.jobs import Job, JobKey
 from tasks import names
 
 log = logging.getLogger("meterline.billing")
 
-GENERATE_MAX_RETRIES = 5
-#: Errors that another attempt cannot fix (no such customer, a period that has not ended).
-PERMANENT_ERRORS = (InvalidInput, NotFound)
 _LONG_RUN_MS = 30 * 60 * 1000
 
 
-def should_retry(retries: int, exception: BaseException) -> bool:
-    """Retry up to GENERATE_MAX_RETRIES times, never a permanent error."""
-    return retries < GENERATE_MAX_RETRIES and not isinstance(exception, PERMANENT_ERRORS)
-
-
-def describe(exception: BaseException) -> str:
-    return f"{type(exception).__name__}: {exception}"
-
-
-def run_invoice_job(
-    customer_id: str, period_start: datetime, *, now: datetime | None = None
-) -> str:
-    """Generate one customer × period's invoice (or recompute its draft) and keep its job row
-    current: an attempt counted first, the error of a failed attempt, and `succeeded` written
-    in the same transaction that stores the invoice. Returns the invoice id. `now` (default:
-    the clock) decides whether the period has ended."""
-    recorded: list[str] = []
-
-    def succeed_with_invoice(conn: Connection, invoice_id: str) -> None:
-        invoice_jobs.succeed(customer_id, period_start, invoice_id, conn=conn)
-        recorded.append(invoice_id)
-
-    try:
-        if invoice_jobs.start_attempt(customer_id, period_start) is None:
-            period = invoices.period_of(invoices.customer_context(customer_id), period_start)
-            invoice_jobs.start_attempt(customer_id, period_start, period)
-        invoice = invoices.generate(
-            customer_id, period_start, now=now, on_written=succeed_with_invoice
-        )
-    except Exception as exc:
-        invoice_jobs.record_error(customer_id, period_start, describe(exc))
-        raise
-    if not recorded:  # nothing was written: the invoice already existed as it is
-        invoice_jobs.succeed(customer_id, period_start, invoice.id)
-    return invoice.id
-
-
 def fan_out_period(period_label: str | None = None, now: datetime | None = None) -> list[int]:
-    """One job (and message) per customer whose period with this label has ended at `now`
-    (default: the clock; label None: each customer's last ended period); jobs that exist are
-    not sent again unless orphaned. A label that has ended for no customer yet raises
-    `PeriodNotEnded`. Returns the ids of every job of the close."""
-    now = now or datetime.now(UTC)
-    return fan_out_keys(invoice_jobs.keys_for_label(period_label, now), now)
+    """`services.invoice_jobs.fan_out_period`, its messages sent to the workers."""
+    return jobs_service.fan_out_period(period_label, enqueue_jobs, now)
 
 
-def fan_out_keys(keys: Sequence[invoice_jobs.JobKey], now: datetime | None = None) -> list[int]:
-    """One job (and message) per customer × period; jobs that exist are not sent again
-    unless orphaned. Returns the ids of every job."""
-    now = now or datetime.now(UTC)
-    jobs, created = invoice_jobs.open_jobs(keys, now)
-    enqueue_jobs([job for job in jobs if job.id in created or job.is_orphan(now)], now=now)
-    return [job.id for job in jobs]
+def fan_out_keys(keys: Sequence[JobKey], now: datetime | None = None) -> list[int]:
+    """`services.invoice_jobs.fan_out_keys`, its messages sent to the workers."""
+    return jobs_service.fan_out_keys(keys, enqueue_jobs, now)
 
 
 def fan_out_due_periods(now: datetime | None = None) -> int:
-    """A job (and message) for every period that has ended by `now` (default: the clock) since
-    its customer started and has none yet; orphaned jobs are sent again. Returns how many
-    messages went out."""
-    now = now or datetime.now(UTC)
-    jobs, created = invoice_jobs.open_jobs(invoice_jobs.due_keys(now), now)
-    to_send = {job.id: job for job in jobs if job.id in created}
-    to_send.update({job.id: job for job in invoice_jobs.orphaned_jobs(now)})
-    enqueue_jobs(list(to_send.values()), now=now)
-    return len(to_send)
+    """`services.invoice_jobs.fan_out_due_periods`, its messages sent to the workers."""
+    return jobs_service.fan_out_due_periods(enqueue_jobs, now)
+
+
+def retry_jobs(
+    job_ids: Sequence[int] | None, *, inline: bool = False, now: datetime | None = None
+) -> list[Job]:
+    """Run jobs again (None: every failed one): sent to the workers, or run here (`inline`)."""
+    return jobs_service.retry_jobs(job_ids, None if inline else enqueue_jobs, now=now)
+
+
+def run_jobs_inline(
+    jobs: Iterable[Job],
+    on_done: Callable[[Job], None] | None = None,
+    *,
+    now: datetime | None = None,
+) -> None:
+    """`services.invoice_jobs.run_jobs_inline`: no broker involved."""
+    jobs_service.run_jobs_inline(jobs, on_done, now=now)
 
 
 # Actors return None: Dramatiq logs a warning for every value returned without a result backend.
@@ -115,7 +80,7 @@ def fan_out_due_periods(now: datetime | None = None) -> int:
 )
 def generate_invoice(customer_id: str, period_start: str) -> None:
     """Generate (or recompute the draft of) one customer × period's invoice."""
-    run_invoice_job(customer_id, datetime.fromisoformat(period_start))
+    jobs_service.run_invoice_job(customer_id, datetime.fromisoformat(period_start))
 
 
 @dramatiq.actor(actor_name=names.INVOICE_JOB_FAILED, queue_name=names.BILLING_QUEUE, max_retries=20)
@@ -141,7 +106,7 @@ def close_period(period_label: str | None = None) -> None:
     """Fan out one `generate_invoice` per customer whose period with this label has ended."""
     try:
         job_ids = fan_out_period(period_label)
-    except invoice_jobs.PeriodNotEnded as exc:  # retrying cannot help; the scheduler will
+    except PeriodNotEnded as exc:  # retrying cannot help; the scheduler will
         log.warning("close %s refused: %s", period_label, exc)
         return
     log.info("close %s: %d invoice jobs", period_label, len(job_ids))
@@ -167,7 +132,7 @@ def close_due_periods() -> None:
 )
 def finalize_due_invoices() -> None:
     """Finalize (number) every draft whose grace period is over."""
-    log.info("finalized %d invoices", len(invoices.finalize_due()))
+    log.info("finalized %d invoices", len(invoice_lifecycle.finalize_due()))
 
 
 @dramatiq.actor(actor_name=names.REFRESH_INVOICES, queue_name=names.BILLING_QUEUE, max_retries=10)
@@ -176,7 +141,7 @@ def refresh_invoices(customer_id: str, segment_start: str) -> None:
     start = datetime.fromisoformat(segment_start)
     # Before reading: usage committed from here on asks for (and gets) a refresh of its own.
     refresh_markers.release(customer_id, start)
-    invoices.refresh_after_late_usage(customer_id, start)
+    invoicing.refresh_after_late_usage(customer_id, start)
 
 
 def request_invoice_refresh(customer_id: str, segment_start: datetime) -> bool:
@@ -192,7 +157,7 @@ def request_invoice_refresh(customer_id: str, segment_start: datetime) -> bool:
     return True
 
 
-def enqueue_jobs(jobs: Sequence[Job], *, now: datetime | None = None) -> None:
+def enqueue_jobs(jobs: Sequence[Job], now: datetime | None = None) -> None:
     """Send one `generate_invoice` per job, its message id recorded on the row first (a
     message lost before it is sent is found as an orphan and sent again)."""
     messages = [
@@ -205,37 +170,3 @@ def enqueue_jobs(jobs: Sequence[Job], *, now: datetime | None = None) -> None:
     broker = generate_invoice.broker
     for _, message in messages:
         broker.enqueue(message)
-
-
-def run_jobs_inline(
-    jobs: Iterable[Job],
-    on_done: Callable[[Job], None] | None = None,
-    *,
-    now: datetime | None = None,
-) -> None:
-    """Run jobs in this process, one after the other, without a broker (the embedded demo,
-    `--inline`): each gets one attempt; one that fails is marked failed."""
-    for job in jobs:
-        try:
-            run_invoice_job(job.customer_id, job.period_start, now=now)
-        except Exception as exc:
-            invoice_jobs.fail(job.customer_id, job.period_start, describe(exc))
-        if on_done is not None:
-            on_done(job)
-
-
-def retry_jobs(
-    job_ids: Sequence[int] | None, *, inline: bool = False, now: datetime | None = None
-) -> list[Job]:
-    """Run jobs again (None: every failed one). Regenerating an invoice that exists changes
-    nothing, so a retry is always safe. Returns the jobs as they were re-queued."""
-    ids = list(job_ids) if job_ids is not None else [job.id for job in invoice_jobs.failed_jobs()]
-    if not ids:
-        return []
-    now = now or datetime.now(UTC)
-    jobs = invoice_jobs.reset_for_retry(ids, now)
-    if inline:
-        run_jobs_inline(jobs, now=now)
-    else:
-        enqueue_jobs(jobs, now=now)
-    return jobs

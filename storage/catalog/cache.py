@@ -15,11 +15,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+from pricing.errors import echo
 from pricing.metering import Segment
 from pricing.periods import Period, billing_period
 from pricing.plans import Plan
 from storage import db
 from storage.catalog.plans import get_plan
+from storage.errors import NotFound
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,15 @@ def load_contexts(ids: Iterable[str] | None = None) -> dict[str, CustomerContext
         if ids is None:
             ids = [row[0] for row in conn.execute("SELECT id FROM customers ORDER BY id")]
         return read_contexts(conn, list(ids))
+
+
+def customer_context(customer_id: str, *, conn: db.Connection | None = None) -> CustomerContext:
+    """The customer and its subscriptions, fresh; NotFound if there is none."""
+    with db.transaction(conn) as tx:
+        context = read_contexts(tx, [customer_id]).get(customer_id)
+    if context is None:
+        raise NotFound(f"customer_id: no customer {echo(customer_id)}")
+    return context
 
 
 def read_contexts(conn: db.Connection, ids: list[str]) -> dict[str, CustomerContext]:

@@ -94,3 +94,9 @@ def list_plans(*, conn: db.Connection | None = None) -> list[PlanRow]:
         )
         for code, name, currency, version, versions, created_at in rows
     ]
+
+
+def plan_exists(conn: db.Connection, code: str) -> bool:
+    """Whether any version of plan `code` is stored."""
+    row = conn.execute("SELECT 1 FROM plans WHERE code = %s LIMIT 1", (code,)).fetchone()
+    return row is not None

@@ -2,9 +2,8 @@
 
 The row follows the `generate_invoice` message through its attempts (pending -> running ->
 succeeded or failed, with attempts, last error, message id and invoice id), so that ops can see
-what failed and why, and run it again. Which customer × period is due is decided here as well:
-every period that has ended since the customer started and has no job row yet, so a scheduler
-that was down at month end catches up on its next run.
+what failed and why, and run it again. Which customer × period is due is decided by
+`services.periods`, what an attempt does by `services.invoice_jobs`.
 """
 
 from __future__ import annotations
@@ -14,16 +13,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from pricing.periods import Period, billing_period, next_period, period_for_label
+from pricing.periods import Period
 from storage import db
-from storage.catalog.cache import CustomerContext, catalog, load_contexts
-from storage.errors import InvalidInput, NotFound
-from storage.invoices.records import billing_interval
+from storage.errors import NotFound
 
 #: A job still pending, never attempted, whose message went out this long ago is sent again
 #: (its message was lost, or the close that created it died before sending it). The stamps this
@@ -109,131 +105,6 @@ class Job:
         )
 
 
-# --- which customer × period is due -------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class NotEnded:
-    """A customer × labelled period that has not ended yet, and where its customer lives."""
-
-    key: JobKey
-    timezone: str
-    anchor_day: int | None
-
-    def describe(self) -> str:
-        """'2027-01-01T00:00:00+14:00 for Pacific/Kiritimati customers', in their local time."""
-        local = self.key.period_end.astimezone(ZoneInfo(self.timezone))
-        anchor = f" with anchor day {self.anchor_day}" if self.anchor_day else ""
-        return f"{local.isoformat()} for {self.timezone} customers{anchor}"
-
-
-@dataclass(frozen=True)
-class LabelSelection:
-    """What closing a label covers at `now`: the periods that have ended (one job each) and
-    those that have not (their customers' local month, or anchor period, is still running)."""
-
-    label: str | None
-    ended: list[JobKey]
-    not_ended: list[NotEnded]
-
-    def earliest_and_latest(self) -> tuple[NotEnded, NotEnded] | None:
-        if not self.not_ended:
-            return None
-        by_end = sorted(self.not_ended, key=lambda item: item.key.period_end)
-        return by_end[0], by_end[-1]
-
-
-class PeriodNotEnded(InvalidInput):
-    """A close named a period that has not ended for any of its customers."""
-
-
-def select_for_label(label: str | None, now: datetime | None = None) -> LabelSelection:
-    """Every customer × period with this label ('YYYY-MM', or 'YYYY' for yearly plans) that the
-    customer was subscribed in, split by whether it has ended at `now`; label None: each
-    customer's last ended period. A label whose periods have ended for none of its customers
-    yet is refused (PeriodNotEnded), saying when it ends: closing it would do nothing."""
-    now = now or datetime.now(UTC)
-    if label is not None:
-        _check_label(label)
-    ended: list[JobKey] = []
-    not_ended: list[NotEnded] = []
-    for context in load_contexts().values():
-        period = _labelled_period(context, label, now)
-        if period is None or not catalog.segments(context, period):
-            continue
-        key = JobKey.of(context.customer_id, period)
-        if period.end <= now:
-            ended.append(key)
-        else:
-            not_ended.append(NotEnded(key, context.timezone, context.anchor_day))
-    selection = LabelSelection(label, ended, not_ended)
-    bounds = selection.earliest_and_latest()
-    if not ended and bounds is not None:
-        earliest, latest = bounds
-        when = f"it ends {earliest.describe()}"
-        if latest.key.period_end != earliest.key.period_end:
-            when = f"it ends {earliest.describe()} at the earliest, {latest.describe()} last"
-        raise PeriodNotEnded(f"period: {label} has not ended yet ({when})")
-    return selection
-
-
-def keys_for_label(label: str | None, now: datetime | None = None) -> list[JobKey]:
-    """The customer × periods with this label that have ended at `now` (see
-    `select_for_label`, which also refuses a label that has ended for no customer yet)."""
-    return select_for_label(label, now).ended
-
-
-def due_keys(now: datetime | None = None) -> list[JobKey]:
-    """Every customer × period that has ended since the customer started and has no job yet."""
-    now = now or datetime.now(UTC)
-    with db.connection() as conn:
-        existing = set(conn.execute("SELECT customer_id, period_start FROM invoice_jobs"))
-    keys = []
-    for context in load_contexts().values():
-        period = _period_at(context, context.starts_at)
-        while period.end <= now and (context.ends_at is None or period.start < context.ends_at):
-            if (context.customer_id, period.start) not in existing and catalog.segments(
-                context, period
-            ):
-                keys.append(JobKey.of(context.customer_id, period))
-            period = next_period(period, interval=billing_interval(context, period.end))
-    return keys
-
-
-def _period_at(context: CustomerContext, at: datetime) -> Period:
-    return billing_period(
-        at,
-        timezone=context.timezone,
-        anchor_day=context.anchor_day,
-        interval=billing_interval(context, at),
-    )
-
-
-def _check_label(label: str) -> None:
-    try:
-        period_for_label(label, interval="month" if "-" in label else "year")
-    except ValueError as exc:
-        raise InvalidInput(f"period: {exc}") from None
-
-
-def _labelled_period(context: CustomerContext, label: str | None, now: datetime) -> Period | None:
-    if label is None:
-        current = _period_at(context, now)
-        return _period_at(context, current.start - timedelta(microseconds=1))
-    try:
-        return period_for_label(
-            label,
-            timezone=context.timezone,
-            anchor_day=context.anchor_day,
-            interval=billing_interval(context, now),
-        )
-    except ValueError:  # a yearly customer and a monthly label, or the other way round
-        return None
-
-
-# --- the rows -----------------------------------------------------------------------------
-
-
 def open_jobs(keys: Sequence[JobKey], now: datetime | None = None) -> tuple[list[Job], set[int]]:
     """Create the jobs of `keys` that do not exist yet (as pending, stamped `now`); return
     every job of `keys` and the ids of those this call created (only these need a message)."""
@@ -254,6 +125,15 @@ def open_jobs(keys: Sequence[JobKey], now: datetime | None = None) -> tuple[list
             arrays[:2],
         )
     return jobs, created
+
+
+def existing_keys() -> set[tuple[str, datetime]]:
+    """(customer id, period start) of every job there is."""
+    with db.connection() as conn:
+        return {
+            (row[0], row[1])
+            for row in conn.execute("SELECT customer_id, period_start FROM invoice_jobs")
+        }
 
 
 def orphaned_jobs(now: datetime | None = None) -> list[Job]:
@@ -408,10 +288,10 @@ def _select(
     conn: db.Connection, where: str, params: Any, *, update: str | None = None
 ) -> list[Job]:
     if update is None:
-        query = sql.SQL("SELECT {columns} FROM invoice_jobs WHERE {where} ORDER BY id")
+        template = sql.SQL("SELECT {columns} FROM invoice_jobs WHERE {where} ORDER BY id")
     else:
-        query = sql.SQL("UPDATE invoice_jobs SET {update} WHERE {where} RETURNING {columns}")
-    query = query.format(columns=_COLUMNS, where=sql.SQL(where), update=sql.SQL(update or ""))
+        template = sql.SQL("UPDATE invoice_jobs SET {update} WHERE {where} RETURNING {columns}")
+    query = template.format(columns=_COLUMNS, where=sql.SQL(where), update=sql.SQL(update or ""))
     rows = conn.cursor(row_factory=dict_row).execute(query, params).fetchall()
     return sorted((Job(**row) for row in rows), key=lambda job: job.id)
 

@@ -1,7 +1,8 @@
 """The invoices table: stored invoices as `Invoice`, how they are read and locked.
 
 `services.invoice_lifecycle` is the public API (it re-exports the readers); generation lives in
-`services.invoicing` and the lifecycle in `services.invoice_lifecycle`.
+`services.invoicing` and the lifecycle in `services.invoice_lifecycle`; their writes in
+`storage.invoices.writes`.
 """
 
 from __future__ import annotations
@@ -20,9 +21,8 @@ from pricing.invoicing import (
     readable,
     version_key,
 )
-from pricing.periods import Period, billing_period
+from pricing.periods import Period
 from storage import db
-from storage.catalog.cache import CustomerContext, catalog, read_contexts
 from storage.errors import InvalidInput, NotFound
 
 _LOCK_NAMESPACE = "meterline.invoices"
@@ -171,28 +171,36 @@ def list_invoices(
         )
 
 
-def period_of(context: CustomerContext, period_start: datetime) -> Period:
-    """The customer's billing period that starts at `period_start`; InvalidInput otherwise."""
-    interval = billing_interval(context, period_start)
-    period = billing_period(
-        period_start, timezone=context.timezone, anchor_day=context.anchor_day, interval=interval
-    )
-    if period.start != period_start:
-        raise InvalidInput(
-            f"period_start: {period_start.isoformat()} is not the start of a billing period of"
-            f" customer {context.customer_id!r} (the period around it starts"
-            f" {period.start.isoformat()})"
+def first_draft_ending_after(customer_id: str, at: datetime) -> datetime | None:
+    """The period start of the customer's earliest draft whose period ends after `at`."""
+    with db.connection() as conn:
+        row = conn.execute(
+            "SELECT period_start FROM invoices WHERE customer_id = %s AND status = 'draft'"
+            " AND period_end > %s ORDER BY period_start LIMIT 1",
+            (customer_id, at),
+        ).fetchone()
+    return row[0] if row else None
+
+
+def drafts_due(now: datetime) -> tuple[list[Invoice], dict[tuple[str, str], int]]:
+    """The drafts whose grace period is over at `now`, in period order, and the current
+    rollup version of every segment of their customers, by (customer id, version key)."""
+    with db.connection() as conn:
+        due = select_invoices(
+            conn,
+            "status = 'draft' AND grace_until <= %s",
+            (now,),
+            order="period_start, customer_id, created_at",
         )
-    return period
-
-
-def customer_context(customer_id: str, *, conn: db.Connection | None = None) -> CustomerContext:
-    """The customer and its subscriptions, fresh; NotFound if there is none."""
-    with db.transaction(conn) as tx:
-        context = read_contexts(tx, [customer_id]).get(customer_id)
-    if context is None:
-        raise NotFound(f"customer_id: no customer {echo(customer_id)}")
-    return context
+        customers = sorted({invoice.customer_id for invoice in due})
+        current: dict[tuple[str, str], int] = {}
+        for customer_id, start, version in conn.execute(
+            "SELECT customer_id, period_start, version FROM usage_periods"
+            " WHERE customer_id = ANY(%s)",
+            (customers,),
+        ):
+            current[(customer_id, version_key(start))] = int(version)
+    return due, current
 
 
 def lock_customer(conn: db.Connection, customer_id: str) -> None:
@@ -256,14 +264,6 @@ def select_invoices(
     )
     rows = dict_cursor(conn).execute(query, params).fetchall()
     return [Invoice(**row) for row in rows]
-
-
-def billing_interval(context: CustomerContext, at: datetime) -> str:
-    """The billing interval of the plan the customer is on at `at` (or first was on)."""
-    span = context.span_at(max(at, context.starts_at)) or (
-        context.spans[0] if context.spans else None
-    )
-    return catalog.plan(span.plan_code)[0].interval if span else "month"
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -16,7 +16,7 @@ from dramatiq import Worker
 from dramatiq.brokers.stub import StubBroker
 
 from pricing.plans import Plan, load_plan
-from storage.catalog.customers import create_customer
+from services.customers import create_customer
 from storage.catalog.plans import apply_plan
 from storage.ingest import IngestOutcome, ingest_batch
 

@@ -18,7 +18,8 @@ from cli import ops as ops_cli
 from cli import periods as periods_cli
 from cli.output import CliError
 from services import invoice_lifecycle as invoices
-from storage.catalog.customers import create_customer
+from services import invoicing
+from services.customers import create_customer
 from storage.invoices import jobs as invoice_jobs
 from tests.billing.helpers import customer, event, ingest, utc
 
@@ -136,7 +137,7 @@ def test_ops_failed_and_retry(monkeypatch: pytest.MonkeyPatch) -> None:
         raise RuntimeError("disk full")
 
     with monkeypatch.context() as patch:
-        patch.setattr(invoices, "generate", broken)
+        patch.setattr(invoicing, "generate", broken)
         result = runner.invoke(periods_cli.app, ["close", "--period", "2026-01", "--inline"])
     assert result.exit_code == 1
     assert "RuntimeError: disk full" in result.stderr

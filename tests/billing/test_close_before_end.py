@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from cli import periods as periods_cli
 from pricing.periods import period_for_label
 from services import invoice_lifecycle as invoices
+from services.periods import PeriodNotEnded
 from storage.invoices import jobs as invoice_jobs
-from storage.invoices.jobs import PeriodNotEnded
 from tasks import billing
 from tests.billing.helpers import customer, utc
 

@@ -28,11 +28,12 @@ from cli import invoices as invoices_cli
 from cli import periods as periods_cli
 from pricing.plans import load_plan
 from services import invoice_lifecycle as invoices
+from services import periods
+from services.customers import cancel, change_plan, get_customer, status, subscriptions
 from services.reconcile import ledger_mismatches
 from services.usage import segment_counters
 from storage import db
 from storage.catalog.cache import catalog, load_contexts
-from storage.catalog.customers import cancel, change_plan, get_customer, status, subscriptions
 from storage.catalog.plans import apply_plan
 from storage.errors import Conflict, InvalidInput
 from storage.ingest import ingest_batch
@@ -349,9 +350,9 @@ def test_cancel_now_prorates_the_base_fee_and_rejects_later_usage(stub_broker: S
     ]
     assert november["lines"][0]["proration"] == {"days": 20, "period_days": 30}
     # The periods after the end are never due: the scheduler's close does not loop on them.
-    due = invoice_jobs.due_keys(utc(2027, 6, 1))
+    due = periods.due_keys(utc(2027, 6, 1))
     assert [(k.customer_id, k.period_label) for k in due] == []  # November has its job
-    assert invoice_jobs.keys_for_label("2026-12", utc(2027, 1, 2)) == []
+    assert periods.keys_for_label("2026-12", utc(2027, 1, 2)) == []
     shown = run(customers_cli.app, "show", "bye", "--json")
     assert shown["status"] == "cancelled" and shown["ends_at"] == "2026-11-21T00:00:00+00:00"
     with pytest.raises(Conflict, match="change-plan starts a new one"):
@@ -436,7 +437,7 @@ def test_a_cancelled_customer_is_resubscribed_by_change_plan(stub_broker: StubBr
         1,
         "USD",
     )
-    assert invoice_jobs.due_keys(utc(2026, 12, 1)) == []  # every ended period has its job
+    assert periods.due_keys(utc(2026, 12, 1)) == []  # every ended period has its job
 
 
 def test_customers_list_filters_by_plan_and_shows_a_table() -> None:

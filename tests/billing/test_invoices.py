@@ -12,8 +12,8 @@ import pytest
 
 from pricing.rating import rate, usage_from_events
 from services import invoice_lifecycle as invoices
+from services.customers import change_plan
 from storage.catalog.cache import catalog, load_contexts
-from storage.catalog.customers import change_plan
 from storage.errors import Conflict, InvalidInput
 from storage.ledger import events as ledger
 from tasks import billing

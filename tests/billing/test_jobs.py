@@ -16,7 +16,9 @@ from sentry_sdk.integrations.dramatiq import DramatiqIntegration
 from sentry_sdk.transport import Transport
 
 from pricing.periods import billing_period, next_period
+from services import invoice_jobs as invoice_jobs_service
 from services import invoice_lifecycle as invoices
+from services import invoicing
 from storage.errors import InvalidInput
 from storage.invoices import jobs as invoice_jobs
 from tasks import billing
@@ -28,9 +30,9 @@ JANUARY = utc(2026, 1, 1)
 
 
 def failing_generate(monkeypatch: pytest.MonkeyPatch, failures: int | None) -> list[int]:
-    """Make `services.invoice_lifecycle.generate` raise `failures` times (None: always); returns the
+    """Make `services.invoicing.generate` raise `failures` times (None: always); returns the
     call counter."""
-    real = invoices.generate
+    real = invoicing.generate
     calls = [0]
 
     def generate(*args: Any, **kwargs: Any) -> invoices.Invoice:
@@ -39,7 +41,7 @@ def failing_generate(monkeypatch: pytest.MonkeyPatch, failures: int | None) -> l
             raise RuntimeError(f"ledger offline (call {calls[0]})")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(invoices, "generate", generate)
+    monkeypatch.setattr(invoicing, "generate", generate)
     return calls
 
 
@@ -188,7 +190,7 @@ def test_exhausted_retries_leave_the_job_failed_and_ops_retry_runs_it_again(
     stub_broker: StubBroker, monkeypatch: pytest.MonkeyPatch, quick_retries: None
 ) -> None:
     customer("broken", "small", starts_at=utc(2025, 12, 1))
-    monkeypatch.setattr(billing, "GENERATE_MAX_RETRIES", 2)
+    monkeypatch.setattr(invoice_jobs_service, "GENERATE_MAX_RETRIES", 2)
     with monkeypatch.context() as patch:
         calls = failing_generate(patch, failures=None)
         billing.generate_invoice.send("broken", JANUARY.isoformat())
@@ -278,7 +280,7 @@ def test_a_failing_invoice_job_is_reported_to_sentry(
         for actor in (billing.generate_invoice, billing.invoice_job_failed):
             monkeypatch.setattr(actor, "broker", broker)
             broker.declare_actor(actor)
-        monkeypatch.setattr(billing, "GENERATE_MAX_RETRIES", 0)
+        monkeypatch.setattr(invoice_jobs_service, "GENERATE_MAX_RETRIES", 0)
         failing_generate(monkeypatch, failures=None)
         billing.generate_invoice.send("sentry", JANUARY.isoformat())
         deliver(broker)

@@ -13,6 +13,7 @@ from dramatiq.brokers.stub import StubBroker
 
 from pricing.periods import Period, billing_period
 from services import invoice_lifecycle as invoices
+from services import invoicing
 from tasks import billing
 from tasks.broker import BILLING_QUEUE
 from tasks.ingest import ingest_events
@@ -73,7 +74,7 @@ def test_usage_committed_while_a_refresh_runs_gets_a_refresh_of_its_own(
     stub_broker: StubBroker, draft: tuple[Period, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     period, invoice_id = draft
-    real_refresh = invoices.refresh_after_late_usage
+    real_refresh = invoicing.refresh_after_late_usage
     runs: list[str] = []
 
     def refresh_then_a_batch_commits(customer_id: str, start: datetime) -> Any:
@@ -83,7 +84,7 @@ def test_usage_committed_while_a_refresh_runs_gets_a_refresh_of_its_own(
         runs.append(customer_id)
         return refreshed
 
-    monkeypatch.setattr(invoices, "refresh_after_late_usage", refresh_then_a_batch_commits)
+    monkeypatch.setattr(invoicing, "refresh_after_late_usage", refresh_then_a_batch_commits)
     ingest_events(late("late", period, 10))
     deliver(stub_broker)
     assert len(runs) == 2

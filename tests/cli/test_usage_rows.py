@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from cli.main import app
 from pricing.periods import billing_period
 from pricing.plans import load_plan
+from services.customers import create_customer
 from services.usage import current_usage
-from storage.catalog.customers import create_customer
 from storage.catalog.plans import apply_plan
 from tasks.ingest import ingest_events
 from tests.metering.helpers import batch, event

@@ -12,9 +12,9 @@ from pricing.metering import segment_usage
 from pricing.periods import billing_period
 from pricing.plans import load_plan
 from pricing.rating import usage_from_events
+from services.customers import create_customer
 from services.usage import current_usage
 from storage.catalog.cache import catalog
-from storage.catalog.customers import create_customer
 from storage.catalog.plans import apply_plan
 from storage.ledger import events as ledger
 from storage.usage import counters, rollups

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from pricing.periods import billing_period
 from pricing.plans import load_plan
+from services.customers import create_customer
 from storage import db
-from storage.catalog.customers import create_customer
 from storage.catalog.plans import apply_plan
 from tasks.ingest import ingest_events
 from tests.metering.helpers import PLAN, assert_consistent, event

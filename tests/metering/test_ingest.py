@@ -237,8 +237,8 @@ def test_the_estimate_prorates_the_base_fee_like_the_invoice() -> None:
     from decimal import ROUND_HALF_UP
 
     from pricing.periods import billing_period
+    from services.customers import create_customer
     from services.usage import current_usage
-    from storage.catalog.customers import create_customer
 
     now = datetime.now(UTC)
     period = billing_period(now)

@@ -19,8 +19,8 @@ from yoyo import get_backend, read_migrations  # type: ignore[import-untyped]
 
 from pricing.plans import load_plan
 from scheduler.jobs import JOBS
+from services.customers import create_customer
 from storage import ingest
-from storage.catalog.customers import create_customer
 from storage.catalog.plans import apply_plan
 from storage.ledger import retention
 from storage.migrate import MIGRATIONS_DIR, migrate, yoyo_url

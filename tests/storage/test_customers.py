@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from pricing.plans import load_plan
-from storage.catalog.customers import (
+from services.customers import (
     Subscription,
     change_plan,
     create_customer,
