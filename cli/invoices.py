@@ -134,7 +134,7 @@ def render_html(document: dict[str, Any], *, customer_name: str | None = None) -
     import jinja2
 
     environment = jinja2.Environment(
-        loader=jinja2.PackageLoader("storage", "templates"),
+        loader=jinja2.PackageLoader("cli", "templates"),
         autoescape=jinja2.select_autoescape(["html"]),
     )
     number = document.get("number")

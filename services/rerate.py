@@ -24,6 +24,7 @@ from services.periods import billing_interval, period_at
 from storage import db
 from storage.catalog.cache import CustomerContext, catalog
 from storage.errors import InvalidInput
+from storage.ledger import history
 from storage.settings import get_settings
 from storage.usage import counters, rollups
 
@@ -55,7 +56,7 @@ def rederive(
     first = catalog.segment(before, at)
     since = first.start if first is not None else at
     until = now + timedelta(seconds=get_settings().METER_ACCEPT_FUTURE_SECONDS)
-    if not _has_events_since(conn, customer_id, at):
+    if not history.has_events_since(conn, customer_id, at):
         # The usual change, from now on: no usage moves, so no rollup changes (a segment that
         # ends earlier keeps its events); only versions and ends do. No ledger scan.
         new_segments = list(_segments_from(after, since, until))
@@ -63,7 +64,28 @@ def rederive(
         rollups.restamp(conn, customer_id, since, [(s.start, s.end) for s in new_segments])
         return _rerating(customer_id, since, old_segments, new_segments)
     first_day = local_date(since, after.timezone)
-    events = _events_since(conn, customer_id, _local_midnight(since, after.timezone))
+    events = history.events_since(conn, customer_id, _local_midnight(since, after.timezone))
+    accepted = _rated_under(after, events, since, at)
+    if events:
+        until = max(until, events[-1].timestamp)
+    new_segments = list(_segments_from(after, since, until))
+    old_segments = list(_segments_from(before, since, until))
+    rollups.rebuild(
+        conn,
+        customer_id,
+        since,
+        first_day,
+        build_deltas(accepted),
+        [(s.start, s.end) for s in new_segments],
+    )
+    return _rerating(customer_id, since, old_segments, new_segments)
+
+
+def _rated_under(
+    after: CustomerContext, events: list[Event], since: datetime, at: datetime
+) -> list[tuple[Event, Segment]]:
+    """Each event with the segment it belongs to under the history `after`. InvalidInput when
+    an event at or after `since` would have no plan, or is not priced by its new plan."""
     accepted: list[tuple[Event, Segment]] = []
     orphans: list[Event] = []
     refused: list[tuple[Event, str]] = []
@@ -92,19 +114,7 @@ def rederive(
             f"at: {len(refused)} usage event(s) accepted since {at.isoformat()} cannot be"
             f" priced under the new history ({detail})"
         )
-    if events:
-        until = max(until, events[-1].timestamp)
-    new_segments = list(_segments_from(after, since, until))
-    old_segments = list(_segments_from(before, since, until))
-    rollups.rebuild(
-        conn,
-        customer_id,
-        since,
-        first_day,
-        build_deltas(accepted),
-        [(s.start, s.end) for s in new_segments],
-    )
-    return _rerating(customer_id, since, old_segments, new_segments)
+    return accepted
 
 
 def _rerating(
@@ -149,24 +159,6 @@ def settle(rerating: Rerating, *, now: datetime | None = None) -> list[invoices.
             continue
         recomputed.append(invoices.generate(customer_id, draft.period_start, now=now))
     return recomputed
-
-
-def _has_events_since(conn: db.Connection, customer_id: str, at: datetime) -> bool:
-    row = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM usage_events WHERE customer_id = %s AND timestamp >= %s)",
-        (customer_id, at),
-    ).fetchone()
-    return bool(row and row[0])
-
-
-def _events_since(conn: db.Connection, customer_id: str, start: datetime) -> list[Event]:
-    rows = conn.execute(
-        "SELECT event_id, customer_id, metric, quantity, timestamp, properties"
-        " FROM usage_events WHERE customer_id = %s AND timestamp >= %s"
-        " ORDER BY timestamp, event_id",
-        (customer_id, start),
-    ).fetchall()
-    return [Event(r[0], r[1], r[2], r[3], r[4], r[5] or {}) for r in rows]
 
 
 def _segments_from(context: CustomerContext, since: datetime, until: datetime) -> Iterator[Segment]:
