@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.progress import Progress
 
-from cli.inputs import event_error, load_json_object, parse_time, read_event, utc_now
+from cli.inputs import event_error, load_json_object, parse_time, read_event_lines, utc_now
 from cli.output import CliError, console, print_json
+
+if TYPE_CHECKING:
+    from pricing.events import Event
 
 app = typer.Typer(help="Send usage events.", no_args_is_help=True)
 
@@ -28,7 +30,8 @@ def send(
 ) -> None:
     """Queue one event (a worker ingests it). What can be checked here is checked before it
     is queued: the event contract, the customer, the metric of its plan, the accepted window."""
-    from pricing.events import EventError, parse_event
+    from pricing.decoding import decode_event
+    from pricing.events import EventError
     from tasks import record_usage
 
     stamp = parse_time(timestamp, "--timestamp")
@@ -42,7 +45,7 @@ def send(
         "properties": props or {},
     }
     try:
-        event = parse_event(fields)
+        event = decode_event(fields)
     except EventError as error:
         raise event_error(error) from None
     _refuse_what_ingest_would_reject([("", event)], options=True)
@@ -72,11 +75,10 @@ def import_(
     anything is queued."""
     from tasks import record_usage
 
-    now = utc_now()
-    parsed = [_parse_line(file, n, line, now) for n, line in _lines(file)]
-    _refuse_what_ingest_would_reject([(where, event) for where, event, _ in parsed])
+    parsed = read_event_lines(file, now=utc_now())
+    _refuse_what_ingest_would_reject([(f"{file}:{n}", event) for n, _, event in parsed])
     _check_broker()
-    events = [kwargs for _, _, kwargs in parsed]
+    events = [_record_arguments(raw, event) for _, raw, event in parsed]
     with Progress(console=console, disable=as_json, transient=False) as progress:
         task = progress.add_task("queueing events", total=len(events))
         for i, event in enumerate(events, start=1):
@@ -90,29 +92,21 @@ def import_(
         console.print(f"queued {len(events)} event(s)")
 
 
-def _lines(file: Path) -> list[tuple[int, str]]:
-    return [(n, line) for n, line in enumerate(file.read_text().splitlines(), 1) if line.strip()]
-
-
-def _parse_line(
-    file: Path, number: int, line: str, now: datetime
-) -> tuple[str, Any, dict[str, Any]]:
-    """(where, the validated event, keyword arguments of `record_usage`) of one JSONL line."""
-    where = f"{file}:{number}"
-    raw, event = read_event(line, where, now=now)
-    kwargs = {
+def _record_arguments(raw: dict[str, Any], event: Event) -> dict[str, Any]:
+    """Keyword arguments of `record_usage` for a decoded line: an id or a time the line did
+    not give is left to the recorder (the decoder saw placeholders)."""
+    return {
         "customer_id": event.customer_id,
         "metric": event.metric,
         "quantity": event.quantity,
-        "event_id": raw.get("event_id"),
+        "event_id": event.event_id if raw.get("event_id") is not None else None,
         "timestamp": event.timestamp if raw.get("timestamp") is not None else None,
-        "properties": raw.get("properties"),
+        "properties": event.properties,
     }
-    return where, event, kwargs
 
 
 def _refuse_what_ingest_would_reject(
-    events: Sequence[tuple[str, Any]], *, options: bool = False
+    events: Sequence[tuple[str, Event]], *, options: bool = False
 ) -> None:
     """Ask the ingest rules (customer, plan, metric, window) about the events before queueing
     them: a refused one is an error here rather than a row in rejected_events later. Checked
@@ -132,9 +126,11 @@ def _refuse_what_ingest_would_reject(
                 raise CliError(f"{where}: {detail}")
 
 
-def _wire(event: Any) -> dict[str, Any]:
+def _wire(event: Event) -> dict[str, Any]:
     """The event as the ingest message carries it."""
-    return dict(event.model_dump(mode="json"))
+    from pricing.events import event_json
+
+    return event_json(event)
 
 
 def _check_broker() -> None:

@@ -6,10 +6,14 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from cli.output import CliError
 from pricing.errors import echo
+
+if TYPE_CHECKING:
+    from pricing.events import Event
 
 # The event's keys, as the options of `meter events send` name them.
 EVENT_OPTIONS = {
@@ -53,33 +57,36 @@ def load_json_object(text: str, where: str) -> dict[str, Any]:
     return value
 
 
-def read_event(
-    line: str, where: str, *, now: datetime, defaults: Mapping[str, Any] | None = None
-) -> tuple[dict[str, Any], Any]:
-    """One JSON Lines event: (the object as given, the `UsageEvent` it is under the event
-    contract). A missing `event_id` or `timestamp` is validated as a placeholder and `now`;
-    `defaults` fill other missing keys. Unlike the worker, a timestamp must be an RFC 3339
-    string with an offset (the contract), never a bare number."""
-    from pricing.events import EventError, parse_event
-    from pricing.fields import parse_timestamp
+def read_event_lines(
+    source: object, *, now: datetime, defaults: Mapping[str, Any] | None = None
+) -> list[tuple[int, dict[str, Any], Event]]:
+    """The events of a JSON Lines file (or text), each as (line number, the object as given,
+    the `Event` it is under the event contract), decoded as one batch by the worker's own
+    decoder. A missing (or null) `event_id` or `timestamp` is validated as `line-N` and `now`;
+    `defaults` fill other missing keys. The first bad line is a CliError naming the file,
+    the line and the field (`events.jsonl:3: quantity: ...`)."""
+    from pricing.decoding import decode_batch
 
-    raw = {**(defaults or {}), **load_json_object(line, where)}
-    stamp = raw.get("timestamp")
-    if stamp is not None:
-        try:
-            stamp = parse_timestamp(stamp)
-        except ValueError as error:
-            raise CliError(f"{where}: timestamp: {error}") from None
-    checked = {**raw, "event_id": raw.get("event_id") or "x", "timestamp": stamp or now}
-    try:
-        event = parse_event(checked)
-    except EventError as error:
-        raise CliError(f"{where}: {error}") from None
-    return raw, event
+    text = source.read_text() if isinstance(source, Path) else str(source)
+    lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    given = [{**(defaults or {}), **load_json_object(line, f"{source}:{n}")} for n, line in lines]
+    checked = [
+        {
+            **raw,
+            "event_id": f"line-{n}" if raw.get("event_id") is None else raw["event_id"],
+            "timestamp": now if raw.get("timestamp") is None else raw["timestamp"],
+        }
+        for (n, _), raw in zip(lines, given, strict=True)
+    ]
+    events, rejected = decode_batch(checked)
+    if rejected:
+        first = rejected[0]
+        raise CliError(f"{source}:{lines[first.position or 0][0]}: {first.detail}")
+    return [(n, raw, event) for (n, _), raw, event in zip(lines, given, events, strict=True)]
 
 
 def event_error(error: ValueError, options: Mapping[str, str] = EVENT_OPTIONS) -> CliError:
-    """An `EventError` (or the recorder's ValueError) with each field named by its option:
+    """An `EventError` (the decoder's or the recorder's) with each field named by its option:
     `quantity: not a number` -> `--quantity: not a number`."""
     reasons = getattr(error, "errors", None) or [("", str(error))]
     lines = []

@@ -5,14 +5,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from cli.inputs import parse_time, read_event
+from cli.inputs import parse_time, read_event_lines
 from cli.output import CliError, console, err_console, print_json, print_table
 from cli.plans import load_plan_file
 from pricing.errors import echo
+
+if TYPE_CHECKING:
+    from pricing.events import Event
 
 
 def _parse_usage(pairs: list[str], known: set[str]) -> dict[str, Decimal]:
@@ -62,18 +65,11 @@ def _parse_period(start: str | None, end: str | None) -> Any:
     return Period(first, last)
 
 
-def read_events(path: Path) -> list[Any]:
+def read_events(path: Path) -> list[Event]:
     """Events from a JSON Lines file, under the event contract; an event without id, customer
-    or time gets a default (a line number, "offline", now)."""
-    now = datetime.now(UTC)
-    events = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        defaults = {"event_id": f"line-{number}", "customer_id": "offline"}
-        _, event = read_event(line, f"{path}:{number}", now=now, defaults=defaults)
-        events.append(event)
-    return events
+    or time gets a default (its line number, "offline", now)."""
+    lines = read_event_lines(path, now=datetime.now(UTC), defaults={"customer_id": "offline"})
+    return [event for _, _, event in lines]
 
 
 def quote(

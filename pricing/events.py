@@ -1,10 +1,12 @@
-"""Usage events: what a producer records, its limits, and the value it gives a metric.
+"""The usage event contract: its limits, its schema, and the reasons an event is refused.
 
 The limits are those of the ledger (quantity NUMERIC(30,6)), of what PostgreSQL and Redis can
-store (text without NUL, valid Unicode), of a datetime in UTC, and of a sane JSON payload; an
-event that breaks one is refused with a reason that names the field, before it is queued.
-This module is the one place those rules live: the model below, the worker's fast decoder
-(`pricing.metering`) and the producer (`tasks.recorder`) all call the checks defined here.
+store (text without NUL, valid Unicode), of a datetime in UTC, and of a sane JSON payload. This
+module is the one place they are defined: `Event` is the schema (a msgspec Struct, decoded a
+whole batch at a time by `pricing.decoding.decode_batch`, which the worker, the CLI and any
+other reader of JSON events use), and the `check_*` functions apply the same rules to the
+Python values a producer passes to `tasks.record_usage`. Every refusal names its field first
+(`quantity: ...`, `properties.note: ...`), with the same reason whichever way the event came.
 """
 
 from __future__ import annotations
@@ -12,23 +14,15 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Context, Decimal
 from typing import Annotated, Any, Protocol
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-)
+import msgspec
 
-from pricing.errors import join_path
-from pricing.fields import value_text
-from pricing.money import format_decimal, parse_decimal
+from pricing.fields import TIMESTAMP_EXAMPLE, value_text
+from pricing.money import parse_decimal
 from pricing.plans import MetricDefinition
 
 MAX_ID_LENGTH = 128
@@ -42,19 +36,48 @@ MAX_PROPERTIES = 50
 MAX_PROPERTY_KEY_LENGTH = 64
 MAX_PROPERTY_STRING_LENGTH = 512  # also bounds the digits of a number property
 _MAX_PROPERTY_INT = 10**MAX_PROPERTY_STRING_LENGTH
+_MAX_INT_QUANTITY = int(MAX_QUANTITY)
 
 # NUL, which PostgreSQL text and jsonb refuse, and UTF-16 surrogates, which no UTF-8 encoder
 # accepts (a Python str may hold them: the JSON string "\ud800" decodes to one).
 UNSTORABLE_CHARACTERS = re.compile("[\x00\ud800-\udfff]")
-_QUANTITY_QUANTUM = Decimal(1).scaleb(-QUANTITY_PLACES)
 # Quantize and compare without the caller's context: digits are bounded before it is used.
 _EXACT = Context(prec=60)
 
 PropertyValue = str | int | float | bool
+DEFAULT_QUANTITY = Decimal(1)
+
+# --- the schema ------------------------------------------------------------------------------
+# What msgspec checks in C for a whole batch at once: shape, types, lengths. What it cannot
+# express (NUL, lone surrogates, the quantity's range and places, conversion to UTC, the
+# magnitude of numbers) `decoding.finish` checks in one Python pass per event.
+
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
+_Key = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_PROPERTY_KEY_LENGTH)]
+_Value = bool | int | float | Annotated[str, msgspec.Meta(max_length=MAX_PROPERTY_STRING_LENGTH)]
+_Properties = Annotated[dict[_Key, _Value], msgspec.Meta(max_length=MAX_PROPERTIES)]
+
+
+class Event(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc=False):
+    """One usage event: timestamps in UTC once decoded; `quantity` may be negative (a
+    correction). Built by keyword; building one directly checks nothing (decoding does)."""
+
+    event_id: _Id
+    customer_id: _Id
+    metric: _Id
+    quantity: Decimal = DEFAULT_QUANTITY
+    timestamp: Annotated[datetime, msgspec.Meta(tz=True)]
+    properties: _Properties = msgspec.field(default_factory=dict)
+
+
+#: The event's keys, in order, and those a JSON event must have (the producer fills in the
+#: id and the time when its caller gives none).
+EVENT_KEYS = Event.__struct_fields__
+REQUIRED_KEYS = ("event_id", "customer_id", "metric", "timestamp")
 
 
 class EventLike(Protocol):
-    """Anything with an event's attributes: a `UsageEvent`, a ledger row, a test double."""
+    """Anything with an event's attributes: an `Event`, a ledger row, a test double."""
 
     @property
     def event_id(self) -> str: ...
@@ -81,6 +104,48 @@ class EventError(ValueError):
     def __init__(self, errors: list[tuple[str, str]]) -> None:
         self.errors = list(errors)
         super().__init__("; ".join(reason for _path, reason in self.errors))
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """An event refused, with a reason code, a message naming the field, what was sent, and
+    where it was in its batch (0-based; None when it was judged alone)."""
+
+    reason: str
+    detail: str
+    payload: Any
+    position: int | None = None
+
+    def _get(self, key: str) -> str | None:
+        value = self.payload.get(key) if isinstance(self.payload, Mapping) else None
+        return value[:128] if isinstance(value, str) else None
+
+    @property
+    def event_id(self) -> str | None:
+        return self._get("event_id")
+
+    @property
+    def customer_id(self) -> str | None:
+        return self._get("customer_id")
+
+    @property
+    def metric(self) -> str | None:
+        return self._get("metric")
+
+
+def event_json(event: EventLike) -> dict[str, Any]:
+    """An event as JSON carries it (exact decimal text, RFC 3339 in UTC)."""
+    return {
+        "event_id": event.event_id,
+        "customer_id": event.customer_id,
+        "metric": event.metric,
+        "quantity": str(event.quantity),
+        "timestamp": event.timestamp.isoformat(),
+        "properties": dict(event.properties),
+    }
+
+
+# --- the rules -------------------------------------------------------------------------------
 
 
 def text_problem(text: str) -> str | None:
@@ -120,7 +185,7 @@ def utc_timestamp(timestamp: datetime) -> datetime:
     """The same instant in UTC; ValueError without an offset, or when the instant cannot be
     expressed in UTC (9999-12-31T23:59:59-14:00 is after the last datetime)."""
     if timestamp.utcoffset() is None:
-        raise ValueError("must include a UTC offset")
+        raise ValueError(f"must include a UTC offset ({TIMESTAMP_EXAMPLE})")
     try:
         return timestamp.astimezone(UTC)
     except OverflowError:
@@ -129,39 +194,36 @@ def utc_timestamp(timestamp: datetime) -> datetime:
         ) from None
 
 
-def _quantity(value: object) -> Decimal:
-    try:
-        quantity = parse_decimal(value)
-    except ValueError as error:
-        raise ValueError(f"quantity: {_shown(error)}") from None
-    try:
-        return checked_number(quantity)
-    except ValueError as error:
-        raise ValueError(f"quantity: {error}, got {_shown(value)}") from None
-
-
-def _shown(value: object) -> str:
+def shown(value: object) -> str:
     """A value as a message shows it: short, and strings as their repr (NUL and surrogates
-    escaped); the message is stored as text with the rejected event."""
+    escaped); never an error itself (an int of 5000 digits has no str). The message is stored
+    as text with the rejected event."""
+    if isinstance(value, int) and value.bit_length() > 600:
+        return f"an int of {value.bit_length()} bits"
     text = repr(value) if isinstance(value, str) else str(value)
     text = text if len(text) <= 80 else f"{text[:77]}..."
     return UNSTORABLE_CHARACTERS.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
-def _properties(value: object) -> dict[str, PropertyValue]:
+def id_reason(value: object) -> str:
+    """Why `value` cannot be an event's id, customer or metric (a bare reason)."""
+    if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH:
+        problem = text_problem(value)
+        if problem:
+            return problem
+    return f"must be a string of 1 to {MAX_ID_LENGTH} characters, got {shown(value)}"
+
+
+def properties_problem(value: object) -> str | None:
+    """Why `value` cannot be an event's properties, naming the key, or None."""
     if not isinstance(value, Mapping):
-        raise ValueError("properties: must be an object of names to values")
+        return f"properties: must be an object of names to values, got {type(value).__name__}"
     if len(value) > MAX_PROPERTIES:
-        raise ValueError(f"properties: at most {MAX_PROPERTIES} keys, got {len(value)}")
-    problems = [problem for key, item in value.items() if (problem := property_problem(key, item))]
-    if problems:
-        raise ValueError("; ".join(problems))
-    # An exact Decimal is kept as its canonical text: JSON has no decimals, and text survives
-    # the trip through the queue unchanged (a float would not be exact).
-    return {
-        key: format_decimal(item) if isinstance(item, Decimal) else item
-        for key, item in value.items()
-    }
+        return f"properties: at most {MAX_PROPERTIES} keys, got {len(value)}"
+    for key, item in value.items():
+        if problem := property_problem(key, item):
+            return problem
+    return None
 
 
 def property_problem(key: object, item: object) -> str | None:
@@ -219,66 +281,6 @@ def _digits(value: Decimal) -> int:
     return max(value.adjusted() + 1, 1) + max(-exponent, 0)
 
 
-class UsageEvent(BaseModel):
-    """One usage event. Timestamps are stored in UTC; `quantity` may be negative (a correction).
-
-    Property values may also be given as `Decimal` (exact amounts from Python callers); they
-    are stored as their canonical text ("12.5"), which every aggregation reads as a number.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    event_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
-    customer_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
-    metric: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
-    quantity: Annotated[Decimal, BeforeValidator(_quantity)] = Decimal(1)
-    timestamp: datetime
-    properties: Annotated[dict[str, PropertyValue], BeforeValidator(_properties)] = Field(
-        default_factory=dict
-    )
-
-    @field_validator("event_id", "customer_id", "metric", mode="before")
-    @classmethod
-    def _storable(cls, value: object, info: ValidationInfo) -> object:
-        # Before pydantic's own check, which calls a lone surrogate "unable to parse raw data".
-        if isinstance(value, str) and (problem := text_problem(value)):
-            raise ValueError(f"{info.field_name}: {problem}")
-        return value
-
-    @field_validator("timestamp")
-    @classmethod
-    def _aware(cls, timestamp: datetime) -> datetime:
-        try:
-            return utc_timestamp(timestamp)
-        except ValueError as error:
-            raise ValueError(f"timestamp: {error}") from None
-
-
-def parse_event(data: Mapping[str, Any]) -> UsageEvent:
-    """A `UsageEvent` from a plain mapping; a bad one raises `EventError`."""
-    try:
-        return UsageEvent.model_validate(dict(data))
-    except ValidationError as error:
-        raise EventError(_event_errors(error)) from None
-
-
-def _event_errors(error: ValidationError) -> list[tuple[str, str]]:
-    found: list[tuple[str, str]] = []
-    for item in error.errors():
-        path = ""
-        for part in item["loc"]:
-            path = path + f"[{part}]" if isinstance(part, int) else join_path(path, part)
-        reason = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "missing":
-            reason = "required"
-        elif item["type"] == "extra_forbidden":
-            reason = "unknown key"
-        if not reason.startswith(f"{path}:") and not reason.startswith(f"{path}."):
-            reason = f"{path}: {reason}"
-        found.append((path, reason))
-    return found
-
-
 def matches_filter(metric: MetricDefinition, event: EventLike) -> bool:
     """True when every filtered property exists on the event with one of the listed values."""
     for key, allowed in (metric.filter or {}).items():
@@ -316,3 +318,66 @@ def event_value(metric: MetricDefinition, event: EventLike) -> Decimal | str | N
         return checked_number(parse_decimal(raw), VALUE_PLACES)
     except ValueError:
         return None
+
+
+# --- a producer's Python values (tasks.record_usage): the same rules, Python types ----------
+# Each raises EventError (a ValueError) whose message starts with the field; the recorder calls
+# them only when its inline fast checks did not already pass the value.
+
+
+def check_id(field: str, value: object) -> str:
+    """An id, customer or metric: a str (a subclass as its plain value)."""
+    if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH and not text_problem(value):
+        return str.__str__(value)
+    raise EventError([(field, f"{field}: {id_reason(value)}")])
+
+
+def check_quantity(value: object) -> int | float | Decimal:
+    """An int, float or Decimal quantity, kept as given (the message writes its exact text)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        got = "a boolean" if isinstance(value, bool) else type(value).__name__
+        raise EventError([("quantity", f"quantity: must be int, Decimal or float, got {got}")])
+    if isinstance(value, int) and -_MAX_INT_QUANTITY < value < _MAX_INT_QUANTITY:
+        return int(value)
+    try:
+        # A float's shortest decimal is what is sent; parse_decimal reads it that way.
+        number = value if isinstance(value, Decimal) else parse_decimal(value)
+        checked = checked_number(number)
+    except ValueError as error:
+        reason = f"quantity: {error}" + ("" if ", got" in str(error) else f", got {shown(value)}")
+        raise EventError([("quantity", reason)]) from None
+    return float(value) if isinstance(value, float) else checked
+
+
+def check_timestamp(value: object) -> datetime:
+    """An aware datetime, as the same instant in UTC."""
+    if not isinstance(value, datetime):
+        reason = f"timestamp: must be a datetime, got {type(value).__name__}"
+        raise EventError([("timestamp", reason)])
+    try:
+        return utc_timestamp(value)
+    except ValueError as error:
+        raise EventError([("timestamp", f"timestamp: {error}, got {value.isoformat()}")]) from None
+
+
+def check_properties(value: object) -> dict[str, PropertyValue]:
+    """A checked copy (the caller may change its dict afterwards), each value as a message
+    carries it: subclasses as their plain value, a Decimal as its exact text."""
+    problem = properties_problem(value)
+    if problem is not None or not isinstance(value, dict):
+        problem = problem or f"properties: must be a dict, got {type(value).__name__}"
+        raise EventError([(problem.split(":", 1)[0], problem)])
+    return {str.__str__(key): _plain_value(item) for key, item in value.items()}
+
+
+def _plain_value(value: object) -> PropertyValue:
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    assert isinstance(value, Decimal)  # property_problem allows nothing else
+    return format(value, "f")  # money stays exact: a Decimal is sent as a decimal string

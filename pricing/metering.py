@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -23,20 +23,7 @@ from pricing.aggregations import (
 )
 from pricing.charges import PercentageCharge, PercentageState
 from pricing.charges.base import ChargeResult, MetricUsage
-from pricing.events import (
-    MAX_ID_LENGTH,
-    MAX_PROPERTIES,
-    VALUE_PLACES,
-    EventError,
-    EventLike,
-    UsageEvent,
-    checked_number,
-    event_value,
-    matches_filter,
-    parse_event,
-    property_problem,
-    text_problem,
-)
+from pricing.events import VALUE_PLACES, EventLike, event_value, matches_filter
 from pricing.periods import Period, local_date
 from pricing.plans import MetricDefinition, Plan
 
@@ -60,130 +47,6 @@ class Segment:
         """The span a `weighted_sum` is averaged over: the whole billing period's length,
         ending when the segment ends (a plan change leaves each plan its own share)."""
         return Period(self.end - (self.period.end - self.period.start), self.end)
-
-
-@dataclass(frozen=True)
-class Rejection:
-    """An event refused, with a reason code, a message naming the field, and what was sent."""
-
-    reason: str
-    detail: str
-    payload: Any
-
-    def _get(self, key: str) -> str | None:
-        value = self.payload.get(key) if isinstance(self.payload, Mapping) else None
-        return value[:128] if isinstance(value, str) else None
-
-    @property
-    def event_id(self) -> str | None:
-        return self._get("event_id")
-
-    @property
-    def customer_id(self) -> str | None:
-        return self._get("customer_id")
-
-    @property
-    def metric(self) -> str | None:
-        return self._get("metric")
-
-
-@dataclass(slots=True)
-class Event:
-    """An accepted event on the ingest hot path: what `UsageEvent` holds, without pydantic's
-    cost per instance (an `EventLike`)."""
-
-    event_id: str
-    customer_id: str
-    metric: str
-    quantity: Decimal
-    timestamp: datetime
-    properties: dict[str, Any]
-
-
-_EVENT_KEYS = frozenset(
-    {"event_id", "customer_id", "metric", "quantity", "timestamp", "properties"}
-)
-_ONE = Decimal(1)
-_MINUTE = timedelta(minutes=1)
-
-
-def _fast_event(raw: Mapping[str, Any]) -> Event | None:
-    """The event when it has the plain shape producers send and breaks no limit, else None
-    (the caller then lets `parse_event` give the exact error). Must accept exactly what
-    `UsageEvent` accepts for that shape: tests compare the two. The rules themselves live in
-    `pricing.events` (`text_problem`, `checked_number`, `property_problem`)."""
-    if not raw.keys() <= _EVENT_KEYS:
-        return None
-    event_id, customer_id, metric = raw.get("event_id"), raw.get("customer_id"), raw.get("metric")
-    if type(event_id) is not str or type(customer_id) is not str or type(metric) is not str:
-        return None
-    if not (
-        0 < len(event_id) <= MAX_ID_LENGTH
-        and 0 < len(customer_id) <= MAX_ID_LENGTH
-        and 0 < len(metric) <= MAX_ID_LENGTH
-    ):
-        return None
-    # Only text that is not plain ASCII or holds NUL can be unstorable: then ask the contract.
-    unusual = not (event_id.isascii() and customer_id.isascii() and metric.isascii()) or (
-        "\x00" in event_id or "\x00" in customer_id or "\x00" in metric
-    )
-    if unusual and (text_problem(event_id) or text_problem(customer_id) or text_problem(metric)):
-        return None
-    raw_quantity = raw.get("quantity", "1")
-    if type(raw_quantity) is not str and type(raw_quantity) is not int:
-        return None
-    try:
-        quantity = _ONE if raw_quantity == "1" else checked_number(Decimal(raw_quantity))
-    except (ArithmeticError, ValueError):
-        return None
-    raw_ts = raw.get("timestamp")
-    if type(raw_ts) is not str:
-        return None
-    try:
-        timestamp = datetime.fromisoformat(raw_ts)
-    except ValueError:
-        return None
-    if timestamp.tzinfo is not UTC:
-        offset = timestamp.utcoffset()
-        if offset is None or offset % _MINUTE:  # RFC 3339 offsets are whole minutes
-            return None
-        try:
-            timestamp = timestamp.astimezone(UTC)
-        except OverflowError:  # beyond year 1 or 9999 in UTC: the model says so
-            return None
-    properties = raw.get("properties", {})
-    if type(properties) is not dict:
-        return None
-    if properties and not _plain_properties(properties):
-        return None
-    return Event(event_id, customer_id, metric, quantity, timestamp, properties)
-
-
-_PLAIN_VALUES = frozenset({str, int, float, bool})
-
-
-def _plain_properties(properties: dict[Any, Any]) -> bool:
-    if len(properties) > MAX_PROPERTIES:
-        return False
-    for key, value in properties.items():
-        if type(value) not in _PLAIN_VALUES or property_problem(key, value) is not None:
-            return False
-    return True
-
-
-def decode_event(raw: object) -> Event | UsageEvent | Rejection:
-    """A raw event from a message, or the reason it cannot be one."""
-    if not isinstance(raw, Mapping):
-        return Rejection(
-            "invalid_event", f"event: expected an object, got {type(raw).__name__}", raw
-        )
-    fast = _fast_event(raw)
-    if fast is not None:
-        return fast
-    try:
-        return parse_event(raw)
-    except EventError as error:
-        return Rejection("invalid_event", str(error), raw)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from pricing.metering import Event, Segment, build_deltas, check_event
+from pricing.events import Event
+from pricing.metering import Segment, build_deltas, check_event
 from pricing.periods import local_date, next_period, zone
 from services import invoice_lifecycle as invoices
 from services.periods import billing_interval, period_at

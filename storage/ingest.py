@@ -16,8 +16,9 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from pricing.events import EventLike
-from pricing.metering import Rejection, Segment, build_deltas, check_event, decode_event
+from pricing.decoding import decode_batch
+from pricing.events import Event, Rejection, event_json
+from pricing.metering import Segment, build_deltas, check_event
 from storage import db
 from storage.catalog.cache import CustomerContext, catalog
 from storage.ledger import events as ledger
@@ -63,17 +64,6 @@ class IngestOutcome:
         return sum(self.rejected.values())
 
 
-def _event_json(event: EventLike) -> dict[str, Any]:
-    return {
-        "event_id": event.event_id,
-        "customer_id": event.customer_id,
-        "metric": event.metric,
-        "quantity": str(event.quantity),
-        "timestamp": event.timestamp.isoformat(),
-        "properties": dict(event.properties),
-    }
-
-
 def _segment_for(
     cache: dict[str, list[Segment]], context: CustomerContext, at: datetime
 ) -> Segment | None:
@@ -82,35 +72,28 @@ def _segment_for(
     for segment in found:
         if segment.start <= at < segment.end:
             return segment
-    segment = catalog.segment(context, at)
-    if segment is not None:
-        found.append(segment)
-    return segment
+    fresh = catalog.segment(context, at)
+    if fresh is not None:
+        found.append(fresh)
+    return fresh
 
 
 def _classify(
     raw_events: Sequence[Any], now: datetime
-) -> tuple[list[tuple[EventLike, Segment]], list[Rejection], int, dict[str, CustomerContext]]:
+) -> tuple[list[tuple[Event, Segment]], list[Rejection], int, dict[str, CustomerContext]]:
     settings = get_settings()
     earliest = now - timedelta(days=settings.METER_ACCEPT_PAST_DAYS)
     latest = now + timedelta(seconds=settings.METER_ACCEPT_FUTURE_SECONDS)
-    parsed: list[EventLike] = []
-    rejections: list[Rejection] = []
-    for raw in raw_events:
-        event = decode_event(raw)
-        if isinstance(event, Rejection):
-            rejections.append(event)
-        else:
-            parsed.append(event)
+    parsed, rejections = decode_batch(raw_events)
     contexts = catalog.customers({e.customer_id for e in parsed})
-    accepted: list[tuple[EventLike, Segment]] = []
+    accepted: list[tuple[Event, Segment]] = []
     segments: dict[str, list[Segment]] = {}
     seen: set[tuple[str, str]] = set()
     duplicates = 0
     for event in parsed:
         context = contexts.get(event.customer_id)
         reason: tuple[str, str] | None = None
-        segment = None
+        segment: Segment | None = None
         if context is None:
             reason = ("unknown_customer", f"customer_id: no customer {event.customer_id!r}")
         elif not earliest <= event.timestamp <= latest:
@@ -131,7 +114,7 @@ def _classify(
                 reason = check_event(segment.plan, event)
         if reason is not None or segment is None:
             code, detail = reason or ("invalid_event", "")
-            rejections.append(Rejection(code, detail, _event_json(event)))
+            rejections.append(Rejection(code, detail, event_json(event)))
             continue
         key = (event.customer_id, event.event_id)
         if key in seen:

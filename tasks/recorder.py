@@ -12,42 +12,8 @@ event's period) relies on it. A broker outage is retried with exponential backof
 never dropping a batch; meanwhile the buffer fills and, once it holds `max_buffer` unsent
 events, `record()` waits up to `block_timeout` and then raises `BufferFull`.
 
-The message (a contract: non-Python producers may enqueue it themselves)
------------------------------------------------------------------------
-A Dramatiq message on queue ``ingest`` for actor ``ingest_events``, encoded by Dramatiq's
-default JSON encoder (UTF-8 JSON)::
-
-    {"queue_name": "ingest", "actor_name": "ingest_events",
-     "args": [BATCH], "kwargs": {}, "options": {},
-     "message_id": "<uuid4, unique per message>",
-     "message_timestamp": <int, milliseconds since the Unix epoch>}
-
-    BATCH = {"batch_id": "<str, unique per batch; a re-send of the batch keeps it>",
-             "events": [EVENT, ...]}                      # 1 to 500 events by default
-
-    EVENT = {"event_id": "<str, 1-128 chars, unique per event; a re-send keeps it>",
-             "customer_id": "<str, 1-128 chars>",
-             "metric": "<str, 1-128 chars>",
-             "quantity": "<decimal string, e.g. \\"1\\", \\"12.5\\", \\"-3.000001\\":
-                          |quantity| < 10**18, at most 6 decimal places, never exponent form>",
-             "timestamp": "<RFC 3339 with offset and microseconds,
-                           e.g. \\"2026-11-27T10:00:00.123456+00:00\\" (this producer sends UTC)>",
-             "properties": {"<key, 1-64 chars>": <str of at most 512 chars | number | bool>}}
-                                                    # at most 50 keys; {} when there are none
-    No text above may hold NUL or a lone surrogate (rules: pricing/events.py); the worker
-    rejects such an event with a reason, and this producer refuses it in record().
-
-Python producers send it with ``broker.enqueue(dramatiq.Message(queue_name="ingest",
-actor_name="ingest_events", args=(batch,), kwargs={}, options={}))``, which needs no actor
-declared. Others write it where the broker looks:
-
-- Redis broker (namespace ``dramatiq``): add ``"redis_message_id": "<uuid4>"`` to ``options``,
-  then, atomically (MULTI/EXEC or a Lua script):
-  ``HSET dramatiq:ingest.msgs <redis_message_id> <json>`` and
-  ``RPUSH dramatiq:ingest <redis_message_id>``.
-- RabbitMQ: declare the durable queue ``ingest`` (Dramatiq declares it with
-  ``x-dead-letter-exchange: ""`` and ``x-dead-letter-routing-key: "ingest.XQ"``) and publish
-  the JSON to the default exchange with routing key ``ingest`` and ``delivery_mode=2``.
+The message format (a contract: non-Python producers may enqueue it themselves) is described
+and built in `tasks.message`; the event's rules are `pricing.events`'.
 
 Stopping: `atexit` sends what is buffered at a normal exit, and the first recorder to start in
 the main thread installs a SIGTERM handler that sends it before the process stops; servers that
@@ -61,7 +27,6 @@ first attempt did reach the broker); the ingest actor skips events whose ``event
 from __future__ import annotations
 
 import atexit
-import functools
 import itertools
 import logging
 import math
@@ -74,7 +39,7 @@ import uuid
 import weakref
 from collections import deque
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -82,34 +47,30 @@ import dramatiq
 
 from pricing.events import (
     MAX_ID_LENGTH,
-    MAX_PROPERTIES,
-    checked_number,
-    property_problem,
-    text_problem,
-    utc_timestamp,
+    MAX_QUANTITY,
+    check_id,
+    check_properties,
+    check_quantity,
+    check_timestamp,
 )
-from pricing.events import MAX_QUANTITY as _MAX_QUANTITY
 from tasks.broker import get_broker
+from tasks.message import Buffered, Stamp, encode_event
 from tasks.names import INGEST_EVENTS, INGEST_QUEUE
 from tasks.shutdown import install_sigterm_handler, main_thread_section
 
 log = logging.getLogger("meterline.recorder")
 
-# The event's limits are the contract's (pricing.events): what this producer refuses is what
+# The event's rules are the contract's (pricing.events): what this producer refuses is what
 # the ingest worker would reject, so a bad event fails in the caller, never in a batch.
-MAX_QUANTITY = int(_MAX_QUANTITY)  # an int: the common int quantity compares to it fastest
+_MAX_INT_QUANTITY = int(MAX_QUANTITY)  # an int: the common int quantity compares to it fastest
 
 RETRY_FIRST_DELAY = 0.05  # seconds before the first re-send; doubles up to RETRY_MAX_DELAY
 RETRY_MAX_DELAY = 5.0
 EXIT_FLUSH_TIMEOUT = 10.0  # how long interpreter exit waits for buffered events to be sent
 _LIVENESS_POLL = 0.5  # flush() re-checks that the flusher thread is alive this often
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _PREFIX_ALPHABET = string.ascii_letters + string.digits
 _PREFIX_LENGTH = 12  # 62**12 ≈ 2**71: prefixes of distinct processes do not collide
-
-Stamp = int | datetime  # time.time_ns() at record time, or the caller's timestamp in UTC
-Buffered = tuple[str, str, str, int | float | Decimal, Stamp, dict[str, Any] | None]
 
 
 class BufferFull(RuntimeError):
@@ -198,23 +159,23 @@ class UsageRecorder:
         """Validate one event and buffer it; returns its `event_id`. Raises ValueError naming
         the bad field (nothing is buffered), or BufferFull if the broker is down too long."""
         # Fast paths first: the common call must stay in the low microseconds. A plain ASCII
-        # id without NUL needs no more; anything else gets the full check (`_check_id`).
+        # id without NUL needs no more; anything else gets the contract's full check.
         if (
             type(customer_id) is not str
             or not 0 < len(customer_id) <= MAX_ID_LENGTH
             or not customer_id.isascii()
             or "\x00" in customer_id
         ):
-            customer_id = _check_id("customer_id", customer_id)
+            customer_id = check_id("customer_id", customer_id)
         if (
             type(metric) is not str
             or not 0 < len(metric) <= MAX_ID_LENGTH
             or not metric.isascii()
             or "\x00" in metric
         ):
-            metric = _check_id("metric", metric)
-        if type(quantity) is not int or not -MAX_QUANTITY < quantity < MAX_QUANTITY:
-            quantity = _check_quantity(quantity)
+            metric = check_id("metric", metric)
+        if type(quantity) is not int or not -_MAX_INT_QUANTITY < quantity < _MAX_INT_QUANTITY:
+            quantity = check_quantity(quantity)
         if event_id is None:
             event_id = f"{self._prefix}-{next(self._seq)}"
         elif (
@@ -223,16 +184,15 @@ class UsageRecorder:
             or not event_id.isascii()
             or "\x00" in event_id
         ):
-            event_id = _check_id("event_id", event_id)
-        stamp: Stamp = time.time_ns() if timestamp is None else _check_timestamp(timestamp)
-        if properties is not None:
-            properties = _check_properties(properties)
+            event_id = check_id("event_id", event_id)
+        stamp: Stamp = time.time_ns() if timestamp is None else check_timestamp(timestamp)
+        checked = None if properties is None else check_properties(properties)
         if not self._running:
             self._start()
         buf = self._buf
         if len(buf) + self._inflight >= self._max_buffer:
             self._wait_for_space()
-        buf.append((event_id, customer_id, metric, quantity, stamp, properties))
+        buf.append((event_id, customer_id, metric, quantity, stamp, checked))
         if len(buf) >= self._batch_size and not self._wake.is_set():
             with main_thread_section():  # Event.set holds the lock the sender waits on
                 self._wake.set()
@@ -369,7 +329,7 @@ class UsageRecorder:
 
     def _send(self, events: list[Buffered]) -> None:
         """Enqueue one message for `events`, retrying the same message until it goes."""
-        batch = {"batch_id": str(uuid.uuid4()), "events": [_encode_event(e) for e in events]}
+        batch = {"batch_id": str(uuid.uuid4()), "events": [encode_event(e) for e in events]}
         message: dramatiq.Message[Any] = dramatiq.Message(
             queue_name=INGEST_QUEUE, actor_name=INGEST_EVENTS, args=(batch,), kwargs={}, options={}
         )
@@ -403,130 +363,6 @@ class UsageRecorder:
             self._broker.declare_queue(INGEST_QUEUE)
             self._declared_on = self._broker
         return self._broker
-
-
-# --- validation (slow paths of record(); messages start with the field name) ---------------
-# The rules are pricing.events' (the event contract); these functions only adapt Python values.
-
-
-def _check_id(field: str, value: object) -> str:
-    if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH:
-        if problem := text_problem(value):
-            raise ValueError(f"{field}: {problem}, got {_repr(value)}")
-        return str.__str__(value)  # a str subclass (StrEnum) as its plain value
-    raise ValueError(
-        f"{field}: must be a non-empty str of at most {MAX_ID_LENGTH} characters, "
-        f"got {_repr(value)}"
-    )
-
-
-def _repr(value: object) -> str:
-    """A value in a message: its repr (NUL and surrogates escaped), cut at 200 characters;
-    never an error itself (an int of 5000 digits has no repr)."""
-    if isinstance(value, int) and value.bit_length() > 600:
-        return f"an int of {value.bit_length()} bits"
-    return f"{value!r:.200}"
-
-
-def _check_quantity(q: object) -> int | float | Decimal:
-    if isinstance(q, bool):
-        raise ValueError(f"quantity: must be a number, got bool {q!r}")
-    if isinstance(q, int):
-        if -MAX_QUANTITY < q < MAX_QUANTITY:
-            return int(q)
-        raise ValueError(f"quantity: magnitude must be below 10**18, got {_repr(q)}")
-    if isinstance(q, float):
-        if not math.isfinite(q):
-            raise ValueError(f"quantity: must be finite, got {q!r}")
-        _check_decimal(Decimal(repr(q)), q)  # the float's shortest decimal is what is sent
-        return float(q)
-    if isinstance(q, Decimal):
-        if not q.is_finite():
-            raise ValueError(f"quantity: must be finite, got {q}")
-        return _check_decimal(q, q)
-    raise ValueError(f"quantity: must be int, Decimal or float, got {type(q).__name__}")
-
-
-def _check_decimal(value: Decimal, given: object) -> Decimal:
-    try:
-        return checked_number(value)
-    except ValueError as error:
-        raise ValueError(f"quantity: {error}, got {given!r:.60}") from None
-
-
-def _check_timestamp(ts: object) -> datetime:
-    if not isinstance(ts, datetime):
-        raise ValueError(f"timestamp: must be a datetime, got {type(ts).__name__}")
-    if ts.utcoffset() is None:
-        raise ValueError(f"timestamp: must be timezone-aware, got naive {ts.isoformat()}")
-    try:
-        return utc_timestamp(ts)
-    except ValueError as error:
-        raise ValueError(f"timestamp: {error}") from None
-
-
-def _check_properties(props: object) -> dict[str, Any]:
-    """A validated copy: the caller may mutate its dict after record() returns."""
-    if not isinstance(props, dict):
-        raise ValueError(f"properties: must be a dict, got {type(props).__name__}")
-    if len(props) > MAX_PROPERTIES:
-        raise ValueError(f"properties: at most {MAX_PROPERTIES} keys, got {len(props)}")
-    checked: dict[str, Any] = {}
-    for key, value in props.items():
-        if problem := property_problem(key, value):
-            raise ValueError(problem)
-        checked[str.__str__(key)] = _plain_value(value)
-    return checked
-
-
-def _plain_value(value: str | int | float | Decimal) -> str | int | float | bool:
-    """A checked property value as the message carries it (subclasses as their plain value)."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        return str.__str__(value)
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value)
-    return format(value, "f")  # money stays exact: a Decimal is sent as a decimal string
-
-
-# --- the message format (built in the flusher thread, not in record()) ---------------------
-
-
-def _encode_event(item: Buffered) -> dict[str, Any]:
-    event_id, customer_id, metric, quantity, stamp, properties = item
-    return {
-        "event_id": event_id,
-        "customer_id": customer_id,
-        "metric": metric,
-        "quantity": _format_quantity(quantity),
-        "timestamp": _format_timestamp(stamp),
-        "properties": properties or {},
-    }
-
-
-def _format_quantity(quantity: int | float | Decimal) -> str:
-    if type(quantity) is int:
-        return str(quantity)
-    if type(quantity) is float:
-        quantity = Decimal(repr(quantity))  # the shortest decimal that is this float
-    return format(quantity, "f")
-
-
-def _format_timestamp(stamp: Stamp) -> str:
-    if isinstance(stamp, int):
-        micros = stamp // 1000
-        seconds, fraction = divmod(micros, 1_000_000)
-        return f"{_utc_second(seconds)}.{fraction:06d}+00:00"
-    return stamp.isoformat(timespec="microseconds")
-
-
-@functools.lru_cache(maxsize=256)
-def _utc_second(seconds: int) -> str:
-    """Date and time of day of a Unix second: events of one batch share a few seconds."""
-    return (_EPOCH + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 # --- process-wide plumbing: fork, exit, the default recorder ---------------------------------

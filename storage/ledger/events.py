@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from pricing.events import EventLike, UsageEvent
+from pricing.events import Event, EventLike
 from storage import db
 
 _INSERT = """
@@ -104,7 +104,7 @@ def count_events(customer_id: str, start: datetime, end: datetime) -> int:
     return int(row[0]) if row else 0
 
 
-def events_between(customer_id: str, start: datetime, end: datetime) -> list[UsageEvent]:
+def events_between(customer_id: str, start: datetime, end: datetime) -> list[Event]:
     """The customer's events in [start, end), in time order (for offline re-rating and checks)."""
     with db.connection() as conn:
         rows = conn.execute(
@@ -114,7 +114,7 @@ def events_between(customer_id: str, start: datetime, end: datetime) -> list[Usa
             (customer_id, start, end),
         ).fetchall()
     return [
-        UsageEvent(
+        Event(
             event_id=r[0],
             customer_id=r[1],
             metric=r[2],

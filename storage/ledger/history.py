@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pricing.metering import Event
+from pricing.events import Event
 from storage import db
 
 
@@ -26,4 +26,14 @@ def events_since(conn: db.Connection, customer_id: str, start: datetime) -> list
         " ORDER BY timestamp, event_id",
         (customer_id, start),
     ).fetchall()
-    return [Event(r[0], r[1], r[2], r[3], r[4], r[5] or {}) for r in rows]
+    return [
+        Event(
+            event_id=r[0],
+            customer_id=r[1],
+            metric=r[2],
+            quantity=r[3],
+            timestamp=r[4],
+            properties=r[5] or {},
+        )
+        for r in rows
+    ]

@@ -112,7 +112,7 @@ def customer(clean_state: None, test_servers: SessionServers) -> Iterator[Sessio
     [
         ({"quantity": "abc"}, ":1: quantity: not a number: 'abc'"),
         ({"timestamp": 1700000000}, ":1: timestamp: must be an RFC 3339 timestamp string"),
-        ({"timestamp": "2026-11-27T10:00:00"}, ":1: timestamp: timestamp needs a UTC offset"),
+        ({"timestamp": "2026-11-27T10:00:00"}, ":1: timestamp: must include a UTC offset"),
         ({"timestamp": "yesterday"}, ":1: timestamp: not an RFC 3339 timestamp"),
     ],
 )
@@ -298,9 +298,11 @@ def test_quote_checks_usage_and_period(run: Meter, args: list[str], expected: st
 
 
 def test_quote_refuses_naive_and_deeply_nested_events(run: Meter, tmp_path: Path) -> None:
-    naive = write(tmp_path, "naive.jsonl", '{"metric": "api_calls", "timestamp": "2026-11-27"}\n')
+    naive = write(
+        tmp_path, "naive.jsonl", '{"metric": "api_calls", "timestamp": "2026-11-27T00:00:00"}\n'
+    )
     result = run("quote", "--plan", API_PLAN, "--events", naive)
-    assert_refused(result, f"error: {naive}:1: timestamp: timestamp needs a UTC offset")
+    assert_refused(result, f"error: {naive}:1: timestamp: must include a UTC offset")
     deep = write(tmp_path, "deep.jsonl", '{"metric": "api_calls", "properties": '
                  + "[" * 5000 + "]" * 5000 + "}\n")  # fmt: skip
     assert_refused(

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from pricing.aggregations import MetricState, aggregate, samples
-from pricing.events import UsageEvent
+from pricing.events import Event
 from pricing.periods import Period
 from pricing.plans import MetricDefinition
 
@@ -25,8 +25,8 @@ def ev(
     at: timedelta = timedelta(0),
     metric: str = "api_calls",
     **properties: Any,
-) -> UsageEvent:
-    return UsageEvent(
+) -> Event:
+    return Event(
         event_id=event_id,
         customer_id="cus_1",
         metric=metric,
@@ -40,7 +40,7 @@ def metric(**fields: Any) -> MetricDefinition:
     return MetricDefinition.model_validate(fields)
 
 
-def agg(definition: MetricDefinition, events: list[UsageEvent], key: str = "api_calls") -> Decimal:
+def agg(definition: MetricDefinition, events: list[Event], key: str = "api_calls") -> Decimal:
     result = aggregate(key, definition, events, NOVEMBER)
     state = MetricState.of(key, definition, events, NOVEMBER)
     assert state.value(definition, NOVEMBER) == result  # the state agrees on every example
@@ -146,7 +146,7 @@ def test_weighted_sum_in_a_dst_month_uses_its_real_length() -> None:
     # March 2026 in New York is 743 hours; a GB added at the halfway instant counts 0.5.
     march = Period(datetime(2026, 3, 1, 5, tzinfo=UTC), datetime(2026, 4, 1, 4, tzinfo=UTC))
     half = march.start + (march.end - march.start) / 2
-    gb = UsageEvent(event_id="a", customer_id="c", metric="gb", timestamp=half)
+    gb = Event(event_id="a", customer_id="c", metric="gb", timestamp=half)
     assert aggregate("gb", metric(aggregation="weighted_sum"), [gb], march) == D("0.5")
 
 

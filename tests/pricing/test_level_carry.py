@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pricing.aggregations import MetricState, aggregate
-from pricing.events import UsageEvent
+from pricing.events import Event
 from pricing.metering import Segment, SegmentState, carried_levels, segment_usage
 from pricing.periods import Period
 from pricing.plans import Plan, load_plan
@@ -29,9 +29,9 @@ def plan(code: str, **metrics: str) -> Plan:
 LEVELS = plan("levels", gb="weighted_sum", disk="latest", peak="max", calls="sum")
 
 
-def ev(metric: str, quantity: str, at: timedelta, event_id: str | None = None) -> UsageEvent:
+def ev(metric: str, quantity: str, at: timedelta, event_id: str | None = None) -> Event:
     """An event `at` into November."""
-    return UsageEvent(
+    return Event(
         event_id=event_id or f"{metric}-{at}-{quantity}",
         customer_id="c",
         metric=metric,
@@ -41,7 +41,7 @@ def ev(metric: str, quantity: str, at: timedelta, event_id: str | None = None) -
 
 
 def chain(
-    plans: list[Plan], cuts: list[timedelta], events: list[UsageEvent]
+    plans: list[Plan], cuts: list[timedelta], events: list[Event]
 ) -> list[tuple[Segment, SegmentState]]:
     """November cut at `cuts`, one plan per segment, each with its own events' state."""
     bounds = [NOVEMBER.start, *(START + cut for cut in cuts), NOVEMBER.end]

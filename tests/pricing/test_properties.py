@@ -20,7 +20,7 @@ from pricing.charges import (
     price_charge,
 )
 from pricing.charges.percentage import price as price_percentage
-from pricing.events import UsageEvent
+from pricing.events import Event
 from pricing.money import CURRENCIES, minor_unit, round_money
 from pricing.periods import Period
 from pricing.plans import MetricDefinition, load_plan, plan_content_hash, plan_to_dict
@@ -226,7 +226,7 @@ offsets = st.one_of(
 
 
 @st.composite
-def usage_events(draw: st.DrawFn) -> list[UsageEvent]:
+def usage_events(draw: st.DrawFn) -> list[Event]:
     count = draw(st.integers(0, 25))
     events = []
     for index in range(count):
@@ -238,7 +238,7 @@ def usage_events(draw: st.DrawFn) -> list[UsageEvent]:
         if draw(st.booleans()):
             properties["amount"] = str(draw(decimals("-1000", "1000000", 6)))
         events.append(
-            UsageEvent(
+            Event(
                 event_id=draw(st.sampled_from([f"e{index}", f"x{index}"])),
                 customer_id="c",
                 metric=draw(st.sampled_from(["api_calls", "api_calls", "other"])),
@@ -260,7 +260,7 @@ def split(items: list[Any], labels: list[int], parts: int) -> list[list[Any]]:
 
 @given(st.sampled_from(METRICS), usage_events(), st.data())
 def test_metric_states_merged_in_any_order_equal_aggregate(
-    metric: MetricDefinition, events: list[UsageEvent], data: st.DataObject
+    metric: MetricDefinition, events: list[Event], data: st.DataObject
 ) -> None:
     expected = aggregate("api_calls", metric, events, PERIOD)
     shuffled = data.draw(st.permutations(events))

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from pricing.charges import MetricUsage
-from pricing.events import UsageEvent
+from pricing.events import Event
 from pricing.periods import Period
 from pricing.plans import load_plan
 from pricing.rating import Line, rate, usage_from_events
@@ -224,8 +224,8 @@ def test_named_charge_shows_its_name() -> None:
     assert line.to_json()["name"] == "Calls"
 
 
-def event(event_id: str, metric: str, quantity: str, day: int, **props: Any) -> UsageEvent:
-    return UsageEvent(
+def event(event_id: str, metric: str, quantity: str, day: int, **props: Any) -> Event:
+    return Event(
         event_id=event_id,
         customer_id="cus_1",
         metric=metric,

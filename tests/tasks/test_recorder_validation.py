@@ -126,9 +126,9 @@ def test_invalid_input_raises_naming_the_field_and_buffers_nothing(
 
 
 def test_the_message_says_what_is_wrong(recorder: UsageRecorder) -> None:
-    with pytest.raises(ValueError, match=r"^quantity: must be finite, got nan$"):
+    with pytest.raises(ValueError, match=r"^quantity: must be a finite number, got nan$"):
         recorder.record("cus_1", "api_calls", float("nan"))
-    with pytest.raises(ValueError, match=r"^timestamp: must be timezone-aware"):
+    with pytest.raises(ValueError, match=r"^timestamp: must include a UTC offset .*, got 2026"):
         recorder.record("cus_1", "api_calls", timestamp=NAIVE)
 
 
