@@ -57,11 +57,11 @@ def naive_ingest(event: dict[str, Any]) -> None:
     """The design Meterline replaces: validate, commit one INSERT, INCRBY one counter."""
     from psycopg.types.json import Jsonb
 
-    from pricing.events import parse_event
+    from pricing.decoding import decode_event
     from storage import db
     from storage.redis_client import get_redis
 
-    parsed = parse_event(event)
+    parsed = decode_event(event)
     with db.connection() as conn:
         inserted = conn.execute(
             _NAIVE_INSERT,

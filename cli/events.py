@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.progress import Progress
 
-from cli.inputs import event_error, load_json_object, parse_time, read_event_lines, utc_now
+from cli.inputs import event_error, load_json, parse_time, read_event_lines, utc_now
 from cli.output import CliError, console, print_json
 
 if TYPE_CHECKING:
@@ -35,14 +35,15 @@ def send(
     from tasks import record_usage
 
     stamp = parse_time(timestamp, "--timestamp")
-    props = None if properties is None else load_json_object(properties, "--properties")
+    # Any JSON here: the event contract says what properties must be, as it does to the worker.
+    props = None if properties is None else load_json(properties, "--properties")
     fields = {
         "event_id": event_id or "x",
         "customer_id": customer,
         "metric": metric,
         "quantity": quantity,
         "timestamp": stamp or utc_now(),
-        "properties": props or {},
+        "properties": {} if props is None else props,
     }
     try:
         event = decode_event(fields)
@@ -56,7 +57,7 @@ def send(
         event.quantity,
         event_id=event_id,
         timestamp=stamp,
-        properties=props,
+        properties=None if props is None else event.properties,
     )
     _flush()
     if as_json:

@@ -334,9 +334,11 @@ def check_id(field: str, value: object) -> str:
 
 def check_quantity(value: object) -> int | float | Decimal:
     """An int, float or Decimal quantity, kept as given (the message writes its exact text)."""
-    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
-        got = "a boolean" if isinstance(value, bool) else type(value).__name__
-        raise EventError([("quantity", f"quantity: must be int, Decimal or float, got {got}")])
+    if isinstance(value, bool):
+        raise EventError([("quantity", "quantity: must be a number, not a boolean")])
+    if not isinstance(value, int | float | Decimal):
+        reason = f"quantity: must be int, Decimal or float, got {type(value).__name__}"
+        raise EventError([("quantity", reason)])
     if isinstance(value, int) and -_MAX_INT_QUANTITY < value < _MAX_INT_QUANTITY:
         return int(value)
     try:
