@@ -12,42 +12,18 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime
 
 from pricing.errors import echo
 from pricing.metering import Segment
-from pricing.periods import Period, billing_period
+from pricing.periods import Period
 from pricing.plans import Plan
+from pricing.subscriptions import CustomerContext as CustomerContext
+from pricing.subscriptions import SubscriptionSpan as SubscriptionSpan
+from pricing.subscriptions import segment_at, segments_of
 from storage import db
 from storage.catalog.plans import get_plan
 from storage.errors import NotFound
-
-
-@dataclass(frozen=True)
-class SubscriptionSpan:
-    plan_code: str
-    starts_at: datetime
-    ends_at: datetime | None
-
-
-@dataclass(frozen=True)
-class CustomerContext:
-    customer_id: str
-    timezone: str
-    anchor_day: int | None
-    starts_at: datetime
-    ends_at: datetime | None
-    spans: tuple[SubscriptionSpan, ...]
-    # The history revision (storage.ledger.locks) read before the rest: this context is at
-    # least as new as that revision.
-    revision: int = 0
-
-    def span_at(self, at: datetime) -> SubscriptionSpan | None:
-        for span in self.spans:
-            if span.starts_at <= at and (span.ends_at is None or at < span.ends_at):
-                return span
-        return None
 
 
 class Catalog:
@@ -103,34 +79,14 @@ class Catalog:
         return plan, version
 
     def segment(self, context: CustomerContext, at: datetime) -> Segment | None:
-        """The billing period segment and plan in force for a customer at `at`."""
-        span = context.span_at(at)
-        if span is None:
-            return None
-        plan, version = self.plan(span.plan_code)
-        period = billing_period(
-            at, timezone=context.timezone, anchor_day=context.anchor_day, interval=plan.interval
-        )
-        start = max(period.start, span.starts_at, context.starts_at)
-        end = min(b for b in (period.end, span.ends_at, context.ends_at) if b is not None)
-        if not start <= at < end:  # before the customer started, or after it ended
-            return None
-        return Segment(plan, version, period, start, end, context.timezone)
+        """The billing period segment and plan in force for a customer at `at` (see
+        `pricing.subscriptions.segment_at`)."""
+        return segment_at(context, at, self.plan)
 
     def segments(self, context: CustomerContext, period: Period) -> list[Segment]:
-        """Every segment of a billing period: one per subscription span that overlaps it,
-        clipped to the period and to the customer's starts_at/ends_at, oldest first. Each
-        starts where ingest keys its rollups: max(period start, span start)."""
-        found: list[Segment] = []
-        for span in context.spans:
-            start = max(period.start, span.starts_at, context.starts_at)
-            ends = (period.end, span.ends_at, context.ends_at)
-            end = min(bound for bound in ends if bound is not None)
-            if start >= end:
-                continue
-            plan, version = self.plan(span.plan_code)
-            found.append(Segment(plan, version, period, start, end, context.timezone))
-        return found
+        """Every segment of a billing period, one per subscription span that overlaps it (see
+        `pricing.subscriptions.segments_of`)."""
+        return segments_of(context, period, self.plan)
 
     def plan_version(self, code: str, version: int) -> Plan:
         """A stored plan version (immutable, so cached for good)."""
