@@ -1,5 +1,5 @@
 """The transactional outbox: notifications written with the decision that causes them, and
-delivered afterwards by `tasks.notify`.
+delivered afterwards by `services.notifications`.
 
 A writer calls `enqueue` on its own connection, so a notification exists if and only if the
 transaction that decided it committed. Delivery claims due rows (`due`) with a lease instead of

@@ -14,17 +14,17 @@ from typing import Any
 import psycopg
 import pytest
 
-from storage import outbox
-from storage.settings import reset_settings
-from tasks.notify import (
+from services.notifications import (
     DELIVERY_HEADER,
     SIGNATURE_HEADER,
     Backoff,
     deliver_due,
-    deliver_notifications,
     sign,
     verify_signature,
 )
+from storage import outbox
+from storage.settings import reset_settings
+from tasks.notify import deliver_notifications
 
 SECRET = "whsec_test"
 
