@@ -29,7 +29,8 @@ from typing import Any
 from pricing.metering import SegmentState
 from storage.redis_client import get_redis
 from storage.usage import counter_fields as fields_of
-from storage.usage import rollups, scripts
+from storage.usage import rollups
+from storage.usage.scripts import scripts_for
 
 RETENTION = 40 * 86400  # counters outlive their segment by the late-event window
 
@@ -107,7 +108,7 @@ def apply_deltas(deltas: Sequence[CounterDelta]) -> None:
     if not deltas:
         return
     redis = get_redis()
-    fast = redis.register_script(scripts.FAST)
+    fast = scripts_for(redis).fast
     pipe = redis.pipeline(transaction=False)
     tried: list[CounterDelta] = []
     general: list[CounterDelta] = []
@@ -153,7 +154,7 @@ def _fast_args(delta: CounterDelta) -> list[Any] | None:
 
 def _stage_and_settle(deltas: Sequence[CounterDelta]) -> None:
     redis = get_redis()
-    stage = redis.register_script(scripts.STAGE)
+    stage = scripts_for(redis).stage
     pipe = redis.pipeline(transaction=False)
     keys: dict[str, CounterDelta] = {}
     for delta in deltas:
@@ -179,7 +180,7 @@ def settle(keys: Iterable[str]) -> list[str]:
     """Fold staged deltas into each hash in version order (compare-and-set, retried).
     Returns the keys that cannot be folded because Redis has no base state for them."""
     redis = get_redis()
-    cas = redis.register_script(scripts.CAS)
+    cas = scripts_for(redis).cas
     todo = list(dict.fromkeys(keys))
     unhydrated: list[str] = []
     for _ in range(50):
@@ -288,7 +289,7 @@ def load_segment(
         redis.expireat(ukey, expire)
     fields = fields_of.state_to_fields(state)
     flat = [x for pair in fields.items() for x in pair]
-    redis.register_script(scripts.LOAD)(keys=[key], args=[version, expire, len(fields), *flat])
+    scripts_for(redis).load(keys=[key], args=[version, expire, len(fields), *flat])
     settle([key])
 
 
