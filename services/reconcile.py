@@ -12,13 +12,16 @@ customer's current segment and the one before it (the one whose invoice may stil
   that were never read (staged deltas only) are left alone: their first read loads the rollups.
 - rollups against the ledger: per metric read straight from the events (no `field`, no
   `filter`), the event count, the sum and the peak of the quantities, from one SQL statement
-  (GROUP BY) that reads both in the same snapshot. A mismatch is reported, never repaired
-  here: the rollups are what invoices are computed from, and a difference there needs a person.
+  (`storage.usage.audit`) that reads both in the same snapshot. A mismatch is reported, never
+  repaired here: the rollups are what invoices are computed from, and a difference there
+  needs a person.
+
+This module holds the rules (what is compared, what counts as drift, when to repair); the
+reads and writes are `storage.usage`'s.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -27,38 +30,14 @@ from typing import Any
 from pricing.aggregations import MetricState, metric_event_name
 from pricing.metering import Segment, SegmentState
 from pricing.money import format_decimal
-from storage import db
 from storage.catalog.cache import CustomerContext, catalog
-from storage.redis_client import get_redis
-from storage.usage import counters, rollups
+from storage.usage import audit, counters, rollups
 
-LAST_REPORT_KEY = "ml:reconcile:last"
 #: Drifted segments listed by name in a report (the counts are always exact).
 MAX_LISTED = 1000
 _MICROSECOND = timedelta(microseconds=1)
 # Reasons that can be a batch caught between its PostgreSQL commit and its Redis write.
 _TRANSIENT = frozenset({"behind", "ahead", "unsettled"})
-
-_LEDGER_VS_ROLLUPS = """
-WITH wanted AS (
-    SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[], %s::text[], %s::text[])
-        AS w(customer_id, period_start, period_end, metric, event_name)
-), ledger AS (
-    SELECT w.customer_id, w.period_start, w.metric, count(e.event_id) AS events,
-           coalesce(sum(e.quantity), 0) AS total, max(e.quantity) AS maximum
-    FROM wanted w
-    LEFT JOIN usage_events e ON e.customer_id = w.customer_id AND e.metric = w.event_name
-        AND e."timestamp" >= w.period_start AND e."timestamp" < w.period_end
-    GROUP BY w.customer_id, w.period_start, w.metric
-)
-SELECT l.customer_id, l.period_start, l.metric, l.events, l.total, l.maximum,
-       coalesce(r.event_count, 0), coalesce(r.total, 0), r.maximum
-FROM ledger l
-LEFT JOIN usage_rollups r USING (customer_id, period_start, metric)
-WHERE l.events <> coalesce(r.event_count, 0) OR l.total <> coalesce(r.total, 0)
-   OR l.maximum IS DISTINCT FROM r.maximum
-ORDER BY 1, 2, 3
-"""
 
 
 @dataclass
@@ -158,15 +137,7 @@ def _customer_chunks(
         return
     last = ""
     while True:  # keyset pagination: no long-running transaction over the customers table
-        with db.connection() as conn:
-            ids = [
-                row[0]
-                for row in conn.execute(
-                    "SELECT id FROM customers WHERE id > %s AND starts_at <= %s"
-                    " ORDER BY id LIMIT %s",
-                    (last, at, chunk),
-                )
-            ]
+        ids = audit.customer_ids_after(last, at, chunk)
         if not ids:
             return
         yield ids
@@ -189,14 +160,13 @@ def _check_counters(customer_id: str, segment: Segment) -> str | None:
 
 def _compare(customer_id: str, segment: Segment) -> str | None:
     unique_metrics = _unique_metrics(segment)
-    key = counters.segment_key(customer_id, segment.start)
     live = counters.read_segment(customer_id, segment.start, unique_metrics)
-    fields = set() if live is not None else set(get_redis().hkeys(key))
+    fields = set() if live is not None else counters.stored_fields(customer_id, segment.start)
     snap = rollups.snapshot(customer_id, segment.start)
     if live is None:
         if not fields:
             return "missing" if snap.version > 0 else None
-        if b"_v" not in fields:
+        if "_v" not in fields:
             return None  # deltas staged, never read yet: the first read loads the rollups
         return "unsettled"  # staged deltas that cannot be folded: a version gap
     if live.version < snap.version:
@@ -233,46 +203,39 @@ def _repair(customer_id: str, segment: Segment) -> bool:
 def ledger_mismatches(segments: Sequence[tuple[str, Segment]]) -> list[dict[str, Any]]:
     """Metrics whose rollup disagrees with the ledger (count, sum or peak of the quantities),
     for the metrics that read the event quantity unfiltered."""
-    wanted: list[tuple[str, datetime, datetime, str, str]] = [
-        (customer_id, segment.start, segment.end, key, metric_event_name(key, metric))
+    wanted = [
+        audit.Wanted(customer_id, segment.start, segment.end, key, metric_event_name(key, metric))
         for customer_id, segment in segments
         for key, metric in segment.plan.metrics.items()
         if metric.field is None and not metric.filter and metric.aggregation != "unique_count"
     ]
-    if not wanted:
-        return []
-    columns = [list(column) for column in zip(*wanted, strict=True)]
-    with db.connection() as conn:
-        rows = conn.execute(_LEDGER_VS_ROLLUPS, columns).fetchall()
     return [
         {
-            "customer_id": row[0],
-            "period_start": row[1].isoformat(),
-            "metric": row[2],
-            "ledger": _figures(row[3], row[4], row[5]),
-            "rollup": _figures(row[6], row[7], row[8]),
+            "customer_id": m.customer_id,
+            "period_start": m.period_start.isoformat(),
+            "metric": m.metric,
+            "ledger": _figures(m.ledger),
+            "rollup": _figures(m.rollup),
         }
-        for row in rows
+        for m in audit.ledger_vs_rollups(wanted)
     ]
 
 
-def _figures(count: Any, total: Any, maximum: Any) -> dict[str, Any]:
+def _figures(figures: audit.Figures) -> dict[str, Any]:
     return {
-        "count": int(count),
-        "total": format_decimal(total),
-        "maximum": None if maximum is None else format_decimal(maximum),
+        "count": figures.count,
+        "total": format_decimal(figures.total),
+        "maximum": None if figures.maximum is None else format_decimal(figures.maximum),
     }
 
 
 def _record(report: ReconcileReport) -> None:
-    summary = {k: v for k, v in report.to_json().items() if k != "drift"}
-    get_redis().set(LAST_REPORT_KEY, json.dumps(summary))
+    audit.store_last_report({k: v for k, v in report.to_json().items() if k != "drift"})
 
 
 def last_report() -> dict[str, Any] | None:
     """The summary of the last run over all customers, or None if there was none."""
-    raw = get_redis().get(LAST_REPORT_KEY)
-    return None if raw is None else dict(json.loads(raw))
+    return audit.last_report()
 
 
 def last_reconciled_at() -> datetime | None:

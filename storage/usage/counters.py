@@ -293,6 +293,12 @@ def load_segment(
     settle([key])
 
 
+def stored_fields(customer_id: str, start: datetime) -> set[str]:
+    """The names of the fields in a segment's hash, as they are (empty when there is none)."""
+    names = get_redis().hkeys(segment_key(customer_id, start))
+    return {name.decode() if isinstance(name, bytes) else name for name in names}
+
+
 def forget_segment(customer_id: str, start: datetime, unique_metrics: Sequence[str]) -> None:
     """Drop a segment's counters (the next read rebuilds them): used by reconciliation."""
     keys = [segment_key(customer_id, start)]
