@@ -28,7 +28,7 @@ from datetime import timedelta
 from storage import outbox
 from storage.settings import Settings
 
-log = logging.getLogger("meterline." + __name__)
+log = logging.getLogger(f"meterline.{__name__}")
 
 SIGNATURE_HEADER = "X-Meter-Signature"
 DELIVERY_HEADER = "X-Meter-Delivery"

@@ -173,37 +173,22 @@ def apply(
         return {}
     ordered = sorted(deltas, key=lambda d: (d.customer_id, d.start))
     charges = _merged_charges(conn, ordered)
-    upserts: list[tuple[Any, ...]] = []
-    uniques: list[tuple[str, str, datetime, str]] = []
-    days = _days_of(ordered)
-    for delta in ordered:
-        for metric in sorted(delta.state.metrics):
-            state = delta.state.metrics[metric]
-            charge_state = charges.get((delta.customer_id, metric, delta.start))
-            upserts.append(
-                (
-                    delta.customer_id,
-                    metric,
-                    delta.start,
-                    delta.end,
-                    state.count,
-                    state.total,
-                    state.maximum,
-                    state.latest_at,
-                    state.latest_event_id,
-                    state.latest_value,
-                    state.weighted_v,
-                    state.weighted_vt,
-                    Jsonb(charge_state) if charge_state is not None else None,
-                )
-            )
-        for metric, values in delta.uniques.items():
-            uniques.extend((delta.customer_id, metric, delta.start, v) for v in values)
+    upserts = [
+        _rollup_row(delta, metric, charges.get((delta.customer_id, metric, delta.start)))
+        for delta in ordered
+        for metric in sorted(delta.state.metrics)
+    ]
+    uniques = sorted(
+        (delta.customer_id, metric, delta.start, value)
+        for delta in ordered
+        for metric, values in delta.uniques.items()
+        for value in values
+    )
     if upserts:
-        conn.execute(_UPSERT, [list(column) for column in zip(*upserts, strict=True)])
+        conn.execute(_UPSERT, _columns(upserts))
     if uniques:
-        conn.execute(_UNIQUES, [list(column) for column in zip(*sorted(uniques), strict=True)])
-    _add_days(conn, days)
+        conn.execute(_UNIQUES, _columns(uniques))
+    _add_days(conn, _days_of(ordered))
     rows = conn.execute(
         _BUMP,
         (
@@ -214,6 +199,33 @@ def apply(
         ),
     ).fetchall()
     return {(r[0], r[1]): int(r[2]) for r in rows}
+
+
+def _rollup_row(
+    delta: SegmentDelta, metric: str, charge_state: dict[str, Any] | None
+) -> tuple[Any, ...]:
+    """One `_UPSERT` row: the delta of `metric` in the order of the statement's columns."""
+    state = delta.state.metrics[metric]
+    return (
+        delta.customer_id,
+        metric,
+        delta.start,
+        delta.end,
+        state.count,
+        state.total,
+        state.maximum,
+        state.latest_at,
+        state.latest_event_id,
+        state.latest_value,
+        state.weighted_v,
+        state.weighted_vt,
+        Jsonb(charge_state) if charge_state is not None else None,
+    )
+
+
+def _columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
+    """Rows to one list per column (the `unnest` statements take arrays)."""
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 def _days_of(deltas: Sequence[SegmentDelta]) -> dict[tuple[str, str, date], tuple[int, Decimal]]:
