@@ -5,7 +5,7 @@ Set-up (not timed): the database `meterline_bench_inv` is recreated and Redis da
 claimed (the claim key test sessions use, so none of them takes it meanwhile) and flushed. A plan
 with four metrics (graduated, standard with free units, volume on a unique count, package) and N
 customers whose previous calendar month is a whole billing period (UTC, Europe/Berlin and
-Asia/Tokyo). Their usage goes in through `storage.ingest.ingest_batch`, the ingest actor's own
+Asia/Tokyo). Their usage goes in through `services.ingest.ingest_batch`, the ingest actor's own
 path (ledger, rollups), with `now` set to a minute after that month ended, as if it had arrived
 on time: eight events per customer on the 5th-25th.
 
@@ -110,9 +110,9 @@ def setup(count: int) -> str:
     """The plan, `count` customers, and their usage in the previous month; its label."""
     from pricing.periods import billing_period
     from pricing.plans import load_plan
+    from services.ingest import ingest_batch
     from storage import db
     from storage.catalog.plans import apply_plan
-    from storage.ingest import ingest_batch
 
     apply_plan(load_plan(PLAN))
     now = datetime.now(UTC)

@@ -5,7 +5,7 @@ its current billing period.
 
     .venv/bin/python -m bench.bench_read [--events N] [--calls 2000] [--sql-calls 30]
 
-The events go through the ingest functions themselves (`storage.ingest.ingest_batch` and
+The events go through the ingest functions themselves (`services.ingest.ingest_batch` and
 `storage.usage.counters.apply_deltas`, 5,000 per transaction), so ledger, rollups and counters are
 consistent the way workers leave them. Both reads must give the same answer (checked), and the
 cold read (after FLUSHDB: the counters are rebuilt from the rollups) is timed once.
@@ -35,7 +35,8 @@ WHERE customer_id = %s AND timestamp >= %s AND timestamp < %s GROUP BY metric
 
 def load_events(customer_id: str, events: int, start: datetime, end: datetime) -> None:
     """`events` events spread over [start, end), through the ingest functions."""
-    from storage.ingest import ingest_batch, mark_counters_applied
+    from services.ingest import ingest_batch
+    from storage.ledger.batches import mark_counters_applied
     from storage.usage.counters import apply_deltas
 
     rng = random.Random(7)

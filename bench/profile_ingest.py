@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     servers = use_bench_servers()
     try:
         customers = setup_api_customers(args.customers)
-        import storage.ingest as ingest
+        import services.ingest as ingest
         from tasks import ingest as actor
 
         times: collections.Counter[str] = collections.Counter()

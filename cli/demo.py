@@ -41,7 +41,7 @@ def demo(
     from services.usage import current_usage
     from storage.catalog.plans import apply_plan
     from storage.errors import NotFound
-    from storage.ingest import stats
+    from storage.ledger.batches import stats
     from tasks import configure_recorder
     from tasks.broker import get_broker
     from tasks.names import INGEST_QUEUE
@@ -175,7 +175,7 @@ def _burst(count: int) -> None:
 
 
 def _wait_for_ingest(before: int, count: int) -> None:
-    from storage.ingest import stats as ingest_stats
+    from storage.ledger.batches import stats as ingest_stats
 
     with _bar("ingesting") as progress:
         task = progress.add_task("ingest", total=count)

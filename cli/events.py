@@ -112,7 +112,7 @@ def _refuse_what_ingest_would_reject(
     """Ask the ingest rules (customer, plan, metric, window) about the events before queueing
     them: a refused one is an error here rather than a row in rejected_events later. Checked
     a chunk at a time; a chunk with a refusal is checked event by event to say which."""
-    from storage.ingest import refusals
+    from services.ingest import refusals
 
     for start in range(0, len(events), _CHECK_CHUNK):
         chunk = events[start : start + _CHECK_CHUNK]

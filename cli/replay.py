@@ -16,7 +16,7 @@ def replay_failed(
     object of events stays kept; one whose ingest fails again stays kept, with the error
     printed, and the command exits 1 after trying the others."""
     import tasks.ingest
-    from storage.ingest import failed_batches, mark_replayed
+    from storage.ledger.batches import failed_batches, mark_replayed
 
     replayed: list[int] = []
     kept: list[int] = []

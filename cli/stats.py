@@ -10,7 +10,7 @@ from cli.output import console, err_console, print_json, print_table
 def stats(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Events accepted, duplicates, rejected by reason; queue depths; oldest message age;
     a warning when the broker keeps queued batches only in memory."""
-    from storage.ingest import stats as ingest_stats
+    from storage.ledger.batches import stats as ingest_stats
     from tasks.queues import broker_warnings, queue_stats
 
     document = {"events": ingest_stats(), **queue_stats(), "warnings": broker_warnings()}

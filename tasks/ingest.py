@@ -1,6 +1,6 @@
 """The ingest actor: one batch of usage events into the ledger, the rollups and the counters.
 
-Thin on purpose: decode the batch, let `storage.ingest` write it exactly once, apply the
+Thin on purpose: decode the batch, let `services.ingest` write it exactly once, apply the
 counter deltas (idempotent), then let the alert check look at the customers that changed.
 """
 
@@ -14,7 +14,8 @@ from typing import Any
 import dramatiq
 
 from pricing.events import MAX_ID_LENGTH, text_problem
-from storage.ingest import ingest_batch, mark_counters_applied, record_failed_batch
+from services.ingest import ingest_batch
+from storage.ledger.batches import mark_counters_applied, record_failed_batch
 from storage.payloads import exact_json
 from storage.usage.counters import apply_deltas, reload_segments
 from tasks import names

@@ -1,7 +1,7 @@
 """Reading the rejected events back (`meter ops rejected`): what was refused, and why.
 
-The ingest transaction writes them (`storage.ingest`); this module only lists them, most recent
-first, optionally for one reason or one customer.
+The ingest transaction writes them (`storage.ledger.batches`); this module only lists them,
+most recent first, optionally for one reason or one customer.
 """
 
 from __future__ import annotations

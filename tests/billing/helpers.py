@@ -1,6 +1,6 @@
 """Set-up for billing tests: plans, customers, and usage ingested at a chosen moment.
 
-Usage goes in through `storage.ingest.ingest_batch` (the ingest actor's own path) with `now`
+Usage goes in through `services.ingest.ingest_batch` (the ingest actor's own path) with `now`
 set just after the events, so any past period can be filled as if the events arrived on time
 (or late, by choosing a later `now`).
 """
@@ -17,8 +17,8 @@ from dramatiq.brokers.stub import StubBroker
 
 from pricing.plans import Plan, load_plan
 from services.customers import create_customer
+from services.ingest import IngestOutcome, ingest_batch
 from storage.catalog.plans import apply_plan
-from storage.ingest import IngestOutcome, ingest_batch
 
 SMALL = """
 code: small

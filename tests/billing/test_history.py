@@ -30,13 +30,13 @@ from pricing.plans import load_plan
 from services import invoice_lifecycle as invoices
 from services import periods
 from services.customers import cancel, change_plan, get_customer, status, subscriptions
+from services.ingest import ingest_batch
 from services.reconcile import ledger_mismatches
 from services.usage import segment_counters
 from storage import db
 from storage.catalog.cache import catalog, load_contexts
 from storage.catalog.plans import apply_plan
 from storage.errors import Conflict, InvalidInput
-from storage.ingest import ingest_batch
 from storage.invoices import jobs as invoice_jobs
 from storage.ledger import locks as ingest_locks
 from storage.settings import reset_settings

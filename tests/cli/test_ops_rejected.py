@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from cli import output
 from cli.main import app
-from storage.ingest import ingest_batch
+from services.ingest import ingest_batch
 from tests.metering.helpers import event, setup_customer
 
 runner = CliRunner()

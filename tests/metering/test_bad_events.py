@@ -13,7 +13,7 @@ import pytest
 from dramatiq.encoder import JSONEncoder
 from dramatiq.errors import DecodeError
 
-from storage import ingest
+from storage.ledger import batches
 from tasks.encoding import MessageEncoder
 from tasks.ingest import ingest_events
 from tests.metering.helpers import assert_consistent, batch, event, setup_customer
@@ -87,7 +87,7 @@ def test_a_bad_event_is_rejected_and_the_rest_of_its_batch_counted(
     assert stored_reason == reason
     assert detail.startswith(field), detail
     assert isinstance(payload, dict)
-    assert ingest.stats() == {"accepted": 20, "duplicates": 0, "rejected": {reason: 1}}
+    assert batches.stats() == {"accepted": 20, "duplicates": 0, "rejected": {reason: 1}}
 
 
 def test_twenty_valid_events_and_one_nul_in_a_property_count_twenty(db: Any) -> None:
@@ -125,7 +125,7 @@ def test_a_rejected_event_keeps_its_text_with_nul_and_surrogates_escaped(db: Any
 def test_a_quantity_of_zero_with_a_huge_exponent_is_a_zero() -> None:
     ingest_events(over_the_wire(batch([event(quantity="0e999999999"), event(quantity=3)])))
     assert assert_consistent()["api_calls"] == 3
-    assert ingest.stats()["accepted"] == 2
+    assert batches.stats()["accepted"] == 2
 
 
 def test_a_field_value_out_of_range_is_an_invalid_value(db: Any) -> None:
@@ -195,7 +195,7 @@ def test_events_are_judged_against_now_not_an_overflowing_window() -> None:
         )
     )
     assert assert_consistent()["api_calls"] == 1
-    assert ingest.stats()["rejected"] == {"timestamp_out_of_window": 2}
+    assert batches.stats()["rejected"] == {"timestamp_out_of_window": 2}
 
 
 def test_a_kept_batch_holding_nul_surrogates_and_overflows_is_stored_whole_and_replayed(
@@ -222,7 +222,7 @@ def test_a_kept_batch_holding_nul_surrogates_and_overflows_is_stored_whole_and_r
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"replayed": [1], "kept": [], "errors": []}
     assert assert_consistent()["api_calls"] == 9
-    assert ingest.stats()["rejected"] == {"invalid_event": 4}
+    assert batches.stats()["rejected"] == {"invalid_event": 4}
     again = runner.invoke(app, ["ops", "replay-failed", "--inline", "--json"])
     assert json.loads(again.stdout)["replayed"] == []
     assert assert_consistent()["api_calls"] == 9

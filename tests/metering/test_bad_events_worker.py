@@ -10,7 +10,7 @@ import uuid
 
 import dramatiq
 
-from storage import ingest
+from storage.ledger import batches
 from tasks.broker import INGEST_ACTOR, INGEST_QUEUE, make_broker
 from tasks.encoding import MessageEncoder
 from tests.metering.helpers import assert_consistent, batch, event, setup_customer
@@ -66,5 +66,5 @@ def test_a_worker_counts_the_valid_events_of_batches_holding_junk(clean_state: N
         applied = "SELECT count(*) FROM ingest_batches WHERE counters_applied_at IS NOT NULL"
         wait_for(lambda: _scalar(applied) == 2)
     assert assert_consistent()["api_calls"] == 42
-    assert ingest.stats() == {"accepted": 22, "duplicates": 0, "rejected": {"invalid_event": 5}}
+    assert batches.stats() == {"accepted": 22, "duplicates": 0, "rejected": {"invalid_event": 5}}
     assert _scalar("SELECT count(*) FROM failed_batches") == 0

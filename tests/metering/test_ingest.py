@@ -9,10 +9,10 @@ from decimal import Decimal
 
 import pytest
 
-from storage import ingest
+from services import ingest
 from storage.catalog.cache import catalog
+from storage.ledger import batches, retention
 from storage.ledger import events as ledger
-from storage.ledger import retention
 from storage.usage.counters import segment_key
 from tasks.ingest import ingest_events
 from tests.metering.helpers import (
@@ -43,7 +43,7 @@ def test_batch_lands_in_ledger_rollups_and_counters() -> None:
     assert quantities["disk"] == 2
     assert quantities["seats"] == 3
     assert quantities["payments"] == Decimal("330.5")
-    assert ingest.stats()["accepted"] == len(events)
+    assert batches.stats()["accepted"] == len(events)
 
 
 @pytest.mark.parametrize("deliveries", [2, 3, 5])
@@ -52,7 +52,7 @@ def test_duplicate_delivery_of_the_same_batch_counts_once(deliveries: int) -> No
     for _ in range(deliveries):
         ingest_events(message)
     assert assert_consistent()["api_calls"] == 140
-    stats = ingest.stats()
+    stats = batches.stats()
     assert stats["accepted"] == 20 and stats["duplicates"] == 0
 
 
@@ -61,7 +61,7 @@ def test_the_same_event_in_two_batches_is_a_duplicate_not_an_error() -> None:
     ingest_events(batch([shared, event(quantity=1)]))
     ingest_events(batch([shared, event(quantity=2)]))
     assert assert_consistent()["api_calls"] == 8
-    assert ingest.stats()["duplicates"] == 1
+    assert batches.stats()["duplicates"] == 1
 
 
 @pytest.mark.date_sensitive
@@ -77,7 +77,7 @@ def test_a_repeat_inside_one_batch_counts_once() -> None:
     one = event(quantity=4, event_id="twice")
     ingest_events(batch([one, one, event(quantity=1)]))
     assert assert_consistent()["api_calls"] == 5
-    assert ingest.stats()["duplicates"] == 1
+    assert batches.stats()["duplicates"] == 1
 
 
 def test_counters_missed_after_commit_converge_on_redelivery() -> None:
@@ -148,7 +148,7 @@ def test_rejected_events_are_recorded_with_their_reason(db) -> None:  # type: ig
     assert any("properties" in d for d in details)
     assert any(d.startswith("timestamp") for d in details)
     assert assert_consistent()["api_calls"] == 5
-    assert sum(ingest.stats()["rejected"].values()) == len(bad)
+    assert sum(batches.stats()["rejected"].values()) == len(bad)
 
 
 def test_a_malformed_batch_is_kept_whole(db) -> None:  # type: ignore[no-untyped-def]

@@ -19,10 +19,10 @@ from yoyo import get_backend, read_migrations  # type: ignore[import-untyped]
 
 from pricing.plans import load_plan
 from scheduler.jobs import JOBS
+from services import ingest
 from services.customers import create_customer
-from storage import ingest
 from storage.catalog.plans import apply_plan
-from storage.ledger import retention
+from storage.ledger import batches, retention
 from storage.migrate import MIGRATIONS_DIR, migrate, yoyo_url
 from storage.usage.rollups import snapshot
 from tasks import maintenance
@@ -123,7 +123,7 @@ def test_a_batch_redelivered_after_its_claim_was_pruned_is_not_counted_again(
 ) -> None:
     events = [event(quantity=2, at=RECEIVED - timedelta(hours=1)) for _ in range(3)]
     assert ingest.ingest_batch("old", events, now=RECEIVED).accepted == 3
-    before = ingest.stats()["accepted"]
+    before = batches.stats()["accepted"]
     now = RECEIVED + kept_for() + timedelta(seconds=1)
     retention.prune(now)
     assert rows(db, "ingest_batches") == rows(db, "event_ids") == 0
@@ -132,7 +132,7 @@ def test_a_batch_redelivered_after_its_claim_was_pruned_is_not_counted_again(
     assert again.accepted == 0
     assert again.rejected == {"timestamp_out_of_window": 3}  # too old to be accepted now
     assert api_calls(RECEIVED) == 6
-    assert ingest.stats()["accepted"] == before
+    assert batches.stats()["accepted"] == before
 
 
 def test_the_running_totals_survive_pruning_and_ignore_redeliveries(
@@ -145,11 +145,11 @@ def test_the_running_totals_survive_pruning_and_ignore_redeliveries(
     ingest.ingest_batch("newer", [shared], now=LATER)
     assert old.accepted == 3
     expected = {"accepted": 5, "duplicates": 1}
-    assert {k: ingest.stats()[k] for k in expected} == expected
+    assert {k: batches.stats()[k] for k in expected} == expected
 
     retention.prune(LATER + kept_for() + timedelta(days=1))
     assert rows(db, "ingest_batches") == 0
-    assert {k: ingest.stats()[k] for k in expected} == expected
+    assert {k: batches.stats()[k] for k in expected} == expected
 
 
 def test_past_days_fold_into_one_totals_row_each(db: psycopg.Connection) -> None:
@@ -159,11 +159,11 @@ def test_past_days_fold_into_one_totals_row_each(db: psycopg.Connection) -> None
         " ('2026-03-07', 0, 100, 1), ('2026-03-07', 4242, 5, 0), ('2026-03-07', 4343, 7, 2),"
         " ('2026-03-08', 4242, 11, 0), ('2026-03-09', 4242, 13, 0), ('2026-03-10', 4343, 17, 3)"
     )
-    before = ingest.stats()
+    before = batches.stats()
     now = datetime(2026, 3, 10, 4, 15, tzinfo=UTC)
     assert retention.fold_totals(now) == 3  # the 7th's two backend rows and the 8th's
     assert retention.fold_totals(now) == 0
-    assert ingest.stats() == before
+    assert batches.stats() == before
     assert db.execute(
         "SELECT day, slot, accepted, duplicates FROM ingest_totals ORDER BY day, slot"
     ).fetchall() == [
@@ -236,11 +236,11 @@ def test_a_worker_never_waits_on_another_workers_totals_row(test_servers: Any) -
             "INSERT INTO ingest_batches (batch_id, received_at) VALUES ('a', %s)", (RECEIVED,)
         )
         outcome = {"accepted": 7, "duplicates": 0, "rejected": 0, "segments": None}
-        other.execute(ingest._RECORD_OUTCOME, {**outcome, "batch_id": "a"})
+        other.execute(batches.RECORD_OUTCOME, {**outcome, "batch_id": "a"})
         done = threading.Event()
         worker = threading.Thread(target=lambda: (arriving(RECEIVED, 2, "b"), done.set()))
         worker.start()
         worker.join(timeout=60)  # a wait on the other's row would last until it commits
         assert done.is_set()
         other.commit()
-    assert ingest.stats()["accepted"] == 9
+    assert batches.stats()["accepted"] == 9
