@@ -25,8 +25,9 @@ from cli import (
     usage,
     worker,
 )
-from cli.output import CliError, err_console
+from cli.output import err_console
 from cli.server_errors import server_error
+from pricing.errors import UserError
 
 app = typer.Typer(
     help="Meterline: usage metering and billing.",
@@ -56,12 +57,9 @@ ops_app.command("rejected")(ops.rejected)
 app.add_typer(ops_app, name="ops")
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Errors that are the user's to fix: a message on stderr, no traceback."""
-    from pricing.plans import PlanError
-    from storage.errors import Conflict, InvalidInput, NotFound
-
-    return (CliError, PlanError, NotFound, Conflict, InvalidInput, ValueError, FileNotFoundError)
+# The exit status of an error the user can fix (bad input, unknown id, a server that cannot be
+# reached): a message on stderr, no traceback. Anything else is a bug: its traceback, status 1.
+USER_ERROR_EXIT = 2
 
 
 # Any run of this many characters without a space is an echoed value, not words: cut it, so a
@@ -78,8 +76,10 @@ def _cut(match: re.Match[str]) -> str:
 def main() -> None:
     try:
         app()
-    except _user_errors() as exc:
+    except UserError as exc:
         _fail(str(exc))
+    except FileNotFoundError as exc:  # a path given on the command line
+        _fail(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc))
     except Exception as exc:
         message = server_error(exc)
         if message is None:
@@ -92,4 +92,4 @@ def _fail(message: str) -> None:
     err_console.print(
         f"[red]error:[/red] {escape(message)}", highlight=False, markup=True, soft_wrap=True
     )
-    sys.exit(1)
+    sys.exit(USER_ERROR_EXIT)

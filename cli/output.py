@@ -12,12 +12,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from pricing.errors import UserError
+
 console = Console()
 err_console = Console(stderr=True)
 
 
-class CliError(Exception):
-    """An error the user can fix: printed on stderr without a traceback, exit code 1."""
+class CliError(UserError):
+    """An error the user can fix: printed on stderr as `error: field: reason`, exit status 2."""
 
 
 def _default(value: Any) -> Any:
@@ -68,7 +70,3 @@ def print_table(
             force_terminal=console.is_terminal,
             color_system=console.color_system,  # type: ignore[arg-type]
         ).print(table)
-
-
-def fail(message: str) -> CliError:
-    return CliError(message)

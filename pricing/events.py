@@ -21,6 +21,7 @@ from typing import Annotated, Any, Protocol
 
 import msgspec
 
+from pricing.errors import UserError
 from pricing.fields import TIMESTAMP_EXAMPLE, value_text
 from pricing.money import parse_decimal
 from pricing.plans import MetricDefinition
@@ -98,7 +99,7 @@ class EventLike(Protocol):
     def properties(self) -> Mapping[str, object]: ...
 
 
-class EventError(ValueError):
+class EventError(UserError):
     """An event refused, with every reason; each reason names its field."""
 
     def __init__(self, errors: list[tuple[str, str]]) -> None:

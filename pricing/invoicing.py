@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from pricing.charges import ChargeResult, MetricUsage
+from pricing.errors import UserError
 from pricing.metering import Segment
 from pricing.money import exact_arithmetic, format_decimal, format_money, round_money
 from pricing.periods import Period, days_in_period, local_date
@@ -256,12 +257,15 @@ def compose(
     `rerated_versions` are the rollup versions of earlier segments the adjustments priced.
     """
     if not segments:
-        raise ValueError(f"customer {customer_id!r}: no plan in force in period {period.label}")
+        raise UserError(
+            "customer_id", f"{customer_id!r} has no plan in force in period {period.label}"
+        )
     currencies = {priced.segment.plan.currency for priced in segments}
     if len(currencies) > 1:
-        raise ValueError(
-            f"customer {customer_id!r}: period {period.label} mixes currencies "
-            f"{', '.join(sorted(currencies))}; one invoice has one currency"
+        raise UserError(
+            "customer_id",
+            f"{customer_id!r}: period {period.label} mixes currencies "
+            f"{', '.join(sorted(currencies))}; one invoice has one currency",
         )
     currency = currencies.pop()
     name_plan = len(segments) > 1

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
 from types import MappingProxyType
 
-from pricing.errors import echo
+from pricing.errors import UserError, echo
 
 #: Precision used for exact sums and products. Quantities have at most 24 significant digits
 #: (NUMERIC(30,6)) and prices a handful more, so 100 digits never rounds a sum or a product of
@@ -107,7 +107,7 @@ def to_decimal(value: object, *, field: str) -> Decimal:
     try:
         return parse_decimal(value)
     except ValueError as error:
-        raise ValueError(f"{field}: {error}") from None
+        raise UserError(field, str(error)) from None
 
 
 def format_decimal(value: Decimal) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pricing.errors import echo
+from pricing.errors import UserError, echo
 
 INTERVALS = ("month", "year")
 
@@ -58,7 +58,7 @@ def zone(timezone: str) -> ZoneInfo:
     try:
         return ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown timezone {echo(timezone)}") from None
+        raise UserError("timezone", f"unknown timezone {echo(timezone)}") from None
 
 
 def local_date(ts: datetime, timezone: str) -> date:
@@ -134,21 +134,21 @@ def period_for_label(
     match = re.fullmatch(pattern, label)
     if not match:
         expected = "YYYY-MM" if interval == "month" else "YYYY"
-        raise ValueError(f"period label {echo(label)}: expected {expected}")
+        raise UserError("period", f"expected {expected}, got {echo(label)}")
     year = int(match.group(1))
     month = int(match.group(2)) if interval == "month" else (anchor_month or 1)
     if not 1 <= month <= 12:
-        raise ValueError(f"period label {echo(label)}: no month {month}")
+        raise UserError("period", f"no month {month} in {echo(label)}")
     return _period(year, month, timezone, anchor_day, interval, anchor_month)
 
 
 def _check(interval: str, anchor_day: int | None, anchor_month: int | None) -> None:
     if interval not in INTERVALS:
-        raise ValueError(f"interval: must be one of {', '.join(INTERVALS)}, got {echo(interval)}")
+        raise UserError("interval", f"must be one of {', '.join(INTERVALS)}, got {echo(interval)}")
     if anchor_day is not None and not 1 <= anchor_day <= 31:
-        raise ValueError(f"anchor_day: must be between 1 and 31, got {anchor_day}")
+        raise UserError("anchor_day", f"must be between 1 and 31, got {anchor_day}")
     if anchor_month is not None and not 1 <= anchor_month <= 12:
-        raise ValueError(f"anchor_month: must be between 1 and 12, got {anchor_month}")
+        raise UserError("anchor_month", f"must be between 1 and 12, got {anchor_month}")
 
 
 def _start_date(year: int, month: int, anchor_day: int | None) -> date:

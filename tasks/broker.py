@@ -21,6 +21,7 @@ import dramatiq.broker
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 
+from pricing.errors import ConfigError
 from storage.embedded import broker_url
 from tasks import names
 from tasks.encoding import MessageEncoder
@@ -62,12 +63,12 @@ def make_broker(url: str | None = None) -> dramatiq.Broker:
         try:  # pika is only installed where RabbitMQ is used
             from dramatiq.brokers.rabbitmq import RabbitmqBroker
         except ImportError as exc:
-            raise RuntimeError(
+            raise ConfigError(
                 "broker URL: amqp:// needs pika (pip install 'dramatiq[rabbitmq]')"
             ) from exc
         return RabbitmqBroker(url=url)
     scheme = url.split(":", 1)[0]
-    raise ValueError(f"broker URL: unsupported scheme {scheme!r} (expected redis or amqp)")
+    raise ConfigError(f"broker URL: unsupported scheme {scheme!r} (expected redis or amqp)")
 
 
 def install(broker: dramatiq.Broker) -> dramatiq.Broker:

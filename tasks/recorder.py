@@ -45,6 +45,7 @@ from typing import Any
 
 import dramatiq
 
+from pricing.errors import MeterlineError
 from pricing.events import (
     MAX_ID_LENGTH,
     MAX_QUANTITY,
@@ -73,7 +74,7 @@ _PREFIX_ALPHABET = string.ascii_letters + string.digits
 _PREFIX_LENGTH = 12  # 62**12 ≈ 2**71: prefixes of distinct processes do not collide
 
 
-class BufferFull(RuntimeError):
+class BufferFull(MeterlineError, RuntimeError):
     """`max_buffer` events are waiting to be sent and none was sent within `block_timeout`."""
 
 

@@ -65,8 +65,9 @@ def run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def assert_refused(result: subprocess.CompletedProcess[str], expected: str) -> None:
-    """One error line that starts with `error: ` and contains `expected` (field and reason)."""
-    assert result.returncode == 1, result.stdout + result.stderr
+    """One error line that starts with `error: ` and contains `expected` (field and reason),
+    exit status 2 (a user error, not a crash)."""
+    assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith("error: "), result.stderr
     assert expected in result.stderr, result.stderr

@@ -53,11 +53,11 @@ def test_a_bad_plan_is_refused_on_stderr_naming_the_field(tmp_path: Path) -> Non
         "      - {up_to: null, unit_amount: '1'}\n"
     )
     result = meter("quote", "--plan", str(plan), "--usage", "calls=1", "--json")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stdout == ""
     assert "charges[0].tiers[1].up_to" in result.stderr
 
 
 def test_an_unknown_metric_in_usage_is_refused() -> None:
     result = meter("quote", "--plan", "examples/plans/api.yaml", "--usage", "nope=1")
-    assert result.returncode == 1 and "nope" in result.stderr
+    assert result.returncode == 2 and "nope" in result.stderr
