@@ -18,6 +18,7 @@ import pytest
 import redis
 from dramatiq.brokers.redis import RedisBroker
 
+from pricing.errors import ConfigError
 from storage.settings import reset_settings
 from tasks import broker as broker_module
 from tasks.broker import INGEST_QUEUE, get_broker, make_broker
@@ -148,7 +149,7 @@ def test_redis_urls_make_a_redis_broker(url: str) -> None:
 
 def test_amqp_urls_make_a_rabbitmq_broker_or_say_what_is_missing() -> None:
     if importlib.util.find_spec("pika") is None:
-        with pytest.raises(RuntimeError, match=r"^broker URL: amqp:// needs pika"):
+        with pytest.raises(ConfigError, match=r"^broker URL: amqp:// needs pika"):
             make_broker("amqp://guest:guest@127.0.0.1:5672/")
     else:
         from dramatiq.brokers.rabbitmq import RabbitmqBroker
@@ -157,5 +158,5 @@ def test_amqp_urls_make_a_rabbitmq_broker_or_say_what_is_missing() -> None:
 
 
 def test_an_unknown_scheme_is_refused() -> None:
-    with pytest.raises(ValueError, match=r"^broker URL: unsupported scheme 'kafka'"):
+    with pytest.raises(ConfigError, match=r"^broker URL: unsupported scheme 'kafka'"):
         make_broker("kafka://127.0.0.1:9092")
