@@ -14,7 +14,7 @@ from cli.output import CliError
 from pricing.errors import ConfigError, MeterlineError, PlanError, UserError
 from pricing.events import EventError
 from storage.errors import Conflict, InvalidInput, NotFound, SchemaNotMigrated, StorageError
-from storage.invoice_jobs import PeriodNotEnded
+from storage.invoices.jobs import PeriodNotEnded
 from tasks.recorder import BufferFull
 
 
