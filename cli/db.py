@@ -11,7 +11,8 @@ app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 
 @app.command("migrate")
 def migrate(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Apply pending schema migrations (also done automatically on start)."""
+    """Apply pending schema migrations (once per release; automatic on start only with
+    METER_AUTO_MIGRATE, the default for the embedded PostgreSQL)."""
     from storage.migrate import migrate as apply_migrations
 
     applied = apply_migrations()

@@ -42,10 +42,12 @@ def demo(
     from storage.catalog.plans import apply_plan
     from storage.errors import NotFound
     from storage.ledger.batches import stats
+    from storage.migrate import migrate
     from tasks import configure_recorder
     from tasks.broker import get_broker
     from tasks.names import INGEST_QUEUE
 
+    migrate()  # the demo always brings the schema up to date, whatever METER_AUTO_MIGRATE says
     console.rule("[bold]Meterline demo")
     console.print("[bold]1. Plans are files[/bold]: validating and storing examples/plans/*.yaml")
     for path in sorted(EXAMPLE_PLANS.glob("*.yaml")):

@@ -27,11 +27,21 @@ def worker(
     os.environ.setdefault("REDIS_URL", redis_url())
     os.environ.setdefault("BROKER_URL", broker_url())
     _warn_if_the_broker_forgets(os.environ["BROKER_URL"])
+    _check_database()
     args = [sys.executable, "-m", "dramatiq", "workers.app"]
     args += ["--processes", str(processes), "--threads", str(threads)]
     if queues:
         args += ["--queues", *queues]
     os.execv(sys.executable, args)
+
+
+def _check_database() -> None:
+    """Refuse to start workers on a database they cannot use (unreachable, schema behind):
+    opening the pool migrates it (METER_AUTO_MIGRATE) or raises SchemaNotMigrated."""
+    from storage import db
+
+    db.pool()
+    db.close_pool()  # the worker processes open their own
 
 
 def _warn_if_the_broker_forgets(url: str) -> None:

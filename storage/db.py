@@ -1,8 +1,9 @@
 """The PostgreSQL connection pool: one per process, created on first use.
 
-First use also brings the schema up to date (`storage.migrate`) and makes sure the ledger has its
-monthly partitions around the current month, so a fresh checkout, a worker and a CLI call all
-start from the same schema without a separate setup step.
+First use checks that the schema is this release's: with METER_AUTO_MIGRATE (the default for the
+embedded PostgreSQL) it applies the pending migrations (`storage.migrate`), otherwise a database
+that is behind is refused with `SchemaNotMigrated` (run `meter db migrate` once per release).
+It also makes sure the ledger has its monthly partitions around the current month.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from storage.embedded import database_url
-from storage.migrate import migrate
+from storage.errors import SchemaNotMigrated
+from storage.migrate import migrate, pending
 from storage.settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -39,7 +41,7 @@ _cache_clearers: list[Callable[[], None]] = []
 
 
 def pool() -> ConnectionPool[Connection]:
-    """The process's connection pool, opened (and the schema migrated) on first call."""
+    """The process's connection pool, opened on first call (the schema migrated or checked)."""
     global _pool
     current = _pool
     if current is not None:
@@ -47,12 +49,29 @@ def pool() -> ConnectionPool[Connection]:
     with _lock:
         if _pool is None:
             url = database_url()
-            if url not in _migrated:
+            if get_settings().auto_migrate and url not in _migrated:
                 migrate(url)
                 _migrated.add(url)
-            _pool = _open_pool(url)
-            _ensure_partitions_around_now(_pool)
+            opened = _open_pool(url)
+            try:
+                _check_schema(opened)
+                _ensure_partitions_around_now(opened)
+            except BaseException:
+                opened.close()
+                raise
+            _pool = opened
         return _pool
+
+
+def _check_schema(target: ConnectionPool[Connection]) -> None:
+    with target.connection() as conn:
+        missing = pending(conn)
+    if missing:
+        raise SchemaNotMigrated(
+            "database",
+            f"schema is not migrated ({len(missing)} pending, from {missing[0]}):"
+            " run `meter db migrate` (or set METER_AUTO_MIGRATE=1)",
+        )
 
 
 def _open_pool(url: str) -> ConnectionPool[Connection]:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
+import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from yoyo import get_backend, read_migrations  # type: ignore[import-untyped]
 
@@ -38,6 +40,16 @@ def migrate(url: str | None = None) -> list[str]:
     if applied:
         logger.info("applied migrations: %s", ", ".join(applied))
     return applied
+
+
+def pending(conn: psycopg.Connection[Any]) -> list[str]:
+    """The migrations of this release that the database `conn` is on has not applied."""
+    known = sorted(path.stem for path in MIGRATIONS_DIR.glob("*.sql"))
+    row = conn.execute("SELECT to_regclass('_yoyo_migration') IS NOT NULL").fetchone()
+    applied: set[str] = set()
+    if row is not None and row[0]:
+        applied = {name for (name,) in conn.execute("SELECT migration_id FROM _yoyo_migration")}
+    return [name for name in known if name not in applied]
 
 
 def yoyo_url(url: str) -> str:

@@ -39,6 +39,17 @@ class Settings(BaseSettings):
     # how many commands in a million run that maintenance (fault tests shorten both).
     METER_BROKER_HEARTBEAT_TIMEOUT_MS: int = Field(default=60_000, ge=100)
     METER_BROKER_MAINTENANCE_CHANCE: int = Field(default=1000, ge=0, le=1_000_000)
+    # Apply pending schema migrations when a process first opens the database. Unset: on for
+    # the embedded PostgreSQL (a fresh checkout just runs), off against a configured
+    # DATABASE_URL, where `meter db migrate` runs once per release.
+    METER_AUTO_MIGRATE: bool | None = None
+
+    @property
+    def auto_migrate(self) -> bool:
+        """METER_AUTO_MIGRATE, or whether the database is the embedded one when it is unset."""
+        if self.METER_AUTO_MIGRATE is None:
+            return self.DATABASE_URL is None
+        return self.METER_AUTO_MIGRATE
 
     @property
     def backdate_max_days(self) -> int:
