@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -142,7 +143,8 @@ def _burst(count: int) -> None:
 
     rng = random.Random(42)
     users = [f"user{i}" for i in range(40)]
-    shapes = [
+    # customer, metric, quantity(), properties() or None
+    shapes: list[tuple[str, str, Callable[[], float], Callable[[], dict[str, str]] | None]] = [
         ("acme", "api_calls", lambda: 1, None),
         ("acme", "bandwidth_gb", lambda: round(rng.uniform(0.01, 0.5), 3), None),
         ("acme", "storage_gb", lambda: rng.randint(1, 60), None),

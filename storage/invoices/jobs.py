@@ -287,6 +287,7 @@ def _committed() -> Iterator[db.Connection]:
 def _select(
     conn: db.Connection, where: str, params: Any, *, update: str | None = None
 ) -> list[Job]:
+    query: sql.Composable
     if update is None:
         template = sql.SQL("SELECT {columns} FROM invoice_jobs WHERE {where} ORDER BY id")
     else:
