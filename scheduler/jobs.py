@@ -29,7 +29,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from tasks import names
 
-log = logging.getLogger("meterline.scheduler")
+log = logging.getLogger(f"meterline.{__name__}")
 
 #: Sends one message to the named actor.
 Enqueue = Callable[[str], None]

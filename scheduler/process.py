@@ -22,7 +22,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from scheduler.jobs import JOBS, Enqueue, JobSpec, enqueue_actor, register_jobs
 from storage.leader_lock import LeaderElection
 
-log = logging.getLogger("meterline.scheduler")
+log = logging.getLogger(f"meterline.{__name__}")
 
 DEFAULT_POLL_INTERVAL = 5.0
 

@@ -24,7 +24,7 @@ from storage.errors import SchemaNotMigrated
 from storage.migrate import migrate, pending
 from storage.settings import get_settings
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(f"meterline.{__name__}")
 
 Connection = psycopg.Connection[Any]
 

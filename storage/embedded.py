@@ -29,7 +29,7 @@ from redis.retry import Retry
 
 from storage.settings import get_settings
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(f"meterline.{__name__}")
 
 # A unix socket path must fit in sockaddr_un.sun_path (108 bytes on Linux, 104 on macOS).
 _MAX_SOCKET_PATH = 100

@@ -22,7 +22,7 @@ from typing import Any
 
 import psycopg
 
-log = logging.getLogger("meterline.scheduler")
+log = logging.getLogger(f"meterline.{__name__}")
 
 
 def lock_key(name: str) -> int:

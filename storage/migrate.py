@@ -15,7 +15,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from yoyo import get_backend, read_migrations  # type: ignore[import-untyped]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(f"meterline.{__name__}")
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 # How long a process waits for another one that is applying migrations.

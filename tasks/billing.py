@@ -28,7 +28,7 @@ from storage.invoices import refresh_markers
 from storage.invoices.jobs import Job, JobKey
 from tasks import names
 
-log = logging.getLogger("meterline.billing")
+log = logging.getLogger(f"meterline.{__name__}")
 
 _LONG_RUN_MS = 30 * 60 * 1000
 

@@ -22,7 +22,7 @@ from tasks import names
 from tasks.billing import request_invoice_refresh
 from tasks.retry_log import last_error, summarised_failures
 
-log = logging.getLogger("meterline.ingest")
+log = logging.getLogger(f"meterline.{__name__}")
 
 
 def batch_identity(batch: dict[str, Any]) -> str:

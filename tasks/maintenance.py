@@ -18,7 +18,7 @@ from services.reconcile import reconcile
 from storage.ledger import retention
 from tasks import names
 
-log = logging.getLogger("meterline.maintenance")
+log = logging.getLogger(f"meterline.{__name__}")
 
 MAINTENANCE_QUEUE = names.MAINTENANCE_QUEUE  # alias: the name lives in tasks.names
 

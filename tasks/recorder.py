@@ -59,7 +59,7 @@ from tasks.message import Buffered, Stamp, encode_event
 from tasks.names import INGEST_EVENTS, INGEST_QUEUE
 from tasks.shutdown import install_sigterm_handler, main_thread_section
 
-log = logging.getLogger("meterline.recorder")
+log = logging.getLogger(f"meterline.{__name__}")
 
 # The event's rules are the contract's (pricing.events): what this producer refuses is what
 # the ingest worker would reject, so a bad event fails in the caller, never in a batch.

@@ -24,7 +24,7 @@ from dramatiq.middleware import Interrupt
 
 from pricing.errors import echo
 
-log = logging.getLogger("meterline.ingest")
+log = logging.getLogger(f"meterline.{__name__}")
 
 #: Longest error text quoted in a retry line (a database error can quote a whole statement).
 ERROR_LIMIT = 300

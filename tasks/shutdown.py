@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from types import FrameType
 from typing import Any
 
-log = logging.getLogger("meterline.recorder")
+log = logging.getLogger(f"meterline.{__name__}")
 
 SIGTERM_FLUSH_TIMEOUT = 5.0  # seconds; leaves room in `docker stop`'s 10 s before its SIGKILL
 SHUTDOWN_FLUSH_TIMEOUT = 10.0  # seconds, for the servers' shutdown hooks

@@ -198,7 +198,7 @@ def test_the_nightly_job_runs_the_pruning_actor(
     arriving(now - kept_for() - timedelta(hours=1), 2, "gone")
     arriving(now - timedelta(days=1), 2, "kept")
     assert job.catch_up(now) is False  # overdue only a day after its rows were due
-    with caplog.at_level(logging.INFO, logger="meterline.maintenance"):
+    with caplog.at_level(logging.INFO, logger="meterline.tasks.maintenance"):
         maintenance.prune_ingest_history()
     assert db.execute("SELECT batch_id FROM ingest_batches").fetchall() == [("kept",)]
     assert rows(db, "event_ids") == 2

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import dramatiq
 import pytest
@@ -32,9 +32,6 @@ from tasks.recorder import (
     flush_usage,
     record_usage,
 )
-
-if TYPE_CHECKING:
-    pass
 
 TIMESTAMP_FORMAT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}[+-]\d\d:\d\d$")
 NEVER = 3600.0  # a flush_interval that never elapses during a test
@@ -214,7 +211,7 @@ def test_a_batch_re_sent_after_broker_failures_keeps_its_ids_and_timestamps(
     broker = FlakyRedisBroker(failures=2, url=redis_url)
     recorder = make_recorder(broker, flush_interval=NEVER)
     ids = [recorder.record("cus_1", "api_calls") for _ in range(3)]
-    with caplog.at_level(logging.WARNING, logger="meterline.recorder"):
+    with caplog.at_level(logging.WARNING, logger="meterline.tasks.recorder"):
         assert recorder.flush(timeout=30)
 
     assert len(broker.attempts) == 3
@@ -226,7 +223,7 @@ def test_a_batch_re_sent_after_broker_failures_keeps_its_ids_and_timestamps(
     assert stored["args"][0] == first
     assert recorder.stats.send_failures == 2
     assert recorder.stats.sent_events == 3
-    failures = [r for r in caplog.records if r.name == "meterline.recorder"]
+    failures = [r for r in caplog.records if r.name == "meterline.tasks.recorder"]
     assert len(failures) == 2 and "injected" in failures[0].getMessage()
     broker.close()
 

@@ -11,7 +11,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import dramatiq
 import pytest
@@ -23,9 +23,6 @@ from storage.settings import reset_settings
 from tasks import broker as broker_module
 from tasks.broker import INGEST_QUEUE, get_broker, make_broker
 from tasks.recorder import UsageRecorder
-
-if TYPE_CHECKING:
-    pass
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
