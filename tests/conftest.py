@@ -62,9 +62,10 @@ class SessionServers:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Before any test module is imported: embedded servers, if any are needed (modules that
-    declare actors create the broker on import), live in a data dir of this session's own,
-    never in the working copy's `.meter/`."""
+    """Before any test module is imported: embedded servers, if any are needed, live in a data
+    dir of this session's own, never in the working copy's `.meter/`. (Importing a module
+    starts nothing: actors wait on a placeholder broker, and the first test that sends
+    resolves the session's broker through `tasks.broker.get_broker`.)"""
     os.environ["METER_DATA_DIR"] = tempfile.mkdtemp(prefix="meterline-test-")
     reset_settings()
 
