@@ -33,7 +33,7 @@ _PARTITION_MONTHS_AROUND_NOW = 2
 
 _lock = threading.Lock()
 _pool: ConnectionPool[Connection] | None = None
-_migrated: set[str] = set()
+_checked: set[str] = set()  # URLs whose schema this process migrated or found current
 # Pools inherited across a fork: never used, never closed (closing would end the parent's
 # sessions, which share the sockets), only kept referenced so garbage collection leaves them be.
 _inherited: list[object] = []
@@ -49,22 +49,21 @@ def pool() -> ConnectionPool[Connection]:
     with _lock:
         if _pool is None:
             url = database_url()
-            if get_settings().auto_migrate and url not in _migrated:
-                migrate(url)
-                _migrated.add(url)
-            opened = _open_pool(url)
-            try:
-                _check_schema(opened)
-                _ensure_partitions_around_now(opened)
-            except BaseException:
-                opened.close()
-                raise
-            _pool = opened
+            if url not in _checked:
+                # One direct connection first: an unreachable server fails here at once, where
+                # the pool would keep retrying until its timeout.
+                if get_settings().auto_migrate:
+                    migrate(url)
+                else:
+                    _check_schema(url)
+                _checked.add(url)
+            _pool = _open_pool(url)
+            _ensure_partitions_around_now(_pool)
         return _pool
 
 
-def _check_schema(target: ConnectionPool[Connection]) -> None:
-    with target.connection() as conn:
+def _check_schema(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
         missing = pending(conn)
     if missing:
         raise SchemaNotMigrated(

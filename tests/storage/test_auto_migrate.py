@@ -21,7 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 
 @pytest.fixture
 def on_database(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The process's pool is closed before and after: `db.pool()` opens one on the URL set."""
+    """The process's pool is closed before and after: `db.pool()` opens one on the URL set,
+    and checks it afresh (the scratch database has the same URL in every test)."""
+    monkeypatch.setattr(db, "_checked", set())
     db.close_pool()
     yield
     db.close_pool()
