@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from services.usage import current_usage
+from storage.errors import NotFound
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,6 @@ def check_limit(customer_id: str, metric: str) -> LimitCheck:
     when the customer's plan has no such metric)."""
     report = current_usage(customer_id)
     if metric not in report.metrics:
-        raise KeyError(f"metric: {metric!r} is not a metric of plan {report.segment.plan.code!r}")
+        raise NotFound(f"metric: {metric!r} is not a metric of plan {report.segment.plan.code!r}")
     m = report.metrics[metric]
     return LimitCheck(customer_id, metric, m.used, m.included, max(m.included - m.used, Decimal(0)))

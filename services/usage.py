@@ -16,11 +16,11 @@ from typing import Any
 from pricing.aggregations import LEVEL_AGGREGATIONS, MetricState
 from pricing.errors import echo
 from pricing.invoicing import PricedSegment, compose, segment_days
-from pricing.metering import SegmentState, carried_levels, segment_usage
+from pricing.metering import Segment, SegmentState, carried_levels, segment_usage
 from pricing.money import format_decimal, format_money
 from pricing.plans import included_usage
 from pricing.rating import Quote, rate
-from storage.catalog.cache import CustomerContext, Segment, catalog
+from storage.catalog.cache import CustomerContext, catalog
 from storage.errors import NotFound
 from storage.usage import counters, rollups
 
