@@ -13,8 +13,8 @@ import cli.main
 from cli.output import CliError
 from pricing.errors import ConfigError, MeterlineError, PlanError, UserError
 from pricing.events import EventError
+from services.periods import PeriodNotEnded
 from storage.errors import Conflict, InvalidInput, NotFound, SchemaNotMigrated, StorageError
-from storage.invoices.jobs import PeriodNotEnded
 from tasks.recorder import BufferFull
 
 
