@@ -104,23 +104,30 @@ def count_events(customer_id: str, start: datetime, end: datetime) -> int:
     return int(row[0]) if row else 0
 
 
+# The columns `event_from_row` reads, and the query every ledger event read starts from.
+SELECT_EVENTS = (
+    "SELECT event_id, customer_id, metric, quantity, timestamp, properties"
+    " FROM usage_events WHERE customer_id = %s"
+)
+
+
+def event_from_row(row: tuple[Any, ...]) -> Event:
+    """A ledger row selected by `SELECT_EVENTS`, as the contract's event."""
+    return Event(
+        event_id=row[0],
+        customer_id=row[1],
+        metric=row[2],
+        quantity=row[3],
+        timestamp=row[4],
+        properties=row[5] or {},
+    )
+
+
 def events_between(customer_id: str, start: datetime, end: datetime) -> list[Event]:
     """The customer's events in [start, end), in time order (for offline re-rating and checks)."""
     with db.connection() as conn:
         rows = conn.execute(
-            "SELECT event_id, customer_id, metric, quantity, timestamp, properties"
-            " FROM usage_events WHERE customer_id = %s AND timestamp >= %s AND timestamp < %s"
-            " ORDER BY timestamp, event_id",
+            SELECT_EVENTS + " AND timestamp >= %s AND timestamp < %s ORDER BY timestamp, event_id",
             (customer_id, start, end),
         ).fetchall()
-    return [
-        Event(
-            event_id=r[0],
-            customer_id=r[1],
-            metric=r[2],
-            quantity=r[3],
-            timestamp=r[4],
-            properties=r[5] or {},
-        )
-        for r in rows
-    ]
+    return [event_from_row(r) for r in rows]

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from pricing.events import Event
 from storage import db
+from storage.ledger.events import SELECT_EVENTS, event_from_row
 
 
 def has_events_since(conn: db.Connection, customer_id: str, at: datetime) -> bool:
@@ -21,19 +22,7 @@ def has_events_since(conn: db.Connection, customer_id: str, at: datetime) -> boo
 def events_since(conn: db.Connection, customer_id: str, start: datetime) -> list[Event]:
     """The customer's events at or after `start`, in time order."""
     rows = conn.execute(
-        "SELECT event_id, customer_id, metric, quantity, timestamp, properties"
-        " FROM usage_events WHERE customer_id = %s AND timestamp >= %s"
-        " ORDER BY timestamp, event_id",
+        SELECT_EVENTS + " AND timestamp >= %s ORDER BY timestamp, event_id",
         (customer_id, start),
     ).fetchall()
-    return [
-        Event(
-            event_id=r[0],
-            customer_id=r[1],
-            metric=r[2],
-            quantity=r[3],
-            timestamp=r[4],
-            properties=r[5] or {},
-        )
-        for r in rows
-    ]
+    return [event_from_row(r) for r in rows]
