@@ -22,7 +22,7 @@ lint: $(BIN)/meter
 	$(BIN)/ruff format --check .
 
 typecheck: $(BIN)/meter
-	$(BIN)/mypy --strict pricing storage services tasks scheduler workers cli
+	$(BIN)/mypy --strict pricing storage services tasks scheduler workers cli api
 
 unit: $(BIN)/meter
 	$(BIN)/pytest -q $(PYTEST_ARGS)

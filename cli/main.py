@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from cli import (
+    api_keys,
     customers,
     db,
     demo,
@@ -23,6 +24,7 @@ from cli import (
     scheduler,
     stats,
     usage,
+    web,
     worker,
 )
 from cli.output import err_console
@@ -46,6 +48,8 @@ app.add_typer(periods.app, name="periods")
 app.command("usage")(usage.usage)
 app.command("worker")(worker.worker)
 app.command("scheduler")(scheduler.scheduler)
+app.command("web")(web.web)
+app.add_typer(api_keys.app, name="api-keys")
 
 ops_app = typer.Typer(help="Operations: ingest stats, failed jobs.", no_args_is_help=True)
 ops_app.command("stats")(stats.stats)

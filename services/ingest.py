@@ -70,12 +70,13 @@ def _classify(
     earliest = now - timedelta(days=settings.METER_ACCEPT_PAST_DAYS)
     latest = now + timedelta(seconds=settings.METER_ACCEPT_FUTURE_SECONDS)
     parsed, rejections = decode_batch(raw_events)
+    positions = _positions(len(raw_events), rejections)
     contexts = catalog.customers({e.customer_id for e in parsed})
     accepted: list[tuple[Event, Segment]] = []
     segments: dict[str, list[Segment]] = {}
     seen: set[tuple[str, str]] = set()
     duplicates = 0
-    for event in parsed:
+    for position, event in zip(positions, parsed, strict=True):
         context = contexts.get(event.customer_id)
         reason: tuple[str, str] | None = None
         segment: Segment | None = None
@@ -99,7 +100,7 @@ def _classify(
                 reason = check_event(segment.plan, event)
         if reason is not None or segment is None:
             code, detail = reason or ("invalid_event", "")
-            rejections.append(Rejection(code, detail, event_json(event)))
+            rejections.append(Rejection(code, detail, event_json(event), position))
             continue
         key = (event.customer_id, event.event_id)
         if key in seen:
@@ -108,6 +109,13 @@ def _classify(
         seen.add(key)
         accepted.append((event, segment))
     return accepted, rejections, duplicates, contexts
+
+
+def _positions(count: int, rejections: Sequence[Rejection]) -> list[int]:
+    """Where the events that met the contract sit in their batch, in order (decode_batch
+    keeps the order of the events it accepts and gives each rejection its position)."""
+    refused = {r.position for r in rejections}
+    return [position for position in range(count) if position not in refused]
 
 
 def ingest_batch(
@@ -198,5 +206,6 @@ def _counter_deltas(
 
 def refusals(raw_events: Sequence[Any], *, now: datetime | None = None) -> list[Rejection]:
     """Why ingest would reject these events now (an empty list: it would take them all), so a
-    producer that can reach the database, such as `meter events send`, refuses them up front."""
+    producer that can reach the database, such as `meter events send` or `POST /v1/events`,
+    refuses them up front. Each rejection carries its event's position in `raw_events`."""
     return _classify(raw_events, now or datetime.now(UTC))[1]

@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     # the embedded PostgreSQL (a fresh checkout just runs), off against a configured
     # DATABASE_URL, where `meter db migrate` runs once per release.
     METER_AUTO_MIGRATE: bool | None = None
+    # The HTTP API (`meter web`): the largest request body it reads, and how many requests one
+    # key may make per minute (0: no limit).
+    METER_API_MAX_BODY_BYTES: int = Field(default=16 * 1024 * 1024, ge=1024)
+    METER_API_RATE_LIMIT: int = Field(default=6000, ge=0)
 
     @property
     def auto_migrate(self) -> bool:

@@ -44,7 +44,7 @@ _SCRIPT = textwrap.dedent(
     print(len(imported))
     """
 )
-_PACKAGES = ["pricing", "storage", "services", "tasks", "scheduler", "workers", "cli"]
+_PACKAGES = ["pricing", "storage", "services", "tasks", "scheduler", "workers", "cli", "api"]
 
 
 def test_importing_every_module_starts_and_connects_to_nothing(tmp_path: Path) -> None:

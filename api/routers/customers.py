@@ -1,0 +1,74 @@
+"""A customer's usage, limits and invoices: `/v1/customers/{customer_id}/...`.
+
+Readable with an ops key or that customer's own key; limits also with an ingest key (what a
+producer gates its requests on). The documents are the CLI's `--json` ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from api.auth import LimitKey, ReaderKey, path_id
+from api.errors import responses
+from api.schemas import json_array, json_object
+
+router = APIRouter(prefix="/v1/customers/{customer_id}", tags=["customers"])
+
+_ERRORS = responses(401, 403, 404, 422, 429)
+
+
+@router.get(
+    "/usage",
+    summary="Current usage and estimated bill",
+    responses={200: json_object("the `meter usage --json` document"), **_ERRORS},
+)
+def usage(customer_id: str, key: ReaderKey) -> dict[str, Any]:
+    """This period per metric: used, included, overage, estimated cost; the estimated total."""
+    from services.usage import current_usage
+
+    return current_usage(customer_id).to_json()
+
+
+@router.get(
+    "/limits/{metric}",
+    summary="May the customer use more of a metric?",
+    responses={200: json_object("what `check_limit` returns"), **_ERRORS},
+)
+def limit(customer_id: str, metric: str, key: LimitKey) -> dict[str, Any]:
+    """Used, included, remaining and whether the included units are used up (live)."""
+    from services.limits import check_limit
+
+    path_id("metric", metric)
+    check = check_limit(customer_id, metric)
+    return {
+        "customer_id": check.customer_id,
+        "metric": check.metric,
+        "used": str(check.used),
+        "included": str(check.included),
+        "remaining": str(check.remaining),
+        "exceeded": check.exceeded,
+    }
+
+
+@router.get(
+    "/invoices",
+    summary="The customer's invoices",
+    responses={200: json_array("invoice summaries, oldest period first"), **_ERRORS},
+)
+def invoices(customer_id: str, key: ReaderKey) -> list[dict[str, Any]]:
+    """Every invoice of the customer (summaries; `GET /v1/invoices/{id}` for the lines)."""
+    from services.invoice_lifecycle import list_invoices
+    from storage.catalog.customers import get_customer
+
+    get_customer(customer_id)  # 404 for an unknown customer, not an empty list
+    return [invoice_summary(i.to_json()) for i in list_invoices(customer_id=customer_id)]
+
+
+def invoice_summary(document: dict[str, Any]) -> dict[str, Any]:
+    keys = (
+        "id", "number", "customer_id", "period", "period_start", "period_end", "status",
+        "plan", "plan_version", "currency", "subtotal", "tax", "total",
+    )  # fmt: skip
+    return {key: document.get(key) for key in keys}
