@@ -235,7 +235,7 @@ def bench_meterline(
     """Events/s of record_usage → ingest workers (with RSS), and whether ledger = rollups =
     counters = sent."""
     from storage.redis_client import get_redis
-    from tasks.recorder import configure_recorder, flush_usage, record_usage
+    from tasks.producer import configure_recorder, flush_usage, record_usage
 
     get_redis().delete("dramatiq:__heartbeats__")
     with common.dramatiq_workers(
@@ -441,7 +441,7 @@ def main(argv: list[str] | None = None) -> None:
 def _close_clients() -> None:
     from storage import db
     from storage.redis_client import reset_redis
-    from tasks.recorder import default_recorder
+    from tasks.producer import default_recorder
 
     default_recorder().close(timeout=10)
     db.close_pool()

@@ -22,7 +22,7 @@ import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
 from tasks.broker import INGEST_QUEUE
-from tasks.recorder import configure_recorder, flush_usage, record_usage
+from tasks.producer import configure_recorder, flush_usage, record_usage
 
 NAMESPACE = "meterline-bench"
 BASELINE_QUEUE = "bench_baseline"

@@ -34,29 +34,38 @@ def demo(
     events: int = typer.Option(50_000, "--events", help="Size of the usage burst."),
 ) -> None:
     """Plans, customers, a burst of usage, live usage and estimated bills."""
-    import dramatiq
-
-    import tasks.ingest  # noqa: F401  (declares the ingest actor on the broker)
-    from pricing.plans import load_plan
-    from services.customers import create_customer, get_customer
-    from services.usage import current_usage
-    from storage.catalog.plans import apply_plan
-    from storage.errors import NotFound
-    from storage.ledger.batches import stats
     from storage.migrate import migrate
-    from tasks import configure_recorder
-    from tasks.broker import get_broker
-    from tasks.names import INGEST_QUEUE
 
     migrate()  # the demo always brings the schema up to date, whatever METER_AUTO_MIGRATE says
     console.rule("[bold]Meterline demo")
     console.print("[bold]1. Plans are files[/bold]: validating and storing examples/plans/*.yaml")
+    _apply_plans()
+    console.print("[bold]2. Customers[/bold], each billed in its own time zone")
+    _create_customers()
+    console.print(f"[bold]3. A burst of {events:,} usage events[/bold] through record_usage()")
+    _ingest_burst(events)
+    console.print("[bold]4. Live usage and estimated bills[/bold] (Redis counters, no SQL)")
+    _show_usage()
+    label = _previous_label()
+    console.print(f"[bold]5. Closing period {label}[/bold]: one invoice job per customer")
+    _close_and_show(label)
+    console.rule("done")
+
+
+def _apply_plans() -> None:
+    from pricing.plans import load_plan
+    from storage.catalog.plans import apply_plan
+
     for path in sorted(EXAMPLE_PLANS.glob("*.yaml")):
         version, created = apply_plan(load_plan(path.read_text()))
         state = "new version" if created else "unchanged"
         console.print(f"   {path.name:<14} -> plan version {version} ({state})")
 
-    console.print("[bold]2. Customers[/bold], each billed in its own time zone")
+
+def _create_customers() -> None:
+    from services.customers import create_customer, get_customer
+    from storage.errors import NotFound
+
     started = datetime.now(UTC) - timedelta(days=40)
     for customer_id, plan_code, timezone, anchor in DEMO_CUSTOMERS:
         try:
@@ -68,9 +77,18 @@ def demo(
             )
             console.print(f"   {customer_id:<8} created on {plan_code} ({timezone})")
 
-    console.print(f"[bold]3. A burst of {events:,} usage events[/bold] through record_usage()")
-    broker = get_broker()
-    worker = dramatiq.Worker(broker, queues={INGEST_QUEUE}, worker_threads=2)
+
+def _ingest_burst(events: int) -> None:
+    """Record `events` events and ingest them with an in-process worker until all are in."""
+    import dramatiq
+
+    import tasks.ingest  # noqa: F401  (declares the ingest actor on the broker)
+    from storage.ledger.batches import stats
+    from tasks import configure_recorder
+    from tasks.broker import get_broker
+    from tasks.names import INGEST_QUEUE
+
+    worker = dramatiq.Worker(get_broker(), queues={INGEST_QUEUE}, worker_threads=2)
     worker.start()
     recorder = configure_recorder()
     try:
@@ -81,18 +99,16 @@ def demo(
         recorder.flush()
         worker.stop()
 
-    console.print("[bold]4. Live usage and estimated bills[/bold] (Redis counters, no SQL)")
+
+def _show_usage() -> None:
+    from services.usage import current_usage
+
     for customer_id, *_ in DEMO_CUSTOMERS:
         started_at = time.perf_counter()
         document = current_usage(customer_id).to_json()
         elapsed_ms = (time.perf_counter() - started_at) * 1000
         print_usage(document)
         console.print(f"   [dim]read in {elapsed_ms:.2f} ms[/dim]")
-
-    label = _previous_label()
-    console.print(f"[bold]5. Closing period {label}[/bold]: one invoice job per customer")
-    _close_and_show(label)
-    console.rule("done")
 
 
 def _previous_label() -> str:

@@ -4,6 +4,7 @@ password), and why. Anything else is a bug and keeps its traceback."""
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 # SQLSTATE classes of a connection that could not be made or was lost: connection exception,
 # invalid authorization, invalid catalog name (no such database), operator intervention.
@@ -33,9 +34,16 @@ def _describe(exc: BaseException) -> str | None:
     if redis is not None and isinstance(exc, redis.ConnectionError | redis.TimeoutError):
         return f"redis: cannot connect to {_redis_url()} ({_reason(exc)})"
     dramatiq_errors = sys.modules.get("dramatiq.errors")
-    if dramatiq_errors is not None and isinstance(exc, dramatiq_errors.ConnectionError):
+    if dramatiq_errors is not None and isinstance(exc, _broker_connection_error(dramatiq_errors)):
         return f"broker: cannot connect to {_broker_url()} ({_reason(exc)})"
     return None
+
+
+def _broker_connection_error(errors: Any) -> type[Exception]:
+    """Dramatiq's connection error class: `BrokerConnectionError` where this release has the
+    name, else the older `ConnectionError` (asking a newer release for that name warns)."""
+    new: type[Exception] | None = getattr(errors, "BrokerConnectionError", None)
+    return new if new is not None else errors.ConnectionError
 
 
 def _without_passwords(message: str) -> str:

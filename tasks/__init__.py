@@ -8,14 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tasks.recorder import (
-    BufferFull,
-    UsageRecorder,
-    configure_recorder,
-    default_recorder,
-    flush_usage,
-    record_usage,
-)
+from tasks.producer import configure_recorder, default_recorder, flush_usage, record_usage
+from tasks.recorder import BufferFull, UsageRecorder
 
 if TYPE_CHECKING:
     from services.limits import LimitCheck

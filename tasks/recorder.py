@@ -1,10 +1,11 @@
 """Record usage from a web app's request path: validate at once, buffer, send in batches.
 
-`record_usage()` costs a few microseconds and never talks to the network: it checks the event
-in plain Python (a bad event raises `ValueError` in the caller, naming the field), stamps it
-with an `event_id` and the current time when the caller gave none, and appends it to an
-in-process buffer. A daemon thread turns the buffer into ONE Dramatiq message per batch —
-an enqueue costs a broker round trip (~230 µs on Redis), so batching is the whole game.
+`record_usage()` (in `tasks.producer`, on the process's default recorder) costs a few
+microseconds and never talks to the network: it checks the event in plain Python (a bad event
+raises `ValueError` in the caller, naming the field), stamps it with an `event_id` and the
+current time when the caller gave none, and appends it to an in-process buffer. A daemon
+thread turns the buffer into ONE Dramatiq message per batch — an enqueue costs a broker round
+trip (~230 µs on Redis), so batching is the whole game.
 
 The id and the timestamp are fixed at record time, so a batch that is re-sent after a broker
 failure carries the same ids and timestamps: the ledger's dedup (and its partitioning by the
@@ -366,7 +367,7 @@ class UsageRecorder:
         return self._broker
 
 
-# --- process-wide plumbing: fork, exit, the default recorder ---------------------------------
+# --- process-wide plumbing: fork and exit ---------------------------------
 
 _live_recorders: weakref.WeakSet[UsageRecorder] = weakref.WeakSet()
 
@@ -393,54 +394,3 @@ def _close_at_exit() -> None:
 
 os.register_at_fork(after_in_child=_reset_in_child)
 atexit.register(_close_at_exit)
-
-_default: UsageRecorder | None = None
-_default_lock = threading.Lock()
-
-
-def default_recorder() -> UsageRecorder:
-    """The process-wide recorder behind `record_usage`, created on first use."""
-    global _default
-    if _default is None:
-        with _default_lock:
-            if _default is None:
-                _default = UsageRecorder()
-    return _default
-
-
-def configure_recorder(**kwargs: Any) -> UsageRecorder:
-    """Replace the default recorder (UsageRecorder keyword arguments); the old one is closed
-    after its buffered events are sent."""
-    global _default
-    new = UsageRecorder(**kwargs)
-    with _default_lock:
-        old, _default = _default, new
-    if old is not None:
-        old.close()
-    return new
-
-
-def record_usage(
-    customer_id: str,
-    metric: str,
-    quantity: int | float | Decimal = 1,
-    *,
-    event_id: str | None = None,
-    timestamp: datetime | None = None,
-    properties: dict[str, Any] | None = None,
-) -> str:
-    """Record one usage event on the default recorder; see `UsageRecorder.record`."""
-    return (_default or default_recorder()).record(
-        customer_id,
-        metric,
-        quantity,
-        event_id=event_id,
-        timestamp=timestamp,
-        properties=properties,
-    )
-
-
-def flush_usage(timeout: float | None = None) -> bool:
-    """Block until the default recorder's buffered events are enqueued (False on timeout)."""
-    recorder = _default
-    return True if recorder is None else recorder.flush(timeout)

@@ -12,7 +12,8 @@ import pytest
 import redis
 from dramatiq.brokers.redis import RedisBroker
 
-from tasks.recorder import UsageRecorder, configure_recorder, record_usage
+from tasks.producer import configure_recorder, record_usage
+from tasks.recorder import UsageRecorder
 from tasks.shutdown import FlushOnShutdown
 from tests.tasks.test_recorder_process import queued_events
 

@@ -22,16 +22,10 @@ import redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 
-from tasks import recorder as recorder_module
+from tasks import producer as producer_module
 from tasks.broker import INGEST_ACTOR, INGEST_QUEUE
-from tasks.recorder import (
-    BufferFull,
-    UsageRecorder,
-    configure_recorder,
-    default_recorder,
-    flush_usage,
-    record_usage,
-)
+from tasks.producer import configure_recorder, default_recorder, flush_usage, record_usage
+from tasks.recorder import BufferFull, UsageRecorder
 
 TIMESTAMP_FORMAT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}[+-]\d\d:\d\d$")
 NEVER = 3600.0  # a flush_interval that never elapses during a test
@@ -330,7 +324,7 @@ def test_flush_on_an_idle_recorder_returns_at_once(
 def test_module_functions_use_the_configured_default_recorder(
     stub_broker: StubBroker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(recorder_module, "_default", None)
+    monkeypatch.setattr(producer_module, "_default", None)
     first = configure_recorder(broker=stub_broker, flush_interval=NEVER)
     assert default_recorder() is first
     event_id = record_usage("cus_42", "storage_gb", 12.5, properties={"region": "eu"})

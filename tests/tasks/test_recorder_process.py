@@ -84,7 +84,7 @@ def test_events_buffered_at_interpreter_exit_are_sent(
 ) -> None:
     result = run_python(
         """
-        from tasks.recorder import configure_recorder, record_usage
+        from tasks.producer import configure_recorder, record_usage
         configure_recorder(flush_interval=3600)  # only the exit can send them
         for i in range(10):
             record_usage("cus_exit", "api_calls", i)

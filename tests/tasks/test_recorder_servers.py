@@ -27,7 +27,7 @@ REQUESTS = 40
 # Nothing is sent but by a shutdown path: batches never fill, the interval never ends.
 WSGI_APP = """
 import os, time
-from tasks.recorder import configure_recorder, record_usage
+from tasks.producer import configure_recorder, record_usage
 configure_recorder(flush_interval=3600)
 
 def app(environ, start_response):
@@ -45,7 +45,7 @@ def app(environ, start_response):
 
 ASGI_APP = """
 import asyncio, os
-from tasks.recorder import configure_recorder, record_usage
+from tasks.producer import configure_recorder, record_usage
 from tasks.shutdown import FlushOnShutdown
 configure_recorder(flush_interval=3600)
 

@@ -24,7 +24,7 @@ EVENTS = 50_000
 SLOW_PRODUCER = """
 import os, signal, sys, threading, time
 from dramatiq.brokers.redis import RedisBroker
-from tasks.recorder import configure_recorder, record_usage
+from tasks.producer import configure_recorder, record_usage
 
 recorded = threading.Event()
 
@@ -139,7 +139,7 @@ def test_an_ignored_sigterm_stays_ignored_but_still_flushes(
     code = """
     import signal, sys, time
     from dramatiq.brokers.redis import RedisBroker
-    from tasks.recorder import configure_recorder, record_usage
+    from tasks.producer import configure_recorder, record_usage
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # Nothing is sent but by a flush: the batch is never full, the interval never ends.
     recorder = configure_recorder(broker=RedisBroker(url=sys.argv[1]), batch_size=10_000,
@@ -164,7 +164,7 @@ def test_a_recorder_started_outside_the_main_thread_installs_no_handler(redis_ur
     code = """
     import signal, sys, threading
     from dramatiq.brokers.redis import RedisBroker
-    from tasks.recorder import configure_recorder
+    from tasks.producer import configure_recorder
     from tasks.shutdown import install_sigterm_handler
     recorder = configure_recorder(broker=RedisBroker(url=sys.argv[1]))
     thread = threading.Thread(target=recorder.record, args=("cus_t", "api_calls"))
@@ -184,7 +184,7 @@ def test_a_recorder_started_outside_the_main_thread_installs_no_handler(redis_ur
 LOCK_HELD_PRODUCER = """
 import signal, sys
 from dramatiq.brokers.redis import RedisBroker
-from tasks.recorder import configure_recorder, record_usage
+from tasks.producer import configure_recorder, record_usage
 recorder = configure_recorder(broker=RedisBroker(url=sys.argv[1]), batch_size=10_000,
                               flush_interval=3600)
 for i in range(int(sys.argv[2])):
