@@ -8,6 +8,7 @@ whole thing with uvicorn, a Redis broker and a real worker instead.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -25,30 +26,47 @@ from storage.catalog.plans import apply_plan
 from storage.settings import reset_settings
 from tasks import broker as broker_module
 from tasks import configure_recorder
+from tasks.broker import make_broker
 from tasks.names import INGEST_QUEUE
+from tests.conftest import SessionServers
 from tests.metering.helpers import PLAN
 
 Headers = dict[str, str]
 
 
-@pytest.fixture
-def stub_broker(clean_state: None) -> Iterator[StubBroker]:
-    """A StubBroker as the process's broker, and a fresh default recorder sending to it; the
+@contextlib.contextmanager
+def process_broker(broker: dramatiq.Broker) -> Iterator[dramatiq.Broker]:
+    """`broker` as the process's broker, and a fresh default recorder sending to it; the
     previous broker is put back afterwards."""
     for module in ("tasks.billing", "tasks.ingest"):  # the actors the queued messages need
         importlib.import_module(module)
-
     previous = broker_module._broker
-    stub = StubBroker()
-    broker_module.install(stub)
+    broker_module.install(broker)
     configure_recorder()
-    yield stub
-    configure_recorder()
-    if previous is not None:
-        broker_module.install(previous)
-    else:
-        broker_module.install(broker_module._PLACEHOLDER)
-        broker_module._broker = None
+    try:
+        yield broker
+    finally:
+        configure_recorder()
+        if previous is not None:
+            broker_module.install(previous)
+        else:
+            broker_module.install(broker_module._PLACEHOLDER)
+            broker_module._broker = None
+
+
+@pytest.fixture
+def stub_broker(clean_state: None) -> Iterator[StubBroker]:
+    with process_broker(StubBroker()) as stub:
+        yield stub
+
+
+@pytest.fixture
+def redis_broker(clean_state: None, test_servers: SessionServers) -> Iterator[dramatiq.Broker]:
+    """A Redis broker on the session's Redis database (what `meter web` runs with)."""
+    broker = make_broker(test_servers.redis_url)
+    with process_broker(broker):
+        yield broker
+    broker.close()
 
 
 @pytest.fixture
