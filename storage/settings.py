@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     # Where pending notifications (outbox rows) are POSTed, and the key that signs them.
     METER_WEBHOOK_URL: str | None = None
     METER_WEBHOOK_SECRET: SecretStr | None = None
+    # Failed attempts after which a notification is dead (`meter ops notifications --dead`),
+    # and how long one POST may take.
+    METER_WEBHOOK_MAX_ATTEMPTS: int = Field(default=20, ge=1, le=1000)
+    METER_WEBHOOK_TIMEOUT_SECONDS: float = Field(default=10.0, gt=0, le=300)
     # Redis broker: how long a silent worker keeps its messages before they are requeued, and
     # how many commands in a million run that maintenance (fault tests shorten both).
     METER_BROKER_HEARTBEAT_TIMEOUT_MS: int = Field(default=60_000, ge=100)
