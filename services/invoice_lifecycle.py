@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 from pricing.invoicing import version_key
 from services.invoicing import generate, refresh_after_late_usage
+from services.notifications import notify_invoice_finalized
 from services.periods import billing_interval, period_of
 from storage import db
 from storage.catalog.cache import customer_context
@@ -62,6 +63,8 @@ def finalize(
 
     The number comes from the counter row, whose lock is held until this transaction ends:
     finalizations take numbers one after the other, and a rollback gives the number back.
+    The `invoice.finalized` notification is written in the same transaction (once: a retry
+    finds the invoice final and writes nothing, and the outbox keys it by the invoice).
     """
     with db.transaction(conn) as tx:
         invoice = locked_invoice(tx, invoice_id)
@@ -69,9 +72,11 @@ def finalize(
             return invoice
         if invoice.status == "void":
             raise Conflict(f"invoice {invoice_id!r} is void: it cannot be finalized")
-        return writes.set_finalized(
+        final = writes.set_finalized(
             tx, invoice_id, writes.next_number(tx), now or datetime.now(UTC)
         )
+        notify_invoice_finalized(tx, final)
+        return final
 
 
 def finalize_due(now: datetime | None = None) -> list[Invoice]:

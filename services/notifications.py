@@ -1,15 +1,18 @@
 """Webhook delivery of the outbox: the rules (what is sent, how it is signed, when a failed
-delivery is tried again). The `deliver_notifications` actor (`tasks.notify`) only runs
-`deliver_configured`.
+delivery is tried again, when it is given up). The `deliver_notifications` actor
+(`tasks.notify`) only runs `deliver_configured`.
 
-Each run claims the due outbox rows and POSTs each one as JSON to `METER_WEBHOOK_URL`. A 2xx
-answer marks the row delivered; anything else (an error status, a refused connection, a
-timeout) counts an attempt and schedules the next one after an exponential backoff, so a
-receiver that is down is neither hammered nor forgotten. Delivery is at least once: a receiver
-deduplicates on the `X-Meter-Delivery` header.
+Each run claims the due outbox rows and POSTs each one as JSON to its endpoint: the global
+`METER_WEBHOOK_URL`, or a customer's own (`services.webhooks`). A 2xx answer marks the row
+delivered; anything else (an error status, a redirect, a refused connection, a timeout) counts
+an attempt and schedules the next one after an exponential backoff, so a receiver that is down
+is neither hammered nor forgotten. The `METER_WEBHOOK_MAX_ATTEMPTS`-th failure makes the row
+dead: listed by `meter ops notifications --dead`, sent again by `meter ops redeliver`.
+Delivery is at least once: a receiver deduplicates on the payload's `idempotency_key` (or the
+`X-Meter-Delivery` header, the row id, which differs between endpoints).
 
 Signature (Stripe's scheme): `X-Meter-Signature: t=<unix time>,v1=<hex>` where `hex` is the
-HMAC-SHA256 of `"<unix time>.<body>"` under `METER_WEBHOOK_SECRET`. Signing the time as well
+HMAC-SHA256 of `"<unix time>.<body>"` under the endpoint's secret. Signing the time as well
 lets a receiver refuse replays of an old request (`verify_signature`'s `tolerance`).
 """
 
@@ -23,9 +26,14 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from storage import outbox
+from pricing.errors import ConfigError
+from services.webhooks import check_url
+from storage import db, outbox
+from storage.catalog import webhooks
+from storage.invoices.records import Invoice
 from storage.settings import Settings
 
 log = logging.getLogger(f"meterline.{__name__}")
@@ -33,6 +41,16 @@ log = logging.getLogger(f"meterline.{__name__}")
 SIGNATURE_HEADER = "X-Meter-Signature"
 DELIVERY_HEADER = "X-Meter-Delivery"
 TOPIC_HEADER = "X-Meter-Topic"
+
+#: The topics Meterline writes (alerts write the first three, finalization the last).
+USAGE_THRESHOLD_REACHED = "usage.threshold_reached"
+SPEND_THRESHOLD_REACHED = "spend.threshold_reached"
+LIMIT_REACHED = "limit.reached"
+INVOICE_FINALIZED = "invoice.finalized"
+
+#: Attempts before a row is dead (METER_WEBHOOK_MAX_ATTEMPTS): with the default backoff, the
+#: last one comes about 11 hours after the first.
+DEFAULT_MAX_ATTEMPTS = 20
 
 
 @dataclass(frozen=True)
@@ -52,6 +70,12 @@ class Backoff:
 class DeliveryReport:
     delivered: int
     failed: int
+    dead: int = 0  # of the failed, how many were given up
+
+    def __add__(self, other: DeliveryReport) -> DeliveryReport:
+        return DeliveryReport(
+            self.delivered + other.delivered, self.failed + other.failed, self.dead + other.dead
+        )
 
 
 def sign(secret: str, body: bytes, timestamp: int) -> str:
@@ -88,10 +112,10 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
 _opener = urllib.request.build_opener(_NoRedirects)
 
 
-def _post(url: str, secret: str, message: outbox.OutboxMessage, timeout: float) -> None:
-    """One POST; raises on anything but a 2xx answer."""
+def _post(url: str, secret: str, message: outbox.OutboxMessage, timeout: float, at: int) -> None:
+    """One POST, signed at `at` (unix seconds); raises on anything but a 2xx answer."""
     if not url.startswith(("http://", "https://")):
-        raise ValueError(f"METER_WEBHOOK_URL: {url!r} is not an http(s) URL")
+        raise ValueError(f"webhook URL: {url!r} is not an http(s) URL")
     body = json.dumps(
         {
             "id": message.id,
@@ -108,7 +132,7 @@ def _post(url: str, secret: str, message: outbox.OutboxMessage, timeout: float) 
         headers={
             "Content-Type": "application/json",
             "User-Agent": "meterline-webhook/1",
-            SIGNATURE_HEADER: sign(secret, body, int(time.time())),
+            SIGNATURE_HEADER: sign(secret, body, at),
             DELIVERY_HEADER: str(message.id),
             TOPIC_HEADER: message.topic,
         },
@@ -117,46 +141,105 @@ def _post(url: str, secret: str, message: outbox.OutboxMessage, timeout: float) 
         response.read()  # any status but 2xx has raised HTTPError already
 
 
+class _Undeliverable(Exception):
+    """The row has nowhere to go (its customer's endpoint was cleared): dead at once."""
+
+
+class _Endpoints:
+    """Where each claimed row goes, and the key that signs it."""
+
+    def __init__(self, url: str | None, secret: str | None) -> None:
+        self.url = url
+        self.secret = secret
+        self.customers: dict[str, webhooks.CustomerWebhook] = {}
+
+    def load(self, messages: list[outbox.OutboxMessage]) -> None:
+        """Read the customer endpoints of a claimed batch (one query)."""
+        wanted = [m.customer_id for m in messages if m.endpoint == outbox.CUSTOMER]
+        self.customers = webhooks.get_webhooks(c for c in wanted if c is not None)
+
+    def target(self, message: outbox.OutboxMessage) -> tuple[str, str]:
+        """(URL, secret) for `message`; raises _Undeliverable or ConfigError."""
+        if message.endpoint == outbox.CUSTOMER:
+            hook = self.customers.get(message.customer_id or "")
+            if hook is None:
+                raise _Undeliverable(f"customer {message.customer_id!r} has no webhook endpoint")
+            url: str | None = hook.url
+            secret = hook.secret or self.secret
+        else:
+            url, secret = self.url, self.secret
+        if url is None:
+            raise ConfigError("METER_WEBHOOK_URL", "not set")
+        if secret is None:
+            raise ConfigError("METER_WEBHOOK_SECRET", "required to sign webhooks")
+        return url, secret
+
+
 def deliver_due(
-    url: str,
-    secret: str,
+    url: str | None,
+    secret: str | None,
     *,
     batch: int = 20,
     budget: float = 60.0,
     timeout: float = 10.0,
     backoff: Backoff | None = None,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    now: datetime | None = None,
 ) -> DeliveryReport:
     """Deliver the due notifications, `batch` claimed at a time, claiming no new batch once
-    `budget` seconds have passed (a run stays short; the next run goes on). Returns what was
-    delivered and what failed."""
+    `budget` seconds have passed (a run stays short; the next run goes on). Rows for the
+    global endpoint wait while `url` is None; a customer's rows go to its own endpoint.
+
+    A row whose `max_attempts`-th attempt fails is dead (`meter ops redeliver` revives it).
+    `now` fixes the clock of the whole run (default: the time of each step). Returns what was
+    delivered, what failed and how many of those died."""
     backoff = backoff or Backoff()
     # The lease covers a whole batch of sequential attempts that all time out, with margin.
     lease = timedelta(seconds=timeout * batch + 30)
+    endpoints = _Endpoints(url, secret)
+    kinds = (outbox.GLOBAL, outbox.CUSTOMER) if url else (outbox.CUSTOMER,)
     deadline = time.monotonic() + budget
-    delivered = failed = 0
+    report = DeliveryReport(0, 0, 0)
     while time.monotonic() < deadline:
-        messages = outbox.due(batch, lease=lease)
+        messages = outbox.due(batch, lease=lease, now=now, endpoints=kinds)
         if not messages:
             break
+        endpoints.load(messages)
         for message in messages:
-            try:
-                _post(url, secret, message, timeout)
-            except Exception as exc:  # any failure of one notification is that row's to retry
-                failed += 1
-                retry_in = backoff.after(message.attempts + 1)
-                outbox.mark_failed(message.id, _describe(exc), retry_in)
-                log.warning(
-                    "notification %s (%s) failed, attempt %s, next in %ss: %s",
-                    message.id,
-                    message.topic,
-                    message.attempts + 1,
-                    int(retry_in.total_seconds()),
-                    _describe(exc),
-                )
-            else:
-                delivered += 1
-                outbox.mark_delivered(message.id)
-    return DeliveryReport(delivered=delivered, failed=failed)
+            report += _attempt(message, endpoints, timeout, backoff, max_attempts, now)
+    return report
+
+
+def _attempt(
+    message: outbox.OutboxMessage,
+    endpoints: _Endpoints,
+    timeout: float,
+    backoff: Backoff,
+    max_attempts: int,
+    now: datetime | None,
+) -> DeliveryReport:
+    """One delivery attempt of one row, its outcome recorded; what it adds to the report."""
+    at = now or datetime.now(UTC)
+    try:
+        target, key = endpoints.target(message)
+        _post(target, key, message, timeout, int(at.timestamp()))
+    except Exception as exc:  # any failure of one notification is that row's to retry
+        attempt = message.attempts + 1
+        dead = attempt >= max_attempts or isinstance(exc, _Undeliverable)
+        retry_in = backoff.after(attempt)
+        outbox.mark_failed(message.id, _describe(exc), retry_in, now, dead=dead)
+        log.warning(
+            "notification %s (%s to %s) failed, attempt %s, %s: %s",
+            message.id,
+            message.topic,
+            message.endpoint,
+            attempt,
+            "dead" if dead else f"next in {int(retry_in.total_seconds())}s",
+            _describe(exc),
+        )
+        return DeliveryReport(0, 1, int(dead))
+    outbox.mark_delivered(message.id, now)
+    return DeliveryReport(1, 0, 0)
 
 
 def _describe(exc: BaseException) -> str:
@@ -167,18 +250,63 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def deliver_configured(settings: Settings) -> DeliveryReport | None:
-    """Deliver what is due to the configured webhook. Without `METER_WEBHOOK_URL` nothing is
-    sent and the notifications wait (None); a URL without `METER_WEBHOOK_SECRET` is an error,
-    since an unsigned webhook cannot be trusted by its receiver."""
-    if not settings.METER_WEBHOOK_URL:
-        log.debug("METER_WEBHOOK_URL is not set: %s notification(s) wait", outbox.pending_count())
-        return None
-    if settings.METER_WEBHOOK_SECRET is None:
-        raise RuntimeError("METER_WEBHOOK_SECRET: required to sign webhooks (METER_WEBHOOK_URL)")
+def deliver_configured(settings: Settings, *, now: datetime | None = None) -> DeliveryReport:
+    """Deliver what is due to the configured endpoints. Without `METER_WEBHOOK_URL` the global
+    rows wait (customers' own endpoints are still served); an invalid URL, or a URL without
+    `METER_WEBHOOK_SECRET`, is a ConfigError, since an unsigned webhook cannot be trusted by
+    its receiver."""
+    url = settings.METER_WEBHOOK_URL
+    secret = settings.METER_WEBHOOK_SECRET
+    if url:
+        check_url(url, "METER_WEBHOOK_URL")
+        if secret is None:
+            raise ConfigError(
+                "METER_WEBHOOK_SECRET", "required to sign webhooks (METER_WEBHOOK_URL)"
+            )
+    else:
+        log.debug("METER_WEBHOOK_URL is not set: global notifications wait")
     report = deliver_due(
-        settings.METER_WEBHOOK_URL, settings.METER_WEBHOOK_SECRET.get_secret_value()
+        url or None,
+        secret.get_secret_value() if secret else None,
+        max_attempts=settings.METER_WEBHOOK_MAX_ATTEMPTS,
+        timeout=settings.METER_WEBHOOK_TIMEOUT_SECONDS,
+        now=now,
     )
     if report.delivered or report.failed:
-        log.info("notifications: %s delivered, %s failed", report.delivered, report.failed)
+        log.info(
+            "notifications: %s delivered, %s failed (%s dead)",
+            report.delivered,
+            report.failed,
+            report.dead,
+        )
     return report
+
+
+def invoice_finalized_payload(invoice: Invoice) -> dict[str, Any]:
+    """The `invoice.finalized` notification of `invoice` (amounts as decimal strings)."""
+    return {
+        "invoice_id": invoice.id,
+        "number": invoice.number,
+        "customer_id": invoice.customer_id,
+        "period": invoice.period_label,
+        "period_start": invoice.period_start.isoformat(),
+        "period_end": invoice.period_end.isoformat(),
+        "currency": invoice.currency,
+        "subtotal": format(invoice.subtotal, "f"),
+        "tax": format(invoice.tax, "f"),
+        "total": format(invoice.total, "f"),
+        "finalized_at": invoice.finalized_at.isoformat() if invoice.finalized_at else None,
+        "idempotency_key": f"invoice.finalized:{invoice.id}",
+    }
+
+
+def notify_invoice_finalized(conn: db.Connection, invoice: Invoice) -> int:
+    """Queue `invoice.finalized` on `conn`, in the finalizing transaction: it exists if and
+    only if the finalization committed, and once (its idempotency key) however often it runs."""
+    return outbox.enqueue(
+        INVOICE_FINALIZED,
+        invoice_finalized_payload(invoice),
+        conn,
+        now=invoice.finalized_at,
+        customer_id=invoice.customer_id,
+    )
