@@ -25,6 +25,7 @@ from pricing.errors import ConfigError
 from storage.embedded import broker_url
 from tasks import names
 from tasks.encoding import MessageEncoder
+from tasks.prompt_delivery import PromptDelivery
 
 # The names live in `tasks.names`; these aliases are kept for code that imports them here.
 INGEST_QUEUE = names.INGEST_QUEUE
@@ -47,9 +48,15 @@ def make_broker(url: str | None = None) -> dramatiq.Broker:
     """A new broker for `url` (default: the configured one), chosen by the URL's scheme.
 
     Also installs `MessageEncoder` (Dramatiq's encoder is process-wide): one unreadable value
-    in a batch then costs one rejected event, not the whole message."""
+    in a batch then costs one rejected event, not the whole message. Every broker gets the
+    `PromptDelivery` middleware (a message that wrote outbox rows sends a delivery run)."""
     dramatiq.set_encoder(MessageEncoder())
-    url = url or broker_url()
+    broker = _make(url or broker_url())
+    broker.add_middleware(PromptDelivery())
+    return broker
+
+
+def _make(url: str) -> dramatiq.Broker:
     if url.startswith(_REDIS_SCHEMES):
         from storage.settings import get_settings
 

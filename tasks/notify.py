@@ -23,3 +23,12 @@ def deliver_notifications() -> None:
     """Deliver pending outbox rows; retries are the outbox's own (per row, with backoff), so
     the message itself is not retried: the scheduler sends the next one in seconds."""
     deliver_configured(get_settings())
+
+
+def request_delivery() -> None:
+    """Ask a worker for a delivery run now (after rows were made due outside a worker, e.g.
+    `meter ops redeliver`); the scheduler's sweep would otherwise pick them up within 10 s."""
+    from tasks.broker import get_broker
+    from tasks.prompt_delivery import request_delivery as send
+
+    send(get_broker())
