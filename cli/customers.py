@@ -93,6 +93,54 @@ def cancel(
         )
 
 
+@app.command("set-webhook")
+def set_webhook(
+    customer_id: str = typer.Argument(..., metavar="CUSTOMER"),
+    url: str | None = typer.Argument(None, metavar="URL", help="http(s) URL of the endpoint."),
+    secret: str | None = typer.Option(
+        None,
+        "--secret",
+        envvar="METER_CUSTOMER_WEBHOOK_SECRET",
+        help="Signing secret for this endpoint (16+ characters); default METER_WEBHOOK_SECRET.",
+    ),
+    clear: bool = typer.Option(False, "--clear", help="Remove the customer's endpoint."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Send this customer's notifications to its own webhook endpoint too (every notification
+    also goes to METER_WEBHOOK_URL), or stop (--clear)."""
+    from services import webhooks
+
+    if clear:
+        if url is not None:
+            raise CliError("--clear", "takes no URL")
+        removed = webhooks.clear_webhook(customer_id)
+        if as_json:
+            print_json({"customer_id": customer_id, "url": None, "removed": removed})
+        else:
+            console.print(
+                f"customer [bold]{customer_id}[/bold]: "
+                + ("webhook endpoint removed" if removed else "had no webhook endpoint")
+            )
+        return
+    if url is None:
+        raise CliError("URL", "missing (or --clear to remove the endpoint)")
+    hook = webhooks.set_webhook(customer_id, url, secret)
+    document = {
+        "customer_id": hook.customer_id,
+        "url": hook.url,
+        "secret": "own" if hook.secret else "METER_WEBHOOK_SECRET",
+        "updated_at": hook.updated_at.isoformat(),
+    }
+    if as_json:
+        print_json(document)
+    else:
+        console.print(
+            f"customer [bold]{hook.customer_id}[/bold]: notifications also go to {hook.url}"
+            f" (signed with {document['secret']})",
+            highlight=False,
+        )
+
+
 @app.command("list")
 def list_command(
     plan: str | None = typer.Option(None, "--plan", help="Only customers now on this plan."),

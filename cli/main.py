@@ -51,13 +51,17 @@ app.command("scheduler")(scheduler.scheduler)
 app.command("web")(web.web)
 app.add_typer(api_keys.app, name="api-keys")
 
-ops_app = typer.Typer(help="Operations: ingest stats, failed jobs.", no_args_is_help=True)
+ops_app = typer.Typer(
+    help="Operations: ingest stats, failed jobs, webhook deliveries.", no_args_is_help=True
+)
 ops_app.command("stats")(stats.stats)
 ops_app.command("reconcile")(reconcile.reconcile)
 ops_app.command("failed")(ops.failed)
 ops_app.command("retry")(ops.retry)
 ops_app.command("replay-failed")(replay.replay_failed)
 ops_app.command("rejected")(ops.rejected)
+ops_app.command("notifications")(ops.notifications)
+ops_app.command("redeliver")(ops.redeliver)
 app.add_typer(ops_app, name="ops")
 
 

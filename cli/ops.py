@@ -1,6 +1,8 @@
 """`meter ops failed` / `meter ops retry`: invoice jobs whose retries ran out, with their
 errors, and running them again safely (regenerating an invoice that exists changes nothing).
-`meter ops rejected`: the events ingest refused, with the reason and the field at fault."""
+`meter ops rejected`: the events ingest refused, with the reason and the field at fault.
+`meter ops notifications` / `meter ops redeliver`: webhook deliveries that wait or died, and
+sending them again."""
 
 from __future__ import annotations
 
@@ -90,3 +92,103 @@ def rejected(
     )
     if len(found) == limit:
         console.print(f"(showing the latest {limit}; --limit shows more)")
+
+
+@app.command("notifications")
+def notifications(
+    dead: bool = typer.Option(False, "--dead", help="Only dead ones (retries exhausted)."),
+    include_delivered: bool = typer.Option(False, "--all", help="Delivered ones too."),
+    limit: int = typer.Option(100, "--limit", min=1, help="At most this many, oldest first."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Webhook notifications not delivered yet (pending and dead), oldest first: topic,
+    customer, endpoint, attempts, last error, next attempt."""
+    from storage.outbox import list_notifications
+
+    if dead and include_delivered:
+        raise CliError("--dead", "cannot be combined with --all")
+    found = list_notifications(dead_only=dead, include_delivered=include_delivered, limit=limit)
+    if as_json:
+        print_json([n.to_json() for n in found])
+        return
+    kind = "Dead" if dead else ("All" if include_delivered else "Undelivered")
+    print_table(
+        f"{kind} notifications ({len(found)})",
+        ["id", "topic", "customer", "endpoint", "status", "attempts", "next attempt", "last error"],
+        [
+            (
+                n.id,
+                n.topic,
+                n.customer_id,
+                n.endpoint,
+                n.status,
+                n.attempts,
+                f"{n.next_attempt_at:%Y-%m-%d %H:%M:%S}" if n.status == "pending" else "",
+                n.last_error,
+            )
+            for n in found
+        ],
+        whole=("id",),
+    )
+    if any(n.status == "dead" for n in found):
+        console.print("send them again with `meter ops redeliver --all` (or by id)")
+    if len(found) == limit:
+        console.print(f"(showing the first {limit}; --limit shows more)")
+
+
+@app.command("redeliver")
+def redeliver(
+    ids: list[int] = typer.Argument(None, metavar="ID...", help="Notifications to send again."),
+    all_dead: bool = typer.Option(False, "--all", help="Every dead notification."),
+    inline: bool = typer.Option(
+        False, "--inline", help="Deliver them here and now, without workers."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Make notifications due again with a fresh round of attempts (dead ones, or pending ones
+    waiting out a backoff), then ask a worker to deliver them (or deliver here: --inline)."""
+    from storage import outbox
+
+    if bool(ids) == all_dead:
+        raise CliError("ID", "give notification ids or --all (not both)")
+    if ids:
+        unknown = sorted(set(ids) - outbox.existing_ids(ids))
+        if unknown:
+            raise CliError("ID", f"no notification {', '.join(map(str, unknown))}")
+    made_due = outbox.redeliver(None if all_dead else ids)
+    skipped = sorted(set(ids or []) - set(made_due))
+    document: dict[str, object] = {"redelivered": made_due, "already_delivered": skipped}
+    if made_due:
+        document["delivery"] = _deliver_now() if inline else _request_delivery()
+    if as_json:
+        print_json(document)
+        return
+    console.print(f"{len(made_due)} notification(s) due again")
+    if skipped:
+        console.print(f"already delivered, left alone: {', '.join(map(str, skipped))}")
+    delivery = document.get("delivery")
+    if isinstance(delivery, dict):
+        console.print(
+            f"delivered {delivery['delivered']}, failed {delivery['failed']}"
+            f" ({delivery['dead']} dead)"
+        )
+    elif delivery:
+        console.print(str(delivery))
+
+
+def _deliver_now() -> dict[str, int]:
+    from services.notifications import deliver_configured
+    from storage.settings import get_settings
+
+    report = deliver_configured(get_settings())
+    return {"delivered": report.delivered, "failed": report.failed, "dead": report.dead}
+
+
+def _request_delivery() -> str:
+    from tasks.notify import request_delivery
+
+    try:
+        request_delivery()
+    except Exception as exc:  # the scheduler's sweep sends them anyway
+        return f"workers not reached ({type(exc).__name__}); the scheduler's sweep delivers them"
+    return "a worker delivers them now"
