@@ -8,7 +8,6 @@ import socket
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import psycopg
@@ -25,57 +24,16 @@ from services.notifications import (
 from storage import outbox
 from storage.settings import reset_settings
 from tasks.notify import deliver_notifications
+from tests.webhook_receiver import Receiver
+from tests.webhook_receiver import receiver as running_receiver
 
 SECRET = "whsec_test"
 
 
-class Receiver(ThreadingHTTPServer):
-    """A webhook endpoint on 127.0.0.1: answers with the queued statuses (then 200) and keeps
-    every request it got."""
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.statuses: list[int] = []
-        self.requests: list[tuple[dict[str, str], bytes, int]] = []
-        self.lock = threading.Lock()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/hooks/meter"
-
-    def delivered(self) -> list[dict[str, Any]]:
-        """The bodies of the requests answered with success."""
-        with self.lock:
-            return [json.loads(body) for _h, body, status in self.requests if status < 300]
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: Receiver
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        with self.server.lock:
-            status = self.server.statuses.pop(0) if self.server.statuses else 200
-            self.server.requests.append((dict(self.headers.items()), body, status))
-        self.send_response(status)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
 def receiver(clean_state: None) -> Iterator[Receiver]:
-    server = Receiver()
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
+    with running_receiver() as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def outbox_row(db: psycopg.Connection, message_id: int) -> dict[str, Any]:
