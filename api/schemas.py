@@ -74,7 +74,7 @@ _STATUS: dict[str, Any] = {
     "properties": {
         "index": {"type": "integer"},
         "event_id": {"type": ["string", "null"]},
-        "status": {"enum": ["accepted", "rejected"]},
+        "status": {"enum": ["accepted", "rejected", "duplicate"]},
         "code": {"type": "string", "description": "why it was rejected (unknown_customer, ...)"},
         "error": {
             "type": "object",

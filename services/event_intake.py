@@ -2,7 +2,7 @@
 ingest rules before they are queued.
 
 An event without an `event_id` gets one, and one without a `timestamp` gets `now`, as
-`record_usage` does. `screen` asks the ingest rules (`services.ingest.refusals`: the event
+`record_usage` does. `screen` asks the ingest rules (`services.ingest.screen`: the event
 contract, the customer, the plan's metrics, the accepted window) about every event, so a refused
 one is answered at once with its field and reason rather than becoming a rejected row later.
 """
@@ -14,14 +14,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from pricing.decoding import decode_batch
 from pricing.events import Event, Rejection
-from services.ingest import refusals
+from services import ingest
 
 
 @dataclass(frozen=True)
 class Screening:
-    """Per position of the request: an event ingest would accept now, or why it would not."""
+    """Per position of the request: an event ingest would accept now, why it would not, or
+    (neither) a repeat of an earlier event of the request, which ingest would count once."""
 
     accepted: list[tuple[int, Event]]
     rejected: list[Rejection]
@@ -44,9 +44,5 @@ def complete(raw_events: Sequence[object], now: datetime) -> list[object]:
 
 def screen(raw_events: Sequence[object], now: datetime) -> Screening:
     """What ingest would do with each (completed) event: accept it or reject it, and why."""
-    rejected = sorted(refusals(raw_events, now=now), key=lambda r: r.position or 0)
-    refused = {r.position for r in rejected}
-    keep = [position for position in range(len(raw_events)) if position not in refused]
-    events, again = decode_batch([raw_events[position] for position in keep])
-    assert not again, "screened events meet the contract"
-    return Screening(list(zip(keep, events, strict=True)), rejected)
+    accepted, rejected = ingest.screen(raw_events, now=now)
+    return Screening(accepted, rejected)

@@ -64,8 +64,10 @@ def _segment_for(
 
 
 def _classify(
-    raw_events: Sequence[Any], now: datetime
+    raw_events: Sequence[Any], now: datetime, *, where: list[int] | None = None
 ) -> tuple[list[tuple[Event, Segment]], list[Rejection], int, dict[str, CustomerContext]]:
+    """Accepted events with their segments, rejections, in-batch duplicates, the contexts;
+    `where`, when given, receives the position of each accepted event, in order."""
     settings = get_settings()
     earliest = now - timedelta(days=settings.METER_ACCEPT_PAST_DAYS)
     latest = now + timedelta(seconds=settings.METER_ACCEPT_FUTURE_SECONDS)
@@ -108,6 +110,8 @@ def _classify(
             continue
         seen.add(key)
         accepted.append((event, segment))
+        if where is not None:
+            where.append(position)
     return accepted, rejections, duplicates, contexts
 
 
@@ -209,3 +213,15 @@ def refusals(raw_events: Sequence[Any], *, now: datetime | None = None) -> list[
     producer that can reach the database, such as `meter events send` or `POST /v1/events`,
     refuses them up front. Each rejection carries its event's position in `raw_events`."""
     return _classify(raw_events, now or datetime.now(UTC))[1]
+
+
+def screen(
+    raw_events: Sequence[Any], *, now: datetime | None = None
+) -> tuple[list[tuple[int, Event]], list[Rejection]]:
+    """What ingest would do with each event now, in one pass: the events it would accept,
+    each with its position in `raw_events`, and a rejection (with its position) for each it
+    would refuse. A position in neither repeats an earlier event of the batch (same customer
+    and event id): ingest would count it once."""
+    where: list[int] = []
+    accepted, rejections, _, _ = _classify(raw_events, now or datetime.now(UTC), where=where)
+    return list(zip(where, (event for event, _ in accepted), strict=True)), rejections

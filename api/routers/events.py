@@ -48,7 +48,9 @@ FLUSH_TIMEOUT_S = 30.0
 )
 async def send_events(request: Request, key: IngestKey) -> JSONResponse:
     """One event (an object), a batch (an array, or `{"events": [...]}`) of up to 10,000.
-    202 when any event was accepted, 422 when none was; `events` gives each one's status."""
+    202 when any event was accepted, 422 when none was; `events` gives each one's status:
+    `accepted` (queued), `rejected` (with the field and reason), or `duplicate` (its
+    customer and `event_id` came earlier in the same request: counted once)."""
     body = await read_body(request, get_settings().METER_API_MAX_BODY_BYTES)
     raw_events = events_of(body)
     document = await run_in_threadpool(accept, raw_events)
@@ -86,13 +88,14 @@ def accept(raw_events: list[Any]) -> dict[str, Any]:
     screening = screen(completed, now)
     statuses: list[dict[str, Any] | None] = [None] * len(completed)
     for position, event in screening.accepted:
+        quantity = event.quantity
         record_usage(
             event.customer_id,
             event.metric,
-            event.quantity,
+            int(quantity) if quantity == quantity.to_integral_value() else quantity,
             event_id=event.event_id,
             timestamp=event.timestamp,
-            properties=event.properties,
+            properties=event.properties or None,
         )
         statuses[position] = {"index": position, "event_id": event.event_id, "status": "accepted"}
     if screening.accepted and not flush_usage(timeout=FLUSH_TIMEOUT_S):
@@ -102,6 +105,11 @@ def accept(raw_events: list[Any]) -> dict[str, Any]:
     for rejection in screening.rejected:
         assert rejection.position is not None
         statuses[rejection.position] = _rejected(rejection)
+    for position, status in enumerate(statuses):
+        if status is None:  # an event id already seen in this request: counted once
+            raw = completed[position]
+            event_id = raw.get("event_id") if isinstance(raw, dict) else None
+            statuses[position] = {"index": position, "event_id": event_id, "status": "duplicate"}
     return {
         "accepted": len(screening.accepted),
         "rejected": len(screening.rejected),

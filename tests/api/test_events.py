@@ -146,3 +146,16 @@ def test_body_size_limit_declared_and_streamed(
         streamed = small.post("/v1/events", content=chunks(), headers=headers)
         assert streamed.status_code == 413
         assert small.post("/v1/events", json=big[:2], headers=headers).status_code == 202
+
+
+def test_a_repeat_within_a_request_is_a_duplicate_counted_once(
+    client: TestClient,
+    key_for: Callable[[str], Headers],
+    ingest_queued: Callable[[], int],
+) -> None:
+    batch = [event(event_id="same", quantity="4"), event(event_id="same", quantity="4")]
+    answer = client.post("/v1/events", json=batch, headers=key_for("ingest"))
+    assert answer.status_code == 202
+    assert [e["status"] for e in answer.json()["events"]] == ["accepted", "duplicate"]
+    ingest_queued()
+    assert used("cus_a") == 4
