@@ -115,7 +115,7 @@ def _state_from_row(row: Sequence[Any]) -> MetricState:
     )
 
 
-def _read_states(
+def read_states(
     conn: psycopg.Connection[Any], keys: Sequence[tuple[str, datetime]]
 ) -> dict[tuple[str, datetime], SegmentState]:
     """The stored state of each (customer, segment start), in one query."""
@@ -333,7 +333,7 @@ def snapshot(customer_id: str, start: datetime) -> Snapshot:
             "SELECT version FROM usage_periods WHERE customer_id = %s AND period_start = %s",
             (customer_id, start),
         ).fetchone()
-        state = _read_states(conn, [(customer_id, start)])[(customer_id, start)]
+        state = read_states(conn, [(customer_id, start)])[(customer_id, start)]
         uniques: dict[str, list[str]] = {}
         for metric, value in conn.execute(
             "SELECT metric, value FROM usage_rollup_uniques"

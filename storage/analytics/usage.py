@@ -1,0 +1,78 @@
+"""Usage for the reports, from the rollups: the daily totals (`usage_daily`) and the states of
+many customers' segments at once (`usage_rollups`, `usage_rollup_uniques`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+
+from pricing.metering import SegmentState
+from storage import db
+from storage.usage.rollups import read_states
+
+#: A segment of a customer: (customer id, segment start).
+SegmentKey = tuple[str, datetime]
+
+
+@dataclass(frozen=True)
+class Day:
+    day: date
+    events: int
+    total: Decimal
+    customers: int
+
+
+def daily(metric: str, first: date, last: date, customer_id: str | None = None) -> list[Day]:
+    """Per local day first..last (inclusive): events and the sum of their values for `metric`,
+    over every customer or one. Days without usage are absent."""
+    query = (
+        "SELECT day, sum(event_count), sum(total), count(*) FROM usage_daily"
+        " WHERE metric = %(metric)s AND day BETWEEN %(first)s AND %(last)s"
+        " AND (%(customer)s::text IS NULL OR customer_id = %(customer)s)"
+        " GROUP BY day ORDER BY day"
+    )
+    params = {"metric": metric, "first": first, "last": last, "customer": customer_id}
+    with db.connection() as conn:
+        rows = conn.execute(query, params).fetchall()
+    return [Day(r[0], int(r[1]), Decimal(r[2]), int(r[3])) for r in rows]
+
+
+def metric_known(metric: str) -> bool:
+    """Whether any daily rollup has this metric (to tell an unknown metric from no usage)."""
+    with db.connection() as conn:
+        row = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM usage_daily WHERE metric = %s)", (metric,)
+        ).fetchone()
+    return bool(row and row[0])
+
+
+@dataclass(frozen=True)
+class SegmentUsage:
+    """What a segment's rollups hold: the metric and charge states, and distinct values."""
+
+    state: SegmentState
+    uniques: dict[str, set[str]]
+
+
+def segment_usage(keys: Sequence[SegmentKey]) -> dict[SegmentKey, SegmentUsage]:
+    """The rollups of many customers' segments, in one read-only transaction of two
+    statements; a segment with no usage gets an empty state."""
+    found: dict[SegmentKey, SegmentUsage] = {}
+    if not keys:
+        return found
+    with db.connection() as conn, conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        states = read_states(conn, keys)
+        uniques: dict[SegmentKey, dict[str, set[str]]] = {}
+        for customer_id, start, metric, value in conn.execute(
+            "SELECT u.customer_id, u.period_start, u.metric, u.value FROM usage_rollup_uniques u"
+            " JOIN unnest(%s::text[], %s::timestamptz[]) AS k(customer_id, period_start)"
+            " ON u.customer_id = k.customer_id AND u.period_start = k.period_start",
+            ([k[0] for k in keys], [k[1] for k in keys]),
+        ):
+            uniques.setdefault((customer_id, start), {}).setdefault(metric, set()).add(value)
+    for key in keys:
+        found[key] = SegmentUsage(states[key], uniques.get(key, {}))
+    return found
