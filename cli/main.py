@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from cli import (
     api_keys,
+    analytics,
     customers,
     db,
     demo,
@@ -45,6 +46,7 @@ app.add_typer(db.app, name="db")
 app.add_typer(events.app, name="events")
 app.add_typer(invoices.app, name="invoices")
 app.add_typer(periods.app, name="periods")
+app.add_typer(analytics.app, name="analytics")
 app.command("usage")(usage.usage)
 app.command("worker")(worker.worker)
 app.command("scheduler")(scheduler.scheduler)
