@@ -69,10 +69,17 @@ def revenue(
     if as_json:
         print_json(document)
         return
+    print_revenue(document)
+    _wrote(chart)
+
+
+def print_revenue(document: dict[str, Any]) -> None:
+    """The revenue report as tables: invoiced per month, totals, then the estimate apart."""
+    by = document["by"]
     group = [by] if by else []
     money = ["revenue"] if by in ("metric", "plan") else ["revenue", "tax", "total"]
     print_table(
-        f"Invoiced revenue {first} – {last}" + (f" by {by}" if by else ""),
+        f"Invoiced revenue {document['from']} – {document['to']}" + (f" by {by}" if by else ""),
         ["month", "currency", *group, "invoices", *money],
         [
             (
@@ -91,7 +98,6 @@ def revenue(
     if not document["rows"]:
         console.print("no finalized invoices in these months")
     _print_estimate(document["estimate"])
-    _wrote(chart)
 
 
 def _print_estimate(estimate: dict[str, Any] | None) -> None:

@@ -82,6 +82,8 @@ def revenue_chart(document: dict[str, Any], path: Path) -> None:
             color = _COLORS[index % len(_COLORS)]
             axis.bar(months, values, bottom=bottom, color=color, label=name or "invoiced")
             bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+        if not groups:  # nothing invoiced: the months stay on the axis, empty
+            axis.bar(months, bottom, color="none")
         for x, total in zip(months, bottom, strict=True):
             if total:
                 axis.annotate(f"{total:,.0f}", (x, total), ha="center", va="bottom", fontsize=8)
@@ -136,7 +138,7 @@ def _stack(rows: list[dict[str, Any]], by: str | None, months: list[str]) -> dic
     rest = ranked[_MAX_GROUPS:]
     if rest:
         groups["other"] = [sum(sums[name].get(m, 0.0) for name in rest) for m in months]
-    return groups or {"": [0.0] * len(months)}
+    return groups
 
 
 def mrr_chart(document: dict[str, Any], path: Path) -> None:

@@ -49,6 +49,8 @@ def demo(
     label = _previous_label()
     console.print(f"[bold]5. Closing period {label}[/bold]: one invoice job per customer")
     _close_and_show(label)
+    console.print("[bold]6. Revenue[/bold]: finalized invoices by month, the current period apart")
+    _revenue_chart(label)
     console.rule("done")
 
 
@@ -141,6 +143,33 @@ def _close_and_show(label: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(render_html(first))
         console.print(f"   the invoice as a document: {path}")
+
+
+def _revenue_chart(label: str) -> None:
+    """Finalize the period's drafts (what the scheduler does when their grace period ends),
+    then the revenue report of the last three months and its chart."""
+    from cli.analytics import print_revenue
+    from cli.charts import revenue_chart
+    from pricing.analytics import shift_month
+    from services import analytics
+    from services.invoice_lifecycle import finalize, list_invoices
+    from storage.settings import get_settings
+
+    drafts = list_invoices(period_label=label, status="draft")
+    for invoice in drafts:
+        finalize(invoice.id)
+    console.print(
+        f"   finalized {len(drafts)} draft(s) of {label} now (the scheduler does it when their"
+        " grace period ends)"
+    )
+    now = datetime.now(UTC)
+    last = analytics.current_month(now)
+    document = analytics.revenue(shift_month(last, -2), last, by="plan", now=now)
+    print_revenue(document)
+    path = get_settings().data_dir / "revenue.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    revenue_chart(document, path)
+    console.print(f"   the revenue chart: {path}", highlight=False)
 
 
 def _bar(label: str) -> Progress:
