@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
+from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation, localcontext
 from types import MappingProxyType
 
 from pricing.errors import UserError, echo
@@ -65,9 +65,18 @@ def minor_unit(currency: str) -> int:
         raise ValueError(f"unknown ISO 4217 currency {echo(currency)}") from None
 
 
+#: The context `round_money` quantizes in when EXACT_PRECISION digits hold the result (nearly
+#: always): built once, where a `localcontext` per call cost most of pricing a line.
+_ROUNDING = Context(prec=EXACT_PRECISION, rounding=ROUND_HALF_UP)
+_QUANTA = {digits: Decimal(1).scaleb(-digits) for digits in set(CURRENCIES.values())}
+
+
 def round_money(amount: Decimal, currency: str) -> Decimal:
     """Round to the currency's minor unit, half-up (away from zero at exactly .5)."""
     digits = minor_unit(currency)
+    if amount.is_finite() and amount.adjusted() + digits + 2 <= EXACT_PRECISION:
+        rounded = amount.quantize(_QUANTA[digits], context=_ROUNDING)
+        return rounded.copy_abs() if rounded.is_zero() else rounded
     with localcontext() as context:
         context.prec = max(EXACT_PRECISION, amount.adjusted() + digits + 2)
         rounded = amount.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP)

@@ -17,16 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from pricing.analytics import (
-    Invoiced,
-    Movements,
-    months,
-    movements,
-    parse_month,
-    share,
-    shift_month,
-    spread,
-)
+from pricing.analytics import Movements, months, parse_month, share, shift_month
 from pricing.errors import UserError, echo
 from pricing.money import format_decimal, format_money
 from pricing.plans import Plan, included_usage
@@ -127,48 +118,36 @@ def current_estimate(now: datetime, customer_ids: Iterable[str] | None = None) -
 
 def mrr(month: str, *, count: int = 12, trailing: int = 3) -> dict[str, Any]:
     """MRR and ARR per currency for the `count` months ending with `month`, each with its
-    movements since the month before (definitions in `pricing.analytics`)."""
+    movements since the month before (definitions in `pricing.analytics`, computed in one
+    statement by `storage.analytics.invoiced.mrr`)."""
     parse_month(month, "--month")
     if count < 1:
         raise UserError("--months", f"must be at least 1, got {count}")
     if trailing < 1:
         raise UserError("--trailing", f"must be at least 1, got {trailing}")
     series = [shift_month(month, -back) for back in range(count - 1, -1, -1)]
-    # Read back to the month before the first, its trailing window, and yearly invoices.
-    earliest = shift_month(series[0], -max(trailing, 12))
     rows = [
-        Invoiced(r.customer_id, r.month, r.currency, r.recurring, r.usage, r.months)
-        for r in invoiced.customer_months(earliest, month)
+        Movements(
+            r.currency,
+            r.month,
+            r.mrr,
+            r.previous,
+            r.new,
+            r.expansion,
+            r.contraction,
+            r.churned,
+            r.customers,
+            r.new_customers,
+            r.churned_customers,
+        ).rounded()
+        for r in invoiced.mrr(series[0], month, trailing)
     ]
-    per_month = spread(rows)
-    by_month: dict[str, dict[tuple[str, str], tuple[Decimal, Decimal]]] = {}
-    for (customer, currency, at), amounts in per_month.items():
-        by_month.setdefault(at, {})[(customer, currency)] = amounts
-    result: list[Movements] = []
-    previous = _mrr_of(by_month, shift_month(series[0], -1), trailing)
-    for at in series:
-        current = _mrr_of(by_month, at, trailing)
-        result += [moved.rounded() for _, moved in sorted(movements(previous, current, at).items())]
-        previous = current
     return {
         "month": month,
         "trailing_months": trailing,
         "months": series,
-        "rows": [_movement_json(m) for m in result],
+        "rows": [_movement_json(m) for m in rows],
     }
-
-
-def _mrr_of(
-    by_month: dict[str, dict[tuple[str, str], tuple[Decimal, Decimal]]], month: str, trailing: int
-) -> dict[tuple[str, str], Decimal]:
-    """(customer, currency) -> MRR in `month`: its recurring amount there plus the mean of its
-    usage over the trailing months it was invoiced in."""
-    window = [by_month.get(shift_month(month, -back), {}) for back in range(trailing)]
-    found: dict[tuple[str, str], Decimal] = {}
-    for key, (recurring, _) in window[0].items():
-        usages = [amounts[key][1] for amounts in window if key in amounts]
-        found[key] = recurring + sum(usages, start=Decimal(0)) / len(usages)
-    return found
 
 
 def _movement_json(moved: Movements) -> dict[str, Any]:

@@ -48,17 +48,19 @@ def backtest(
     rows: list[dict[str, Any]] = []
     totals: dict[str, tuple[int, Decimal, Decimal]] = {}
     for period in sorted(periods, key=lambda p: p.customer_id):
-        as_billed = repricing.as_billed(period, usage)
-        if as_billed.currency != plan.currency:
+        bill = bills.get(period.customer_id)
+        if bill is not None:
+            currency, billed = bill["currency"], bill["own"]
+        else:  # not invoiced yet: priced as its invoice will be
+            as_billed = repricing.as_billed(period, usage)
+            currency, billed = as_billed.currency, as_billed.subtotal
+        if currency != plan.currency:
             skipped[period.customer_id] = (
-                f"billed in {as_billed.currency}, plan {plan.code!r} is in {plan.currency}"
+                f"billed in {currency}, plan {plan.code!r} is in {plan.currency}"
             )
             continue
         candidate = repricing.under_plan(plan, period, usage)
-        bill = bills.get(period.customer_id)
-        billed = bill["own"] if bill else as_billed.subtotal
         difference = candidate.subtotal - billed
-        currency = plan.currency
         rows.append(
             {
                 "customer_id": period.customer_id,

@@ -5,6 +5,10 @@ The month of an invoice is its period's label ('YYYY-MM'); a yearly invoice ('YY
 the local month its period starts. A voided invoice is left out and the invoice reissued for
 its period counts, so a period is counted once. Adjustment lines (late usage for an earlier
 period) count where they are invoiced: on the later invoice, in its month.
+
+Every read goes through `_INVOICES`, which the partial index `invoices_reported_idx` covers
+(monthly labels by range; yearly ones by year), and through the lines' covering index
+`invoice_lines_reported_idx`: index-only scans, never the documents.
 """
 
 from __future__ import annotations
@@ -17,25 +21,26 @@ from psycopg import sql
 
 from storage import db
 
-#: The month an invoice counts in.
-_MONTH = sql.SQL(
-    "CASE WHEN length(i.period_label) = 7 THEN i.period_label"
-    " ELSE to_char(i.period_start AT TIME ZONE i.timezone, 'YYYY-MM') END"
-)
+#: The reported invoices of months %(first)s..%(last)s, with `month` (YYYY-MM) and `months`
+#: (how many months the period covers: 1, or 12 for a yearly plan).
+_INVOICES = sql.SQL("""(
+    SELECT i.id, i.customer_id, i.currency, i.plan_code, i.subtotal, i.tax, i.total,
+           i.period_label AS month, 1 AS months
+    FROM invoices i
+    WHERE i.status IN ('finalized', 'paid') AND i.period_label BETWEEN %(first)s AND %(last)s
+    UNION ALL
+    SELECT * FROM (
+        SELECT i.id, i.customer_id, i.currency, i.plan_code, i.subtotal, i.tax, i.total,
+               to_char(i.period_start AT TIME ZONE i.timezone, 'YYYY-MM') AS month, 12 AS months
+        FROM invoices i
+        WHERE i.status IN ('finalized', 'paid') AND length(i.period_label) = 4
+          AND i.period_label BETWEEN left(%(first)s, 4) AND left(%(last)s, 4)
+    ) yearly WHERE month BETWEEN %(first)s AND %(last)s
+)""")
 
-#: Finalized and paid invoices of the months first..last. Yearly labels ('YYYY') of the years
-#: around are read too and kept only when their month falls in the range.
-_IN_RANGE = sql.SQL(
-    "i.status IN ('finalized', 'paid')"
-    " AND (i.period_label BETWEEN %(first)s AND %(last)s"
-    "      OR i.period_label BETWEEN left(%(first)s, 4) AND left(%(last)s, 4))"
-)
-
-#: What a line is about: its metric, else what it is (or adjusts): base_fee, minimum_true_up.
-_SUBJECT = sql.SQL("coalesce(l.metric, l.detail->>'adjusts', l.kind)")
-
-#: The plan that priced a line: named on the line when the period had several plans.
-_LINE_PLAN = sql.SQL("coalesce(l.detail->>'plan', i.plan_code)")
+#: What a line is about: its metric (usage lines and usage adjustments), else its kind
+#: (base_fee, minimum_true_up, or an adjustment of one of them).
+_SUBJECT = sql.SQL("coalesce(l.metric, l.kind)")
 
 
 @dataclass(frozen=True)
@@ -54,32 +59,133 @@ class RevenueRow:
 
 def revenue(first: str, last: str, by: str | None = None) -> list[RevenueRow]:
     """Invoiced revenue per month × currency (× plan, metric or customer), months first..last
-    ('YYYY-MM', inclusive)."""
-    params = {"first": first, "last": last}
-    if by in (None, "customer"):
-        group = sql.SQL("''") if by is None else sql.SQL("i.customer_id")
+    ('YYYY-MM', inclusive). By plan: the plan each invoice's period ended under."""
+    if by == "metric":
         query = sql.SQL(
-            "SELECT month, currency, grp, count(*), sum(subtotal), sum(tax), sum(total) FROM ("
-            " SELECT {month} AS month, i.currency, {group} AS grp, i.subtotal, i.tax, i.total"
-            " FROM invoices i WHERE {in_range}) t"
-            " WHERE month BETWEEN %(first)s AND %(last)s"
+            "SELECT i.month, i.currency, {subject}, count(DISTINCT i.id), sum(l.amount), 0, 0"
+            " FROM {invoices} i JOIN invoice_lines l ON l.invoice_id = i.id"
             " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
-        ).format(month=_MONTH, group=group, in_range=_IN_RANGE)
+        ).format(subject=_SUBJECT, invoices=_INVOICES)
     else:
-        group = _SUBJECT if by == "metric" else _LINE_PLAN
+        group = {None: sql.SQL("''"), "customer": sql.SQL("i.customer_id")}.get(
+            by, sql.SQL("i.plan_code")
+        )
         query = sql.SQL(
-            "SELECT month, currency, grp, count(DISTINCT invoice_id), sum(amount), 0, 0 FROM ("
-            " SELECT {month} AS month, i.currency, {group} AS grp, l.invoice_id, l.amount"
-            " FROM invoices i JOIN invoice_lines l ON l.invoice_id = i.id WHERE {in_range}) t"
-            " WHERE month BETWEEN %(first)s AND %(last)s"
-            " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
-        ).format(month=_MONTH, group=group, in_range=_IN_RANGE)
+            "SELECT i.month, i.currency, {group}, count(*), sum(i.subtotal), sum(i.tax),"
+            " sum(i.total) FROM {invoices} i GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+        ).format(group=group, invoices=_INVOICES)
     with db.connection() as conn:
-        rows = conn.execute(query, params).fetchall()
+        rows = conn.execute(query, {"first": first, "last": last}).fetchall()
     return [
         RevenueRow(r[0], r[1].strip(), r[2], int(r[3]), Decimal(r[4]), Decimal(r[5]), Decimal(r[6]))
         for r in rows
     ]
+
+
+@dataclass(frozen=True)
+class MrrRow:
+    """MRR of one currency in one month, and its movements since the month before (amounts
+    unrounded; contraction and churned as positive amounts)."""
+
+    month: str
+    currency: str
+    customers: int
+    mrr: Decimal
+    previous: Decimal
+    new: Decimal
+    expansion: Decimal
+    contraction: Decimal
+    churned: Decimal
+    new_customers: list[str]
+    churned_customers: list[str]
+
+
+#: MRR per customer × currency × month (`pricing.analytics` has the definition and the
+#: reference implementation `mrr_by_customer`, which tests hold this to): per month, the base
+#: fee lines invoiced for it plus the mean of the rest of the subtotal over the invoiced months
+#: of the trailing window; a yearly invoice spread as a twelfth over its 12 months. Then each
+#: customer's MRR in a month against the month before (a FULL JOIN: absent is 0).
+_MRR = sql.SQL("""
+WITH invoiced AS (
+    SELECT i.customer_id, i.currency,
+           split_part(i.month, '-', 1)::int * 12 + split_part(i.month, '-', 2)::int - 1 AS at,
+           i.months, i.subtotal,
+           coalesce((SELECT sum(l.amount) FROM invoice_lines l
+                     WHERE l.invoice_id = i.id AND l.kind = 'base_fee'), 0) AS base
+    FROM {invoices} i
+), monthly AS (
+    SELECT customer_id, currency, at + k AS at,
+           sum(base / months) AS base, sum((subtotal - base) / months) AS usage
+    FROM invoiced CROSS JOIN LATERAL generate_series(0, months - 1) AS k
+    GROUP BY 1, 2, 3
+), mrr AS (
+    SELECT customer_id, currency, at,
+           base + avg(usage) OVER (PARTITION BY customer_id, currency ORDER BY at
+                                   RANGE BETWEEN %(window)s PRECEDING AND CURRENT ROW) AS mrr
+    FROM monthly
+), moved AS (
+    SELECT coalesce(a.customer_id, b.customer_id) AS customer_id,
+           coalesce(a.currency, b.currency) AS currency,
+           coalesce(a.at, b.at + 1) AS at,
+           coalesce(a.mrr, 0) AS now, coalesce(b.mrr, 0) AS before
+    FROM mrr a FULL JOIN mrr b
+      ON a.customer_id = b.customer_id AND a.currency = b.currency AND a.at = b.at + 1
+)
+SELECT to_char(make_date(at / 12, at %% 12 + 1, 1), 'YYYY-MM'), currency,
+       count(*) FILTER (WHERE now > 0), sum(now), sum(before),
+       coalesce(sum(now) FILTER (WHERE before <= 0 AND now > 0), 0),
+       coalesce(sum(now - before) FILTER (WHERE before > 0 AND now > before), 0),
+       coalesce(sum(before - now) FILTER (WHERE now > 0 AND now < before), 0),
+       coalesce(sum(before) FILTER (WHERE now <= 0 AND before > 0), 0),
+       coalesce(array_agg(customer_id ORDER BY customer_id)
+                FILTER (WHERE before <= 0 AND now > 0), '{{}}'),
+       coalesce(array_agg(customer_id ORDER BY customer_id)
+                FILTER (WHERE now <= 0 AND before > 0), '{{}}')
+FROM moved
+WHERE at BETWEEN %(first_at)s AND %(last_at)s
+GROUP BY 1, 2 ORDER BY 1, 2
+""")
+
+
+def mrr(first: str, last: str, trailing: int) -> list[MrrRow]:
+    """MRR and its movements per month × currency, months first..last; the invoices are read
+    from early enough for the month before `first`, its trailing window and yearly plans."""
+    first_at, last_at = _month_index(first), _month_index(last)
+    earliest = first_at - 1 - max(trailing - 1, 11)
+    params = {
+        "first": _month_text(earliest),
+        "last": last,
+        "window": trailing - 1,
+        "first_at": first_at,
+        "last_at": last_at,
+    }
+    with db.connection() as conn:
+        rows = conn.execute(_MRR.format(invoices=_INVOICES), params).fetchall()
+    return [
+        MrrRow(
+            month=r[0],
+            currency=r[1].strip(),
+            customers=int(r[2]),
+            mrr=Decimal(r[3]),
+            previous=Decimal(r[4]),
+            new=Decimal(r[5]),
+            expansion=Decimal(r[6]),
+            contraction=Decimal(r[7]),
+            churned=Decimal(r[8]),
+            new_customers=list(r[9]),
+            churned_customers=list(r[10]),
+        )
+        for r in rows
+    ]
+
+
+def _month_index(month: str) -> int:
+    year, number = month.split("-")
+    return int(year) * 12 + int(number) - 1
+
+
+def _month_text(index: int) -> str:
+    return f"{index // 12:04d}-{index % 12 + 1:02d}"
 
 
 @dataclass(frozen=True)
@@ -98,19 +204,14 @@ class CustomerMonth:
 
 def customer_months(first: str, last: str) -> list[CustomerMonth]:
     """Per customer × month × currency, the base fees and the rest of the subtotal, months
-    first..last. A yearly invoice counts in the month its period starts (`months` = 12)."""
+    first..last (what `pricing.analytics.mrr_by_customer` takes)."""
     query = sql.SQL(
         "SELECT customer_id, month, currency, max(months), sum(base), sum(subtotal) - sum(base)"
-        " FROM ("
-        " SELECT i.customer_id, {month} AS month, i.currency,"
-        "  CASE WHEN length(i.period_label) = 7 THEN 1 ELSE 12 END AS months, i.subtotal,"
+        " FROM (SELECT i.customer_id, i.month, i.currency, i.months, i.subtotal,"
         "  coalesce((SELECT sum(l.amount) FROM invoice_lines l WHERE l.invoice_id = i.id"
-        "            AND (l.kind = 'base_fee' OR (l.kind = 'adjustment'"
-        "                 AND l.detail->>'adjusts' = 'base_fee'))), 0) AS base"
-        " FROM invoices i WHERE {in_range}) t"
-        " WHERE month BETWEEN %(first)s AND %(last)s"
-        " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
-    ).format(month=_MONTH, in_range=_IN_RANGE)
+        "            AND l.kind = 'base_fee'), 0) AS base"
+        " FROM {invoices} i) t GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+    ).format(invoices=_INVOICES)
     with db.connection() as conn:
         rows = conn.execute(query, {"first": first, "last": last}).fetchall()
     return [
@@ -133,24 +234,19 @@ class MetricLines:
 
 
 def usage_lines(first: str, last: str) -> tuple[list[MetricLines], dict[str, Decimal]]:
-    """Usage lines (and usage adjustments) per metric × currency, months first..last; and the
-    total invoiced subtotal per currency over the same invoices."""
+    """Usage lines (and usage adjustments: the adjustment lines that name a metric) per metric
+    × currency, months first..last; and the invoiced subtotal per currency."""
     params = {"first": first, "last": last}
     lines = sql.SQL(
-        "SELECT currency, metric, sum(amount), sum(quantity),"
-        " count(DISTINCT invoice_id) FROM ("
-        " SELECT {month} AS month, i.currency, l.metric, l.amount, l.invoice_id,"
-        "  coalesce(l.quantity, 0) AS quantity"
-        " FROM invoices i JOIN invoice_lines l ON l.invoice_id = i.id"
-        " WHERE {in_range} AND l.metric IS NOT NULL"
-        "  AND (l.kind = 'usage' OR l.detail->>'adjusts' = 'usage')) t"
-        " WHERE month BETWEEN %(first)s AND %(last)s GROUP BY 1, 2 ORDER BY 1, 2"
-    ).format(month=_MONTH, in_range=_IN_RANGE)
-    totals = sql.SQL(
-        "SELECT currency, sum(subtotal) FROM ("
-        " SELECT {month} AS month, i.currency, i.subtotal FROM invoices i WHERE {in_range}) t"
-        " WHERE month BETWEEN %(first)s AND %(last)s GROUP BY 1"
-    ).format(month=_MONTH, in_range=_IN_RANGE)
+        "SELECT i.currency, l.metric, sum(l.amount), sum(coalesce(l.quantity, 0)),"
+        " count(DISTINCT i.id)"
+        " FROM {invoices} i JOIN invoice_lines l ON l.invoice_id = i.id"
+        " WHERE l.metric IS NOT NULL AND l.kind IN ('usage', 'adjustment')"
+        " GROUP BY 1, 2 ORDER BY 1, 2"
+    ).format(invoices=_INVOICES)
+    totals = sql.SQL("SELECT i.currency, sum(i.subtotal) FROM {invoices} i GROUP BY 1").format(
+        invoices=_INVOICES
+    )
     with db.connection() as conn:
         found = conn.execute(lines, params).fetchall()
         subtotals = conn.execute(totals, params).fetchall()
@@ -164,13 +260,16 @@ def billed(label: str, customer_ids: list[str] | None = None) -> dict[str, dict[
     """The live (not void) invoice of each customer for the period `label`: id, status,
     currency, subtotal, tax, total, and `own` (the subtotal less adjustment lines, which bill
     earlier periods)."""
-    query = (
+    only = sql.SQL(" AND i.customer_id = ANY(%(ids)s)") if customer_ids else sql.SQL("")
+    query = sql.SQL(
         "SELECT i.id, i.customer_id, i.status, i.currency, i.subtotal, i.tax, i.total,"
-        " i.subtotal - coalesce((SELECT sum(l.amount) FROM invoice_lines l"
-        "  WHERE l.invoice_id = i.id AND l.kind = 'adjustment'), 0)"
-        " FROM invoices i WHERE i.period_label = %(label)s AND i.status <> 'void'"
-        " AND (%(ids)s::text[] IS NULL OR i.customer_id = ANY(%(ids)s))"
-    )
+        " i.subtotal - coalesce(a.amount, 0)"
+        " FROM invoices i LEFT JOIN (SELECT l.invoice_id, sum(l.amount) AS amount"
+        "  FROM invoice_lines l JOIN invoices j ON j.id = l.invoice_id"
+        "  WHERE j.period_label = %(label)s AND l.kind = 'adjustment' GROUP BY 1) a"
+        " ON a.invoice_id = i.id"
+        " WHERE i.period_label = %(label)s AND i.status <> 'void'{only}"
+    ).format(only=only)
     with db.connection() as conn:
         rows = conn.execute(query, {"label": label, "ids": customer_ids}).fetchall()
     return {

@@ -30,8 +30,8 @@ def daily(metric: str, first: date, last: date, customer_id: str | None = None) 
     query = (
         "SELECT day, sum(event_count), sum(total), count(*) FROM usage_daily"
         " WHERE metric = %(metric)s AND day BETWEEN %(first)s AND %(last)s"
-        " AND (%(customer)s::text IS NULL OR customer_id = %(customer)s)"
-        " GROUP BY day ORDER BY day"
+        + (" AND customer_id = %(customer)s" if customer_id is not None else "")
+        + " GROUP BY day ORDER BY day"
     )
     params = {"metric": metric, "first": first, "last": last, "customer": customer_id}
     with db.connection() as conn:

@@ -189,3 +189,35 @@ def test_bad_input_names_the_option() -> None:
         analytics.revenue("2026-01", "2026-02", by="colour", now=LATER)
     with pytest.raises(UserError, match=r"^--metric: no usage of 'nope'"):
         analytics.usage_trend("nope", date(2026, 1, 1), date(2026, 1, 2))
+
+
+@pytest.mark.parametrize("trailing", [1, 2, 3])
+def test_mrr_in_sql_equals_the_reference_definition(trailing: int) -> None:
+    from pricing.analytics import Invoiced, movements, mrr_by_customer
+    from storage.analytics import invoiced
+
+    rows = [
+        Invoiced(r.customer_id, r.month, r.currency, r.recurring, r.usage, r.months)
+        for r in invoiced.customer_months("2025-01", "2026-03")
+    ]
+    found = {
+        (r["month"], r["currency"]): r
+        for r in analytics.mrr("2026-03", count=3, trailing=trailing)["rows"]
+    }
+    for before, month in (("2025-12", "2026-01"), ("2026-01", "2026-02"), ("2026-02", "2026-03")):
+        expected = movements(
+            mrr_by_customer(rows, before, trailing), mrr_by_customer(rows, month, trailing), month
+        )
+        for currency, moved in expected.items():
+            got = found[(month, currency)]
+            want = moved.rounded()
+            assert (got["mrr"], got["new"], got["expansion"]) == (
+                str(want.mrr),
+                str(want.new),
+                str(want.expansion),
+            )
+            assert (got["contraction"], got["churned"]) == (
+                str(want.contraction),
+                str(want.churned),
+            )
+            assert got["churned_customers"] == moved.churned_customers
