@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -259,6 +260,13 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=10_000)
     parser.add_argument("--baseline", type=int, default=500)
     args = parser.parse_args()
+    revision = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    print(
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, revision {revision}, {args.customers:,}"
+        f" customers, load average {os.getloadavg()[0]:.1f}"
+    )
     url = setup(args.customers)
     from pricing.plans import load_plan
     from services.backtest import backtest
@@ -304,7 +312,7 @@ def main() -> None:
     worst = max(v for k, v in results.items() if "live" not in k)
     print(
         f"\nslowest invoice/rollup report: {worst * 1000:.0f} ms (target ≤ 1 s);"
-        f" backtest {backtest_s:.2f} s (target ≤ 10 s)"
+        f" backtest {backtest_s:.2f} s (target ≤ 10 s); load average {os.getloadavg()[0]:.1f}"
     )
 
 

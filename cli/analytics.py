@@ -101,7 +101,7 @@ def print_revenue(document: dict[str, Any]) -> None:
 
 
 def _print_estimate(estimate: dict[str, Any] | None) -> None:
-    if not estimate:
+    if not estimate or not estimate["currencies"]:
         return
     console.print(
         f"Current period {', '.join(estimate['periods'])}: estimate from live usage"
