@@ -9,8 +9,8 @@ import typer
 from rich.markup import escape
 
 from cli import (
-    api_keys,
     analytics,
+    api_keys,
     customers,
     db,
     demo,
