@@ -39,6 +39,13 @@ class Settings(BaseSettings):
     # and how long one POST may take.
     METER_WEBHOOK_MAX_ATTEMPTS: int = Field(default=20, ge=1, le=1000)
     METER_WEBHOOK_TIMEOUT_SECONDS: float = Field(default=10.0, gt=0, le=300)
+    # A worker sends a delivery run as soon as a message wrote outbox rows; off: only the
+    # scheduler's sweep delivers (every 10 s).
+    METER_WEBHOOK_PROMPT: bool = True
+    # `meter worker`: how long an idle queue's consumer waits at most before it polls the broker
+    # again (Dramatiq's worker timeout, 1000 ms by default): bounds how late an idle worker
+    # notices a new message (a delivery run, an ingest batch).
+    METER_WORKER_IDLE_POLL_MS: int = Field(default=100, ge=10, le=10_000)
     # Redis broker: how long a silent worker keeps its messages before they are requeued, and
     # how many commands in a million run that maintenance (fault tests shorten both).
     METER_BROKER_HEARTBEAT_TIMEOUT_MS: int = Field(default=60_000, ge=100)

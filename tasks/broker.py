@@ -49,10 +49,14 @@ def make_broker(url: str | None = None) -> dramatiq.Broker:
 
     Also installs `MessageEncoder` (Dramatiq's encoder is process-wide): one unreadable value
     in a batch then costs one rejected event, not the whole message. Every broker gets the
-    `PromptDelivery` middleware (a message that wrote outbox rows sends a delivery run)."""
+    `PromptDelivery` middleware (a message that wrote outbox rows sends a delivery run),
+    unless METER_WEBHOOK_PROMPT is off."""
+    from storage.settings import get_settings
+
     dramatiq.set_encoder(MessageEncoder())
     broker = _make(url or broker_url())
-    broker.add_middleware(PromptDelivery())
+    if get_settings().METER_WEBHOOK_PROMPT:
+        broker.add_middleware(PromptDelivery())
     return broker
 
 
