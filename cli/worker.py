@@ -28,6 +28,10 @@ def worker(
     os.environ.setdefault("BROKER_URL", broker_url())
     _warn_if_the_broker_forgets(os.environ["BROKER_URL"])
     _check_database()
+    from storage.settings import get_settings
+
+    # Read by dramatiq.worker at import in the processes exec'd below.
+    os.environ["dramatiq_worker_timeout"] = str(get_settings().METER_WORKER_IDLE_POLL_MS)  # noqa: SIM112
     args = [sys.executable, "-m", "dramatiq", "workers.app"]
     args += ["--processes", str(processes), "--threads", str(threads)]
     if queues:
