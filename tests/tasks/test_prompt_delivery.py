@@ -90,3 +90,17 @@ def test_every_broker_meterline_makes_has_the_middleware(test_servers: SessionSe
         assert any(isinstance(m, PromptDelivery) for m in broker.middleware)
     finally:
         broker.close()
+
+
+def test_meter_webhook_prompt_off_leaves_delivery_to_the_sweep(
+    test_servers: SessionServers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("METER_WEBHOOK_PROMPT", "0")
+    reset_settings()
+    try:
+        broker = make_broker(test_servers.redis_url)
+        assert not any(isinstance(m, PromptDelivery) for m in broker.middleware)
+        broker.close()
+    finally:
+        monkeypatch.undo()
+        reset_settings()
