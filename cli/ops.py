@@ -6,6 +6,8 @@ sending them again."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import typer
 
 from cli.output import CliError, console, print_json, print_table
@@ -112,9 +114,11 @@ def notifications(
         print_json([n.to_json() for n in found])
         return
     kind = "Dead" if dead else ("All" if include_delivered else "Undelivered")
+    # A dead or delivered row has no next attempt: the column is only for waiting ones.
+    when = "dead at (UTC)" if dead else "next attempt (UTC)"
     print_table(
         f"{kind} notifications ({len(found)})",
-        ["id", "topic", "customer", "endpoint", "status", "attempts", "next attempt", "last error"],
+        ["id", "topic", "customer", "endpoint", "status", "attempts", when, "last error"],
         [
             (
                 n.id,
@@ -123,17 +127,23 @@ def notifications(
                 n.endpoint,
                 n.status,
                 n.attempts,
-                f"{n.next_attempt_at:%Y-%m-%d %H:%M:%S}" if n.status == "pending" else "",
+                _moment(
+                    n.dead_at if dead else (n.next_attempt_at if n.status == "pending" else None)
+                ),
                 n.last_error,
             )
             for n in found
         ],
-        whole=("id",),
+        whole=("id", "topic", "customer"),
     )
     if any(n.status == "dead" for n in found):
         console.print("send them again with `meter ops redeliver --all` (or by id)")
     if len(found) == limit:
         console.print(f"(showing the first {limit}; --limit shows more)")
+
+
+def _moment(at: datetime | None) -> str:
+    return "" if at is None else f"{at.astimezone(UTC):%Y-%m-%d %H:%M:%S}"
 
 
 @app.command("redeliver")
