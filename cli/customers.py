@@ -12,6 +12,7 @@ from cli.output import CliError, console, print_json, print_table
 
 if TYPE_CHECKING:
     from services.customers import Customer, Subscription
+    from storage.catalog.webhooks import CustomerWebhook
 
 app = typer.Typer(help="Customers and their plans.", no_args_is_help=True)
 
@@ -125,12 +126,7 @@ def set_webhook(
     if url is None:
         raise CliError("URL", "missing (or --clear to remove the endpoint)")
     hook = webhooks.set_webhook(customer_id, url, secret)
-    document = {
-        "customer_id": hook.customer_id,
-        "url": hook.url,
-        "secret": "own" if hook.secret else "METER_WEBHOOK_SECRET",
-        "updated_at": hook.updated_at.isoformat(),
-    }
+    document = {"customer_id": hook.customer_id, **_webhook(hook)}
     if as_json:
         print_json(document)
     else:
@@ -178,10 +174,13 @@ def show(
 ) -> None:
     """A customer: status, time zone, anchor and its plan history."""
     from services.customers import get_customer, subscriptions
+    from storage.catalog.webhooks import get_webhooks
 
     customer = get_customer(customer_id)
     document = _describe(customer)
     document["subscriptions"] = [_subscription(s) for s in subscriptions(customer_id)]
+    hook = get_webhooks([customer_id]).get(customer_id)
+    document["webhook"] = _webhook(hook) if hook else None
     if as_json:
         print_json(document)
         return
@@ -190,6 +189,11 @@ def show(
         f" time zone {customer.timezone}, "
         + (f"anniversary day {customer.anchor_day}" if customer.anchor_day else "calendar months")
     )
+    if hook:
+        console.print(
+            f"webhook endpoint {hook.url} (signed with {document['webhook']['secret']})",
+            highlight=False,
+        )
     print_table(
         "Plan history",
         ("plan", "version", "currency", "from", "to"),
@@ -198,6 +202,15 @@ def show(
             for s in document["subscriptions"]
         ),
     )
+
+
+def _webhook(hook: CustomerWebhook) -> dict[str, Any]:
+    """A customer's endpoint as commands show it (never its secret)."""
+    return {
+        "url": hook.url,
+        "secret": "own" if hook.secret else "METER_WEBHOOK_SECRET",
+        "updated_at": hook.updated_at.isoformat(),
+    }
 
 
 def _describe(customer: Customer) -> dict[str, Any]:

@@ -288,3 +288,18 @@ def test_the_configured_delivery_refuses_a_bad_global_url(env: pytest.MonkeyPatc
     reset_settings()
     with pytest.raises(ValueError, match="METER_WEBHOOK_SECRET: required"):
         deliver_configured(get_settings())
+
+
+@pytest.mark.usefixtures("customers")
+def test_customers_show_names_the_endpoint_never_the_secret(
+    env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], db: psycopg.Connection
+) -> None:
+    code, out, _err = meter(capsys, env, "customers", "show", "acme", "--json")
+    assert code == 0 and json.loads(out)["webhook"] is None
+    set_webhook("acme", "https://acme.example.com/hooks", OWN_SECRET)
+    code, out, _err = meter(capsys, env, "customers", "show", "acme", "--json")
+    assert json.loads(out)["webhook"]["url"] == "https://acme.example.com/hooks"
+    assert json.loads(out)["webhook"]["secret"] == "own"
+    _code, out, _err = meter(capsys, env, "customers", "show", "acme")
+    assert "webhook endpoint https://acme.example.com/hooks (signed with own)" in out
+    assert OWN_SECRET not in out
