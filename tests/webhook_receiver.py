@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +24,9 @@ class Receiver(ThreadingHTTPServer):
         self.requests: list[tuple[dict[str, str], bytes, int]] = []
         self.lock = threading.Lock()
         self.arrived = threading.Condition(self.lock)
+        # While set, requests are recorded (status 0) and left unanswered until it is cleared
+        # or the server stops: a receiver that hangs.
+        self.hang = threading.Event()
         self._thread: threading.Thread | None = None
         if up:
             self.start()
@@ -38,6 +42,7 @@ class Receiver(ThreadingHTTPServer):
         self._thread.start()
 
     def stop(self) -> None:
+        self.hang.clear()
         if self._thread is not None:
             self.shutdown()
             self._thread.join(timeout=5)
@@ -46,13 +51,17 @@ class Receiver(ThreadingHTTPServer):
     def delivered(self) -> list[dict[str, Any]]:
         """The bodies of the requests answered with success."""
         with self.lock:
-            return [json.loads(body) for _h, body, status in self.requests if status < 300]
+            return [json.loads(body) for _h, body, status in self.requests if 0 < status < 300]
 
-    def wait_for(self, count: int, timeout: float = 30.0) -> bool:
-        """Wait until `count` requests were answered with success (False: timed out)."""
+    def wait_for(self, count: int, timeout: float = 30.0, *, answered: bool = True) -> bool:
+        """Wait until `count` requests were answered with success (or, `answered=False`, have
+        arrived at all); False: timed out."""
         with self.arrived:
             return self.arrived.wait_for(
-                lambda: sum(1 for *_r, status in self.requests if status < 300) >= count,
+                lambda: (
+                    sum(1 for *_r, status in self.requests if not answered or 0 < status < 300)
+                    >= count
+                ),
                 timeout=timeout,
             )
 
@@ -62,6 +71,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.server.hang.is_set():
+            with self.server.lock:
+                self.server.requests.append((dict(self.headers.items()), body, 0))
+                self.server.arrived.notify_all()
+            while self.server.hang.is_set():
+                time.sleep(0.05)
+            return  # no answer at all: the connection closes
         with self.server.lock:
             status = self.server.statuses.pop(0) if self.server.statuses else 200
             self.server.requests.append((dict(self.headers.items()), body, status))
