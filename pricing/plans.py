@@ -85,6 +85,9 @@ class Plan(BaseModel):
     metrics: dict[str, MetricDefinition] = Field(default_factory=dict)
     charges: list[Charge] = Field(default_factory=list)
     description: str | None = None
+    # Days from an invoice's issue date to its due date under this plan; unset: the seller's
+    # default (METER_PAYMENT_TERMS_DAYS). A customer's own terms take precedence.
+    payment_terms_days: int | None = Field(default=None, ge=0, le=3650)
 
     @field_validator("code")
     @classmethod

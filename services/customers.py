@@ -46,6 +46,7 @@ __all__ = [
     "status",
     "subscription_at",
     "subscriptions",
+    "update_details",
 ]
 
 # Ids end up in Redis keys inside a {hash tag} and in URLs: no braces, spaces or slashes.
@@ -87,6 +88,49 @@ def create_customer(
         if customer is None:
             raise Conflict(f"id: customer {id!r} already exists")
     return customer
+
+
+#: Longest accepted billing details (characters).
+_DETAIL_LIMITS = {"name": 200, "billing_address": 1000, "email": 254}
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
+def update_details(
+    id: str,
+    *,
+    name: str | None = None,
+    billing_address: str | None = None,
+    email: str | None = None,
+    payment_terms_days: int | None = None,
+    clear: tuple[str, ...] = (),
+) -> Customer:
+    """Set a customer's billing details: what its invoices show (name, billing address,
+    email) and its own payment terms in days (overriding its plan's and the seller's). A
+    detail left None is kept; one named in `clear` is removed. Invoices already finalized
+    keep the details they were issued with."""
+    changes: dict[str, Any] = {key: None for key in clear}
+    for key, value in (("name", name), ("billing_address", billing_address), ("email", email)):
+        if value is not None:
+            changes[key] = _check_text(key, value)
+    if email is not None and not _EMAIL.fullmatch(email.strip()):
+        raise InvalidInput(f"email: not an email address: {echo(email)}")
+    if payment_terms_days is not None:
+        if not 0 <= payment_terms_days <= 3650:
+            raise InvalidInput("payment_terms_days: must be 0 to 3650 days")
+        changes["payment_terms_days"] = payment_terms_days
+    with db.transaction() as tx:
+        return rows.update_details(tx, id, changes)
+
+
+def _check_text(field: str, value: str) -> str:
+    text = value.replace("\\n", "\n").strip()
+    if not text:
+        raise InvalidInput(f"{field}: must not be empty (use --clear {field} to remove it)")
+    if len(text) > _DETAIL_LIMITS[field]:
+        raise InvalidInput(f"{field}: at most {_DETAIL_LIMITS[field]} characters")
+    if "\x00" in text:
+        raise InvalidInput(f"{field}: must not contain NUL")
+    return text
 
 
 def change_plan(

@@ -18,6 +18,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from pricing.invoicing import version_key
+from services import billing_details, credit_notes
 from services.invoicing import generate, refresh_after_late_usage
 from services.notifications import notify_invoice_finalized
 from services.periods import billing_interval, period_of
@@ -72,8 +73,10 @@ def finalize(
             return invoice
         if invoice.status == "void":
             raise Conflict(f"invoice {invoice_id!r} is void: it cannot be finalized")
+        at = now or datetime.now(UTC)
+        details, due = billing_details.issue(invoice, at, tx)
         final = writes.set_finalized(
-            tx, invoice_id, writes.next_number(tx), now or datetime.now(UTC)
+            tx, invoice_id, writes.next_number(tx), at, issued_details=details, due_date=due
         )
         notify_invoice_finalized(tx, final)
         return final
@@ -113,7 +116,9 @@ def mark_paid(invoice_id: str, *, now: datetime | None = None) -> Invoice:
 
 def void(invoice_id: str, *, now: datetime | None = None) -> Invoice:
     """Cancel a draft or finalized invoice; it keeps its number, and its customer × period
-    can be invoiced again (`reissue`). A paid invoice cannot be voided."""
+    can be invoiced again (`reissue`). A paid invoice cannot be voided. A finalized one (it
+    was issued) is cancelled by a credit note, written in the same transaction
+    (`services.credit_notes`)."""
     return _transition(invoice_id, "void", "voided_at", now)
 
 
@@ -138,4 +143,8 @@ def _transition(invoice_id: str, status: str, stamp: str, now: datetime | None) 
                 f"invoice {invoice_id!r} is {invoice.status}: it cannot become {status}"
                 f" (only from {' or '.join(allowed)})"
             )
-        return writes.set_status(conn, invoice_id, status, stamp, now or datetime.now(UTC))
+        at = now or datetime.now(UTC)
+        changed = writes.set_status(conn, invoice_id, status, stamp, at)
+        if status == "void" and invoice.status == "finalized":
+            credit_notes.issue_for_void(conn, invoice, at)
+        return changed

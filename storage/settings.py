@@ -58,6 +58,17 @@ class Settings(BaseSettings):
     # key may make per minute (0: no limit).
     METER_API_MAX_BODY_BYTES: int = Field(default=16 * 1024 * 1024, ge=1024)
     METER_API_RATE_LIMIT: int = Field(default=6000, ge=0)
+    # Who sends the invoices (printed on every invoice and credit note, fixed on an invoice
+    # when it is finalized). The address may span lines: a newline or a literal "\\n" breaks it.
+    METER_SELLER_NAME: str | None = None
+    METER_SELLER_ADDRESS: str | None = None
+    METER_SELLER_TAX_ID: str | None = None
+    METER_SELLER_EMAIL: str | None = None
+    # How to pay (bank details, a payment link), printed under the totals.
+    METER_PAYMENT_INSTRUCTIONS: str | None = None
+    # Days from the issue date to the due date ("net 30"); a plan's `payment_terms_days` or a
+    # customer's own terms (`meter customers update --payment-terms`) take precedence.
+    METER_PAYMENT_TERMS_DAYS: int = Field(default=30, ge=0, le=3650)
 
     @property
     def auto_migrate(self) -> bool:

@@ -24,7 +24,8 @@ from storage.errors import NotFound
 from storage.ledger import locks as ingest_locks
 
 _COLUMNS = sql.SQL(
-    "id, name, plan_code, timezone, anchor_day, starts_at, ends_at, metadata, created_at"
+    "id, name, plan_code, timezone, anchor_day, starts_at, ends_at, metadata, created_at,"
+    " billing_address, email, payment_terms_days"
 )
 
 
@@ -39,6 +40,9 @@ class Customer:
     ends_at: datetime | None
     metadata: dict[str, Any]
     created_at: datetime
+    billing_address: str | None = None
+    email: str | None = None
+    payment_terms_days: int | None = None
 
 
 @dataclass(frozen=True)
@@ -168,6 +172,34 @@ def update_customer(
     if revision:
         ingest_locks.bump_revision(conn)
     assert row is not None
+    return Customer(**row)
+
+
+#: The billing details `update_details` may set (None leaves one as it is).
+DETAIL_COLUMNS = ("name", "billing_address", "email", "payment_terms_days")
+
+
+def update_details(conn: db.Connection, id: str, changes: Mapping[str, Any]) -> Customer:
+    """Set the billing details in `changes` (keys of DETAIL_COLUMNS; a value of None clears
+    it); NotFound if there is no customer `id`."""
+    if not changes:
+        return get_customer(id, conn=conn)
+    assert set(changes) <= set(DETAIL_COLUMNS), changes
+    assignments = sql.SQL(", ").join(
+        sql.SQL("{} = {}").format(sql.Identifier(key), sql.Placeholder(key)) for key in changes
+    )
+    row = (
+        conn.cursor(row_factory=dict_row)
+        .execute(
+            sql.SQL(
+                "UPDATE customers SET {assignments} WHERE id = %(id)s RETURNING {columns}"
+            ).format(assignments=assignments, columns=_COLUMNS),
+            {**changes, "id": id},
+        )
+        .fetchone()
+    )
+    if row is None:
+        raise NotFound(f"id: no customer {echo(id)}")
     return Customer(**row)
 
 

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -31,7 +31,7 @@ COLUMNS = sql.SQL(
     "id, customer_id, period_start, period_end, period_label, timezone, status, number,"
     " plan_code, plan_version, currency, subtotal, tax, total, document, segments,"
     " rollup_versions, grace_until, created_at, updated_at, finalized_at, paid_at, voided_at,"
-    " replaces"
+    " replaces, issued_details, due_date"
 )
 
 
@@ -63,6 +63,8 @@ class Invoice:
     paid_at: datetime | None
     voided_at: datetime | None
     replaces: str | None
+    issued_details: dict[str, Any] | None = None
+    due_date: date | None = None
 
     def to_json(self) -> dict[str, Any]:
         """`meter invoices show --json`: the `meter quote --json` shape plus the invoice's
@@ -93,6 +95,20 @@ class Invoice:
             "paid_at": _iso(self.paid_at),
             "voided_at": _iso(self.voided_at),
             "replaces": self.replaces,
+            **self.issue_json(),
+        }
+
+    def issue_json(self) -> dict[str, Any]:
+        """When it was issued and is due, under which terms, from whom to whom: fixed when
+        the invoice is finalized (None while it is a draft, or for one finalized before these
+        were recorded)."""
+        details = self.issued_details or {}
+        return {
+            "issue_date": details.get("issue_date"),
+            "due_date": self.due_date.isoformat() if self.due_date else None,
+            "payment_terms_days": details.get("payment_terms_days"),
+            "seller": details.get("seller"),
+            "bill_to": details.get("bill_to"),
         }
 
 

@@ -7,7 +7,7 @@ inside its transaction.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -149,19 +149,36 @@ def billed_lines(customer_id: str, earlier: Invoice, period_start: datetime) -> 
     ]
 
 
-def next_number(conn: db.Connection) -> int:
-    """The next invoice number, from the counter row, whose lock is held until `conn`'s
-    transaction ends: numbers are taken one after the other, and a rollback gives it back."""
-    row = conn.execute(_NEXT_NUMBER, (_NUMBER_SEQUENCE,)).fetchone()
+def next_number(conn: db.Connection, sequence: str = _NUMBER_SEQUENCE) -> int:
+    """The next number of `sequence` ("invoices", "credit_notes"), from its counter row,
+    whose lock is held until `conn`'s transaction ends: numbers are taken one after the
+    other, and a rollback gives it back."""
+    row = conn.execute(_NEXT_NUMBER, (sequence,)).fetchone()
     assert row is not None
     return int(row[0])
 
 
-def set_finalized(conn: db.Connection, invoice_id: str, number: int, at: datetime) -> Invoice:
+def set_finalized(
+    conn: db.Connection,
+    invoice_id: str,
+    number: int,
+    at: datetime,
+    *,
+    issued_details: Mapping[str, Any] | None = None,
+    due_date: date | None = None,
+) -> Invoice:
+    """Make the invoice final with `number`, issued at `at`, with the parties and terms it is
+    issued with and its due date."""
     conn.execute(
         "UPDATE invoices SET status = 'finalized', number = %s, finalized_at = %s,"
-        " updated_at = now() WHERE id = %s",
-        (number, at, invoice_id),
+        " issued_details = %s, due_date = %s, updated_at = now() WHERE id = %s",
+        (
+            number,
+            at,
+            Jsonb(dict(issued_details)) if issued_details is not None else None,
+            due_date,
+            invoice_id,
+        ),
     )
     return select_invoices(conn, "id = %s", (invoice_id,))[0]
 
