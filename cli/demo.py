@@ -119,10 +119,13 @@ def _previous_label() -> str:
 
 
 def _close_and_show(label: str) -> None:
-    from cli.invoices import _print_invoice, render_html
+    from cli.invoices import _print_invoice
     from cli.output import print_table
     from cli.periods import close_period
-    from services.invoice_lifecycle import list_invoices
+    from services.documents.html import render_html
+    from services.documents.model import invoice_document
+    from services.documents.pdf import render_pdf
+    from services.invoice_lifecycle import get_invoice, list_invoices
     from storage.settings import get_settings
 
     summary = close_period(label, inline=True)
@@ -139,10 +142,12 @@ def _close_and_show(label: str) -> None:
     if invoices:
         first = max(invoices, key=lambda d: float(d["total"]))
         _print_invoice(first)
+        document = invoice_document(get_invoice(first["id"]))
         path = get_settings().data_dir / f"invoice-{first['id']}.html"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(render_html(first))
-        console.print(f"   the invoice as a document: {path}")
+        path.write_text(render_html(document), encoding="utf-8")
+        path.with_suffix(".pdf").write_bytes(render_pdf(document))
+        console.print(f"   the invoice as a document: {path} and {path.with_suffix('.pdf')}")
 
 
 def _revenue_chart(label: str) -> None:

@@ -1,5 +1,5 @@
-"""`meter invoices ...`: list and show invoices, render one as HTML, move it through its
-lifecycle (finalize, mark-paid, void, reissue)."""
+"""`meter invoices ...`: list and show invoices, write one as HTML or PDF, move it through its
+lifecycle (finalize, mark-paid, void, reissue); the credit notes of voided invoices."""
 
 from __future__ import annotations
 
@@ -29,15 +29,22 @@ def list_invoices(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Invoices, oldest period first."""
+    from services.credit_notes import by_invoice
     from services.invoice_lifecycle import list_invoices as find
 
     found = find(customer_id=customer, period_label=period, status=status)
+    notes = by_invoice(i.id for i in found if i.status == "void")
     if as_json:
-        print_json([_summary(invoice.to_json()) for invoice in found])
+        print_json(
+            [
+                {**_summary(invoice.to_json()), "credit_note": _note_ref(notes.get(invoice.id))}
+                for invoice in found
+            ]
+        )
         return
     print_table(
         f"Invoices ({len(found)})",
-        ["id", "number", "customer", "period", "status", "plan", "total"],
+        ["id", "number", "customer", "period", "status", "plan", "total", "credit note"],
         [
             (
                 i.id,
@@ -47,6 +54,7 @@ def list_invoices(
                 i.status,
                 i.plan_code,
                 f"{i.total} {i.currency}",
+                f"CN-{notes[i.id].number}" if i.id in notes else "",
             )
             for i in found
         ],
@@ -59,26 +67,115 @@ def show(
     invoice_id: str = typer.Argument(..., metavar="ID", help=_ID_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     html: Path | None = typer.Option(None, "--html", help="Also write it as an HTML document."),
+    pdf: Path | None = typer.Option(None, "--pdf", help="Also write it as a PDF document."),
 ) -> None:
-    """One invoice: its lines with tiers, totals and status."""
+    """One invoice: its lines with tiers, totals and status (and its credit note, if void)."""
+    from services.credit_notes import by_invoice
     from services.invoice_lifecycle import get_invoice, resolve_invoice_id
-    from storage.catalog.customers import get_customer
-    from storage.errors import NotFound
 
     invoice = get_invoice(resolve_invoice_id(invoice_id))
+    note = by_invoice([invoice.id]).get(invoice.id)
     document = invoice.to_json()
-    if html is not None:
-        try:
-            name = get_customer(invoice.customer_id).name or invoice.customer_id
-        except NotFound:
-            name = invoice.customer_id
-        html.write_text(render_html(document, customer_name=name), encoding="utf-8")
+    document["credit_note"] = _note_ref(note)
+    written = []
+    if html is not None or pdf is not None:
+        from services.documents.model import invoice_document
+
+        written = _write(invoice_document(invoice, credit_note=note), html, pdf)
     if as_json:
         print_json(document)
         return
     _print_invoice(document)
+    for path in written:
+        console.print(f"written to {path}")
+
+
+@app.command("credit-notes")
+def credit_notes(
+    customer: str | None = typer.Option(None, "--customer", help="Only this customer."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Credit notes (each cancels a voided finalized invoice), by number."""
+    from services.credit_notes import list_credit_notes
+
+    found = list_credit_notes(customer)
+    if as_json:
+        print_json([note.to_json() for note in found])
+        return
+    print_table(
+        f"Credit notes ({len(found)})",
+        ["number", "id", "invoice", "invoice no.", "customer", "issued", "total"],
+        [
+            (
+                f"CN-{n.number}",
+                n.id,
+                n.invoice_id,
+                n.document.get("invoice_number"),
+                n.customer_id,
+                n.issued_at.date().isoformat(),
+                f"{n.total} {n.currency}",
+            )
+            for n in found
+        ],
+        whole={"id", "invoice", "customer"},
+    )
+
+
+@app.command("credit-note")
+def credit_note(
+    key: str = typer.Argument(
+        ..., metavar="KEY", help="Its number (7 or CN-7), its id, or the id of the invoice."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    html: Path | None = typer.Option(None, "--html", help="Also write it as an HTML document."),
+    pdf: Path | None = typer.Option(None, "--pdf", help="Also write it as a PDF document."),
+) -> None:
+    """One credit note: the cancelled invoice's lines and totals, negated."""
+    from services.credit_notes import get_credit_note
+
+    note = get_credit_note(key)
+    written = []
+    if html is not None or pdf is not None:
+        from services.documents.model import credit_note_document
+
+        written = _write(credit_note_document(note), html, pdf)
+    document = note.to_json()
+    if as_json:
+        print_json(document)
+        return
+    rows = [(_label(line), line.get("quantity", ""), line["amount"]) for line in document["lines"]]
+    print_table(
+        f"Credit note CN-{note.number} ({note.id}) — cancels invoice {note.invoice_id}"
+        f" (no. {document.get('invoice_number')}) — {note.customer_id} ({note.currency})",
+        ["line", "quantity", "amount"],
+        rows,
+    )
+    console.print(
+        f"subtotal {document['subtotal']}   tax {document['tax']}   "
+        f"[bold]total {document['total']} {note.currency}[/bold]"
+    )
+    for path in written:
+        console.print(f"written to {path}")
+
+
+def _write(doc: Any, html: Path | None, pdf: Path | None) -> list[Path]:
+    """Write the document as HTML and/or PDF; the paths written."""
+    written = []
     if html is not None:
-        console.print(f"written to {html}")
+        from services.documents.html import render_html
+
+        html.write_text(render_html(doc), encoding="utf-8")
+        written.append(html)
+    if pdf is not None:
+        from services.documents.pdf import render_pdf
+
+        pdf.write_bytes(render_pdf(doc))
+        written.append(pdf)
+    return written
+
+
+def _note_ref(note: Any) -> dict[str, Any] | None:
+    return None if note is None else {"id": note.id, "number": note.number}
 
 
 @app.command("finalize")
@@ -129,27 +226,11 @@ def reissue(
     _done(do(resolve_invoice_id(invoice_id)).to_json(), as_json)
 
 
-def render_html(document: dict[str, Any], *, customer_name: str | None = None) -> str:
-    """The invoice as a standalone HTML page that can be sent to the customer."""
-    import jinja2
-
-    environment = jinja2.Environment(
-        loader=jinja2.PackageLoader("cli", "templates"),
-        autoescape=jinja2.select_autoescape(["html"]),
-    )
-    number = document.get("number")
-    return environment.get_template("invoice.html").render(
-        invoice=document,
-        number_label=f"No. {number}" if number is not None else "(draft)",
-        customer_name=customer_name or document["customer_id"],
-        period_text=_period_text(document),
-        segments=document.get("segments", []),
-        lines=[_html_line(line) for line in document["lines"]],
-    )
-
-
 def _summary(document: dict[str, Any]) -> dict[str, Any]:
-    keys = ("id", "number", "customer_id", "period", "period_start", "period_end", "status")
+    keys = (
+        *("id", "number", "customer_id", "period", "period_start", "period_end", "status"),
+        *("issue_date", "due_date"),
+    )
     summary = {key: document[key] for key in keys}
     summary.update({key: document[key] for key in ("plan", "plan_version", "currency", "total")})
     return summary
@@ -195,21 +276,6 @@ def _label(line: dict[str, Any]) -> str:
     if proration:
         text += f" ({proration['days']}/{proration['period_days']} days)"
     return text + plan
-
-
-def _html_line(line: dict[str, Any]) -> dict[str, Any]:
-    notes = []
-    if "included" in line:
-        notes.append(f"{line['included']} included, {line['billable']} billed")
-    notes += [f"{key.replace('_', ' ')}: {value}" for key, value in line.get("details", {}).items()]
-    return {
-        "kind": line["kind"],
-        "label": _label(line),
-        "note": "; ".join(notes) or None,
-        "quantity": line.get("quantity"),
-        "amount": line["amount"],
-        "tiers": line.get("tiers", []),
-    }
 
 
 def _period_text(document: dict[str, Any]) -> str:
