@@ -137,6 +137,47 @@ def set_webhook(
         )
 
 
+@app.command("update")
+def update(
+    customer_id: str = typer.Argument(..., metavar="ID"),
+    name: str | None = typer.Option(None, "--name", help="Name printed on its invoices."),
+    address: str | None = typer.Option(
+        None, "--address", help='Billing address; lines separated by newlines or "\\n".'
+    ),
+    email: str | None = typer.Option(None, "--email", help="Billing email address."),
+    payment_terms: int | None = typer.Option(
+        None, "--payment-terms", help="Days from issue to due date (its own; over the plan's)."
+    ),
+    clear: list[str] = typer.Option(
+        [], "--clear", help="Remove a detail: name, address, email or payment-terms (repeatable)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Set a customer's billing details: what its invoices show, and its own payment terms.
+
+    Invoices already finalized keep the details they were issued with.
+    """
+    from services.customers import update_details
+
+    fields = {"name": "name", "address": "billing_address", "email": "email"}
+    fields["payment-terms"] = "payment_terms_days"
+    unknown = [item for item in clear if item not in fields]
+    if unknown:
+        raise CliError("--clear", f"unknown detail {unknown[0]!r}; one of {', '.join(fields)}")
+    customer = update_details(
+        customer_id,
+        name=name,
+        billing_address=address,
+        email=email,
+        payment_terms_days=payment_terms,
+        clear=tuple(fields[item] for item in clear),
+    )
+    if as_json:
+        print_json(_describe(customer))
+    else:
+        console.print(f"customer [bold]{customer.id}[/bold]: billing details updated")
+
+
 @app.command("list")
 def list_command(
     plan: str | None = typer.Option(None, "--plan", help="Only customers now on this plan."),
@@ -227,6 +268,9 @@ def _describe(customer: Customer) -> dict[str, Any]:
         "ends_at": customer.ends_at.isoformat() if customer.ends_at else None,
         "metadata": customer.metadata,
         "created_at": customer.created_at.isoformat(),
+        "billing_address": customer.billing_address,
+        "email": customer.email,
+        "payment_terms_days": customer.payment_terms_days,
     }
 
 
