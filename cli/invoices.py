@@ -263,6 +263,14 @@ def _print_invoice(document: dict[str, Any]) -> None:
         f"subtotal {document['subtotal']}   tax {document['tax']}   "
         f"[bold]total {document['total']} {document['currency']}[/bold]"
     )
+    if document.get("due_date"):
+        console.print(
+            f"issued {document['issue_date']}, due {document['due_date']}"
+            f" (net {document['payment_terms_days']} days)"
+        )
+    note = document.get("credit_note")
+    if note:
+        console.print(f"cancelled by credit note CN-{note['number']} ({note['id']})")
 
 
 def _label(line: dict[str, Any]) -> str:

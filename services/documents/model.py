@@ -9,12 +9,13 @@ them), the tax with its rate and the totals formatted for the currency.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
 from pricing.charges import Charge
+from pricing.money import minor_unit, round_money
 from pricing.periods import local_date
 from pricing.plans import Plan
 from pricing.wording import Row, describe_line, money, percent
@@ -152,6 +153,9 @@ def describe_lines(doc: Mapping[str, Any], currency: str) -> list[Row]:
             interval=plan.interval if plan else "month",
             minimum_spend=plan.minimum_spend if plan else None,
         )
+        if row is not None and row.kind == "usage" and "plan" in line:
+            under = f"under {plan.name if plan else key[0]}"
+            row = replace(row, detail=f"{row.detail}, {under}" if row.detail else under)
         if row is not None:
             rows.append(row)
     return rows
@@ -174,7 +178,8 @@ def _plan(code: str, version: int) -> Plan | None:
 
 def tax_label(doc: Mapping[str, Any], currency: str) -> str | None:
     """'Tax (10%)', or each rate with what it taxes when lines fall under several; None when
-    nothing is taxed (no rate, no tax)."""
+    nothing is taxed (no rate, no tax). A line is taxed at the rate of the plan it names (or
+    the invoice's plan), as `pricing.invoicing.compose` taxed it."""
     bases: dict[Decimal, Decimal] = {}
     for line in doc["lines"]:
         plan = _plan(
@@ -182,8 +187,13 @@ def tax_label(doc: Mapping[str, Any], currency: str) -> str | None:
         )
         rate = plan.tax_rate if plan else Decimal(0)
         bases[rate] = bases.get(rate, Decimal(0)) + Decimal(line["amount"])
-    if Decimal(doc["tax"] or 0).is_zero() and not any(bases):
+    tax = Decimal(doc["tax"] or 0)
+    if tax.is_zero() and not any(bases):
         return None
+    if sum(round_money(base * rate, currency) for rate, base in bases.items()) != tax:
+        # A line whose plan the document does not name (an old adjustment): the rates are
+        # shown, not a breakdown that would not add up to the tax charged.
+        return f"Tax ({', '.join(percent(rate) for rate in sorted(bases))})"
     if len(bases) == 1:
         return f"Tax ({percent(next(iter(bases)))})"
     parts = [f"{percent(rate)} of {money(base, currency)}" for rate, base in bases.items()]
@@ -267,11 +277,9 @@ def _invoice_notes(
     instructions = (details.get("seller") or {}).get("payment_instructions")
     if instructions and invoice.status == "finalized":
         notes.append(f"How to pay: {instructions}")
-    if any(
-        Decimal(t["amount"]) != round(Decimal(t["amount"]), 2)
-        for line in doc["lines"]
-        for t in line.get("tiers", [])
-    ):
+    digits = minor_unit(invoice.currency)
+    tiers = [Decimal(t["amount"]) for line in doc["lines"] for t in line.get("tiers", [])]
+    if any(amount != round(amount, digits) for amount in tiers):
         notes.append("Tier amounts show all their digits; each line is rounded once.")
     return notes
 

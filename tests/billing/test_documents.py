@@ -22,7 +22,7 @@ from cli import invoices as invoices_cli
 from pricing.plans import load_plan
 from services import credit_notes
 from services import invoice_lifecycle as invoices
-from services.customers import update_details
+from services.customers import change_plan, update_details
 from services.documents.html import render_html
 from services.documents.model import credit_note_document, invoice_document
 from services.documents.pdf import render_pdf
@@ -330,3 +330,44 @@ def test_customers_update_sets_and_checks_billing_details() -> None:
     ):
         result = runner.invoke(customers_cli.app, ["update", "upd", *args])
         assert result.exit_code != 0 and message in str(result.exception), result.output
+
+
+def test_a_period_under_two_plans_names_each_plan_and_each_tax_rate() -> None:
+    apply_plan(load_plan(TAXED))
+    customer("two", "small", starts_at=utc(2025, 12, 1))
+    ingest([event("two", utc(2026, 1, 5), quantity=1000)])
+    change_plan("two", "taxed", utc(2026, 1, 15), now=utc(2026, 1, 15, 1))
+    ingest([event("two", utc(2026, 1, 20), quantity=400)])
+    final = invoices.finalize(invoices.generate("two", JANUARY, now=AFTER_JANUARY).id)
+    document = invoice_document(final)
+    # small: 14/31 × 100 = 45.16 + 90.00 at 10%; taxed: 17/31 × 100 = 54.84 + 30.00 at 20%
+    assert document.totals[1] == ("Tax (10% of 135.16; 20% of 84.84)", "30.49")
+    assert ("Plan", "Small (14 of 31 days), then Taxed (17 of 31 days)") in document.facts
+    usage = [row for row in document.rows if row.kind == "usage" and row.amount != "0.00"]
+    assert [(row.description, row.detail) for row in usage] == [
+        ("API calls — 1,000", "under Small"),
+        ("API calls — 400", "under Taxed"),
+    ]
+    assert [row.detail for row in document.rows if row.kind == "base_fee"] == [
+        "for 14 of 31 days",
+        "for 17 of 31 days",
+    ]
+
+
+TAXED = """
+code: taxed
+name: Taxed
+currency: USD
+base_fee: "100.00"
+tax_rate: "0.20"
+metrics:
+  api_calls:  {aggregation: sum}
+  storage_gb: {aggregation: max}
+  seats:      {aggregation: unique_count, field: user_id}
+charges:
+  - metric: api_calls
+    model: graduated
+    tiers:
+      - {up_to: 100, unit_amount: "0"}
+      - {up_to: null, unit_amount: "0.10"}
+"""
