@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import errors
+from api import dashboards, errors
 from api.body_limit import BodyLimit
 from api.routers import customers, events, invoices, ops
 
@@ -46,6 +46,7 @@ def create_app(*, start_broker: bool = True) -> FastAPI:
     errors.install(app)
     for module in (events, customers, invoices, ops):
         app.include_router(module.router)
+    app.include_router(dashboards.router)
     app.add_middleware(BodyLimit, max_bytes=get_settings().METER_API_MAX_BODY_BYTES)
     return app
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query
 
 from api.auth import OpsKey
 from api.errors import responses
 from api.schemas import json_array, json_object
+
+log = logging.getLogger(f"meterline.{__name__}")
 
 router = APIRouter(prefix="/v1", tags=["ops"])
 
@@ -89,3 +92,50 @@ def retry_job(job_id: Annotated[int, Path(ge=1, le=2**63 - 1)], key: OpsKey) -> 
 
     (job,) = retry_jobs([job_id])
     return job.to_json()
+
+
+@router.get(
+    "/ops/notifications",
+    summary="Webhook notifications not delivered",
+    responses={200: json_array("`meter ops notifications --json`"), **_ERRORS},
+)
+def notifications(
+    key: OpsKey, dead: bool = False, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> list[dict[str, Any]]:
+    """Pending and dead notifications, oldest first (only dead ones with `dead=true`)."""
+    from storage.outbox import list_notifications
+
+    return [n.to_json() for n in list_notifications(dead_only=dead, limit=limit)]
+
+
+@router.post(
+    "/ops/notifications/{notification_id}/redeliver",
+    summary="Send a webhook notification again",
+    responses={
+        200: json_object("what was made due again"),
+        **responses(401, 403, 404, 422, 429),
+    },
+)
+def redeliver(
+    notification_id: Annotated[int, Path(ge=1, le=2**63 - 1)], key: OpsKey
+) -> dict[str, Any]:
+    """A fresh round of attempts for an undelivered notification (`meter ops redeliver`);
+    a worker is asked to deliver it now."""
+    from storage import outbox
+    from storage.errors import NotFound
+
+    if not outbox.existing_ids([notification_id]):
+        raise NotFound("notification_id", f"no notification {notification_id}")
+    made_due = outbox.redeliver([notification_id])
+    if made_due:
+        _request_delivery()
+    return {"redelivered": made_due, "already_delivered": [] if made_due else [notification_id]}
+
+
+def _request_delivery() -> None:
+    from tasks.notify import request_delivery
+
+    try:
+        request_delivery()
+    except Exception:  # the scheduler's sweep delivers them within seconds anyway
+        log.warning("could not ask a worker for a delivery run", exc_info=True)

@@ -1,0 +1,171 @@
+"""Server-rendered dashboards (Jinja2, no front-end build), from the same app and services.
+
+`/dashboard/login` takes an API key and keeps it in an HTTP-only, same-site cookie; then a
+customer key sees its customer's page (a gauge per metric against its included usage, the
+estimated bill, refreshed from `GET /v1/customers/{id}/usage` every 2 s, and its invoices),
+and an ops key the ops page (ingest health, customers near their limits, failed invoice jobs
+with a retry button, dead webhooks with a redeliver button). Pages are left out of the OpenAPI
+document: they are for people.
+"""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from typing import Any
+from urllib.parse import parse_qs
+
+import jinja2
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from api.auth import COOKIE
+from api.body_limit import read_body
+from api.errors import ApiError
+from pricing.money import format_decimal
+from services import api_keys
+from services.api_keys import ApiKey
+
+router = APIRouter(prefix="/dashboard", include_in_schema=False)
+
+_templates = jinja2.Environment(
+    loader=jinja2.PackageLoader("api", "templates"),
+    autoescape=jinja2.select_autoescape(["html"]),
+)
+_LOGIN = "/dashboard/login"
+_FORM_LIMIT = 4096  # bytes of a login or button form
+
+
+def _render(name: str, **context: Any) -> HTMLResponse:
+    return HTMLResponse(_templates.get_template(name).render(**context))
+
+
+def _page_key(request: Request) -> ApiKey | None:
+    """The cookie's live key (counted against its rate limit), or None: go to the login."""
+    text = request.cookies.get(COOKIE)
+    key = api_keys.authenticate(text) if text else None
+    if key is not None:
+        wait = api_keys.retry_after(key, time.time())
+        if wait is not None:
+            raise ApiError(429, "", f"rate limit: retry in {wait} s", {"Retry-After": str(wait)})
+    return key
+
+
+def _home(key: ApiKey) -> str:
+    if key.scope == "customer":
+        return f"/dashboard/customers/{key.customer_id}"
+    return "/dashboard/ops"
+
+
+@router.get("")
+def index(request: Request) -> Response:
+    key = _page_key(request)
+    return RedirectResponse(_home(key) if key else _LOGIN, status_code=303)
+
+
+@router.get("/login")
+def login_form() -> HTMLResponse:
+    return _render("login.html", error=None)
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    form = parse_qs((await read_body(request, _FORM_LIMIT)).decode(errors="replace"))
+    text = (form.get("key") or [""])[0].strip()
+    key = api_keys.authenticate(text) if text else None
+    if key is None or key.scope == "ingest":
+        page = _render("login.html", error="unknown or revoked key, or an ingest-only key")
+        page.status_code = 401
+        return page
+    response = RedirectResponse(_home(key), status_code=303)
+    response.set_cookie(COOKIE, text, httponly=True, samesite="strict", path="/")
+    return response
+
+
+@router.post("/logout")
+def logout() -> Response:
+    response = RedirectResponse(_LOGIN, status_code=303)
+    response.delete_cookie(COOKIE, path="/")
+    return response
+
+
+@router.get("/customers/{customer_id}")
+def customer_page(customer_id: str, request: Request) -> Response:
+    from services.invoice_lifecycle import list_invoices
+    from services.usage import current_usage
+
+    key = _page_key(request)
+    if key is None:
+        return RedirectResponse(_LOGIN, status_code=303)
+    if not api_keys.may_read(key, customer_id):
+        raise ApiError(403, "scope", "this key cannot read this customer")
+    usage = current_usage(customer_id).to_json()
+    return _render(
+        "customer.html",
+        usage=usage,
+        gauges=[_gauge(name, m) for name, m in usage["metrics"].items()],
+        invoices=[i.to_json() for i in reversed(list_invoices(customer_id=customer_id))],
+        ops=key.scope == "ops",
+    )
+
+
+def _gauge(name: str, metric: dict[str, str]) -> dict[str, Any]:
+    """What a gauge draws: the share of the included units used (None without any)."""
+    used, included = Decimal(metric["used"]), Decimal(metric["included"])
+    share = float(used / included) if included > 0 else None
+    return {"name": name, **metric, "share": share}
+
+
+@router.get("/ops")
+def ops_page(request: Request) -> Response:
+    from services.near_limit import near_limit
+    from storage.invoices.jobs import failed_jobs
+    from storage.ledger.batches import stats as ingest_stats
+    from storage.outbox import list_notifications
+    from tasks.queues import queue_stats
+
+    key = _page_key(request)
+    if key is None:
+        return RedirectResponse(_LOGIN, status_code=303)
+    if key.scope != "ops":
+        raise ApiError(403, "scope", "this needs an ops key")
+    return _render(
+        "ops.html",
+        stats={"events": ingest_stats(), **queue_stats()},
+        near=[
+            {
+                "customer_id": n.customer_id,
+                "metric": n.metric,
+                "used": format_decimal(n.used),
+                "included": format_decimal(n.included),
+                "share": n.share,
+            }
+            for n in near_limit()
+        ],
+        jobs=[job.to_json() for job in failed_jobs()],
+        dead=[n.to_json() for n in list_notifications(dead_only=True)],
+        message=request.query_params.get("done"),
+    )
+
+
+@router.post("/ops/failed-jobs/{job_id}/retry")
+def retry_job(job_id: int, request: Request) -> Response:
+    from tasks.billing import retry_jobs
+
+    key = _page_key(request)
+    if key is None or key.scope != "ops":
+        raise ApiError(403, "scope", "this needs an ops key")
+    retry_jobs([job_id])
+    return RedirectResponse(f"/dashboard/ops?done=job+{job_id}+queued+again", status_code=303)
+
+
+@router.post("/ops/notifications/{notification_id}/redeliver")
+def redeliver(notification_id: int, request: Request) -> Response:
+    from api.routers.ops import redeliver as redeliver_one
+
+    key = _page_key(request)
+    if key is None or key.scope != "ops":
+        raise ApiError(403, "scope", "this needs an ops key")
+    redeliver_one(notification_id, key)
+    done = f"notification+{notification_id}+due+again"
+    return RedirectResponse(f"/dashboard/ops?done={done}", status_code=303)

@@ -1,0 +1,157 @@
+"""The dashboards in a real headless Chromium (Debian's `chromium`, driven by Playwright with
+its executable path) against `meter web` running on the session's servers with real data: the
+numbers shown equal the API's, the customer page follows new usage within its 2 s refresh,
+and the ops page's Retry re-queues a failed invoice job. Screenshots are kept
+(METER_SCREENSHOT_DIR, else the test's temporary directory)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from pricing.periods import billing_period
+from services import api_keys
+from storage.invoices import jobs
+from tests.api.test_http_process import _METER, _env, free_port, started, wait_for
+from tests.conftest import SessionServers
+from tests.metering.helpers import setup_customer
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium (.ci/run)"),
+]
+_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
+
+
+def ingest(customer_id: str, count: int, tag: str) -> None:
+    from tasks.ingest import ingest_events
+
+    now = datetime.now(UTC).isoformat()
+    events = [
+        {"event_id": f"{tag}-{i}", "customer_id": customer_id, "metric": "api_calls",
+         "quantity": "1", "timestamp": now, "properties": {}}
+        for i in range(count)
+    ]  # fmt: skip
+    ingest_events.fn({"batch_id": f"dash-{tag}", "events": events})
+
+
+@pytest.fixture
+def web(clean_state: None, test_servers: SessionServers) -> Iterator[str]:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-c", _METER, "web", "--port", str(port)]
+    with started(command, _env(test_servers)):
+        wait_for(lambda: _reachable(base))
+        yield base
+
+
+def _reachable(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/openapi.json", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("METER_SCREENSHOT_DIR") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+def sign_in(browser: Any, base: str, key: str) -> Any:
+    page = browser.new_context(viewport={"width": 1200, "height": 900}).new_page()
+    page.goto(f"{base}/dashboard/login")
+    page.fill("#key", key)
+    page.click("#sign-in")
+    page.wait_for_load_state()
+    return page
+
+
+def test_customer_page_shows_the_api_numbers_and_follows_new_usage(
+    web: str, browser: Any, shots: Path
+) -> None:
+    setup_customer("cus_dash")
+    ingest("cus_dash", 90, "first")  # 90 of the 100 included api_calls
+    _, key = api_keys.create("customer:cus_dash")
+    page = sign_in(browser, web, key)
+    assert page.url.endswith("/dashboard/customers/cus_dash")
+
+    usage = httpx.get(
+        f"{web}/v1/customers/cus_dash/usage", headers={"Authorization": f"Bearer {key}"}
+    ).json()
+    card = page.locator('[data-metric="api_calls"]')
+    assert card.locator(".used").inner_text() == usage["metrics"]["api_calls"]["used"] == "90"
+    assert card.locator(".included").inner_text() == usage["metrics"]["api_calls"]["included"]
+    assert page.inner_text("#estimated-total") == usage["estimated_total"]
+    assert card.locator(".pct").text_content() == "90%"
+    assert "warn" in (card.get_attribute("class") or "")
+    page.screenshot(path=str(shots / "customer.png"), full_page=True)
+
+    ingest("cus_dash", 30, "second")  # past the included units: live within the 2 s refresh
+    page.wait_for_function(
+        "document.querySelector('[data-metric=\"api_calls\"] .used').textContent === '120'",
+        timeout=10_000,
+    )
+    usage = httpx.get(
+        f"{web}/v1/customers/cus_dash/usage", headers={"Authorization": f"Bearer {key}"}
+    ).json()
+    assert page.inner_text("#estimated-total") == usage["estimated_total"]
+    assert card.locator(".overage").inner_text() == usage["metrics"]["api_calls"]["overage"]
+    assert "over" in (card.get_attribute("class") or "")
+    page.screenshot(path=str(shots / "customer-over.png"), full_page=True)
+
+    other = page.goto(f"{web}/dashboard/customers/cus_other")
+    assert other is not None and other.status == 403
+
+
+def test_ops_page_numbers_and_retry(web: str, browser: Any, shots: Path) -> None:
+    setup_customer("cus_near")
+    ingest("cus_near", 95, "near")
+    period = billing_period(datetime.now(UTC) - timedelta(days=40))
+    key = jobs.JobKey("cus_near", period.start, period.end, period.label)
+    (job,), _ = jobs.open_jobs([key])
+    jobs.fail("cus_near", period.start, "RuntimeError: the invoice service was down")
+    _, ops_key = api_keys.create("ops")
+    headers = {"Authorization": f"Bearer {ops_key}"}
+
+    page = sign_in(browser, web, ops_key)
+    assert page.url.endswith("/dashboard/ops")
+    stats = httpx.get(f"{web}/v1/ops/stats", headers=headers).json()
+    assert page.inner_text("#accepted") == str(stats["events"]["accepted"]) == "95"
+    assert "cus_near" in page.inner_text("#near-limit")
+    assert "95%" in page.inner_text("#near-limit")
+    failed = httpx.get(f"{web}/v1/ops/failed-jobs", headers=headers).json()
+    assert [j["id"] for j in failed] == [job.id]
+    row = page.locator(f'tr[data-job="{job.id}"]')
+    assert "the invoice service was down" in row.inner_text()
+    page.screenshot(path=str(shots / "ops.png"), full_page=True)
+
+    row.locator("button").click()
+    page.wait_for_load_state()
+    assert f"job {job.id} queued again" in page.inner_text("#done")
+    assert page.locator("#no-failed-jobs").count() == 1
+    assert jobs.get_jobs([job.id])[0].status == "pending"
+    assert httpx.get(f"{web}/v1/ops/failed-jobs", headers=headers).json() == []
+    page.screenshot(path=str(shots / "ops-retried.png"), full_page=True)
