@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from api import dashboards, errors
 from api.body_limit import BodyLimit
-from api.routers import customers, events, invoices, ops
+from api.routers import analytics, customers, events, invoices, ops
 
 TITLE = "Meterline"
 VERSION = "1"
@@ -44,7 +44,7 @@ def create_app(*, start_broker: bool = True) -> FastAPI:
     )
     app.state.start_broker = start_broker
     errors.install(app)
-    for module in (events, customers, invoices, ops):
+    for module in (events, customers, invoices, ops, analytics):
         app.include_router(module.router)
     app.include_router(dashboards.router)
     app.add_middleware(BodyLimit, max_bytes=get_settings().METER_API_MAX_BODY_BYTES)

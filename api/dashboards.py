@@ -11,6 +11,7 @@ document: they are for people.
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qs
@@ -22,7 +23,6 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from api.auth import COOKIE
 from api.body_limit import read_body
 from api.errors import ApiError
-from pricing.money import format_decimal
 from services import api_keys
 from services.api_keys import ApiKey
 
@@ -34,6 +34,7 @@ _templates = jinja2.Environment(
 )
 _LOGIN = "/dashboard/login"
 _FORM_LIMIT = 4096  # bytes of a login or button form
+NEAR_LIMIT_PERCENT = Decimal(80)  # the first alert threshold
 
 
 def _render(name: str, **context: Any) -> HTMLResponse:
@@ -118,7 +119,8 @@ def _gauge(name: str, metric: dict[str, str]) -> dict[str, Any]:
 
 @router.get("/ops")
 def ops_page(request: Request) -> Response:
-    from services.near_limit import near_limit
+    from pricing.analytics import shift_month
+    from services import analytics
     from storage.invoices.jobs import failed_jobs
     from storage.ledger.batches import stats as ingest_stats
     from storage.outbox import list_notifications
@@ -129,23 +131,40 @@ def ops_page(request: Request) -> Response:
         return RedirectResponse(_LOGIN, status_code=303)
     if key.scope != "ops":
         raise ApiError(403, "scope", "this needs an ops key")
+    now = datetime.now(UTC)
+    month = analytics.current_month(now)
+    revenue = analytics.revenue(shift_month(month, -11), month, now=now, estimate=False)
+    mrr = analytics.mrr(analytics.last_ended_month(now))
+    currencies = sorted({r["currency"] for r in revenue["rows"] + mrr["rows"]})
+    currency = currencies[0] if currencies else "USD"
     return _render(
         "ops.html",
         stats={"events": ingest_stats(), **queue_stats()},
-        near=[
-            {
-                "customer_id": n.customer_id,
-                "metric": n.metric,
-                "used": format_decimal(n.used),
-                "included": format_decimal(n.included),
-                "share": n.share,
-            }
-            for n in near_limit()
-        ],
+        near=analytics.near_limit(NEAR_LIMIT_PERCENT, now)["rows"],
+        revenue=_bars(
+            [(r["month"], r["revenue"]) for r in revenue["rows"] if r["currency"] == currency],
+            revenue["months"],
+        ),
+        mrr=_bars(
+            [(r["month"], r["mrr"]) for r in mrr["rows"] if r["currency"] == currency],
+            mrr["months"],
+        ),
+        currency=currency,
         jobs=[job.to_json() for job in failed_jobs()],
         dead=[n.to_json() for n in list_notifications(dead_only=True)],
         message=request.query_params.get("done"),
     )
+
+
+def _bars(points: list[tuple[str, str]], labels: list[str]) -> list[dict[str, Any]]:
+    """One bar per month (0 where none), with its height as a share of the tallest."""
+    values = dict(points)
+    amounts = [Decimal(values.get(label, "0")) for label in labels]
+    top = max(amounts, default=Decimal(0))
+    return [
+        {"month": label, "amount": values.get(label, "0"), "share": float(a / top) if top else 0.0}
+        for label, a in zip(labels, amounts, strict=True)
+    ]
 
 
 @router.post("/ops/failed-jobs/{job_id}/retry")

@@ -11,6 +11,7 @@ import shutil
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,12 @@ import pytest
 
 from pricing.periods import billing_period
 from services import api_keys
+from services.invoice_jobs import run_invoice_job
+from services.invoice_lifecycle import finalize
 from storage.invoices import jobs
 from tests.api.test_http_process import _METER, _env, free_port, started, wait_for
 from tests.conftest import SessionServers
-from tests.metering.helpers import setup_customer
+from tests.metering.helpers import in_previous_period, setup_customer
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = [
@@ -32,10 +35,10 @@ pytestmark = [
 _ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 
 
-def ingest(customer_id: str, count: int, tag: str) -> None:
+def ingest(customer_id: str, count: int, tag: str, at: datetime | None = None) -> None:
     from tasks.ingest import ingest_events
 
-    now = datetime.now(UTC).isoformat()
+    now = (at or datetime.now(UTC)).isoformat()
     events = [
         {"event_id": f"{tag}-{i}", "customer_id": customer_id, "metric": "api_calls",
          "quantity": "1", "timestamp": now, "properties": {}}
@@ -129,6 +132,9 @@ def test_customer_page_shows_the_api_numbers_and_follows_new_usage(
 def test_ops_page_numbers_and_retry(web: str, browser: Any, shots: Path) -> None:
     setup_customer("cus_near")
     ingest("cus_near", 95, "near")
+    last_period = billing_period(in_previous_period())
+    ingest("cus_near", 500, "last", at=in_previous_period())  # for an invoice
+    finalize(run_invoice_job("cus_near", last_period.start))
     period = billing_period(datetime.now(UTC) - timedelta(days=40))
     key = jobs.JobKey("cus_near", period.start, period.end, period.label)
     (job,), _ = jobs.open_jobs([key])
@@ -139,9 +145,15 @@ def test_ops_page_numbers_and_retry(web: str, browser: Any, shots: Path) -> None
     page = sign_in(browser, web, ops_key)
     assert page.url.endswith("/dashboard/ops")
     stats = httpx.get(f"{web}/v1/ops/stats", headers=headers).json()
-    assert page.inner_text("#accepted") == str(stats["events"]["accepted"]) == "95"
+    assert page.inner_text("#accepted") == str(stats["events"]["accepted"]) == "595"
     assert "cus_near" in page.inner_text("#near-limit")
-    assert "95%" in page.inner_text("#near-limit")
+    assert "95.0 %" in page.inner_text("#near-limit")
+    revenue = httpx.get(f"{web}/v1/analytics/revenue", headers=headers).json()
+    (row,) = revenue["rows"]
+    bar = page.locator(f'#revenue-chart rect[data-month="{last_period.label}"]')
+    assert bar.get_attribute("data-amount") == row["revenue"]
+    assert Decimal(row["revenue"]) > 0
+    assert float(bar.get_attribute("height") or 0) > 100  # the tallest bar
     failed = httpx.get(f"{web}/v1/ops/failed-jobs", headers=headers).json()
     assert [j["id"] for j in failed] == [job.id]
     row = page.locator(f'tr[data-job="{job.id}"]')
