@@ -296,6 +296,7 @@ def invoice_finalized_payload(invoice: Invoice) -> dict[str, Any]:
         "tax": format(invoice.tax, "f"),
         "total": format(invoice.total, "f"),
         "finalized_at": invoice.finalized_at.isoformat() if invoice.finalized_at else None,
+        "due_date": invoice.due_date.isoformat() if invoice.due_date else None,
         "idempotency_key": f"invoice.finalized:{invoice.id}",
     }
 

@@ -37,6 +37,7 @@ def test_finalizing_writes_one_notification_with_the_invoice(db: psycopg.Connect
     invoices.finalize(draft.id, now=AFTER_GRACE)  # retried: a no-op
     assert invoices.finalize_due(now=AFTER_GRACE) == []  # the sweep finds nothing either
 
+    assert final.due_date is not None  # the payment terms' due date travels with the news
     ((endpoint, customer_id, key, payload, created_at),) = finalized_rows(db)
     assert (endpoint, customer_id, created_at) == ("global", "fin", AFTER_GRACE)
     assert key == f"invoice.finalized:{final.id}"
@@ -52,6 +53,7 @@ def test_finalizing_writes_one_notification_with_the_invoice(db: psycopg.Connect
         "tax": "12.00",
         "total": "132.00",
         "finalized_at": AFTER_GRACE.isoformat(),
+        "due_date": final.due_date.isoformat() if final.due_date else None,
         "idempotency_key": key,
     }
 
