@@ -27,10 +27,7 @@ from storage.analytics import invoiced
 from storage.catalog.cache import load_contexts
 
 
-def backtest(
-    plan: Plan, label: str, *, now: datetime, customer_ids: Sequence[str] | None = None
-) -> dict[str, Any]:
-    """Per customer and per currency: billed, would-have-been under `plan`, difference."""
+def _check_interval(plan: Plan, label: str) -> None:
     interval = "month" if "-" in label else "year"
     if plan.interval != interval:
         raise UserError(
@@ -38,6 +35,13 @@ def backtest(
             f"plan {plan.code!r} bills by the {plan.interval}; period {echo(label)} is a"
             f" {interval}",
         )
+
+
+def backtest(
+    plan: Plan, label: str, *, now: datetime, customer_ids: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """Per customer and per currency: billed, would-have-been under `plan`, difference."""
+    _check_interval(plan, label)
     contexts = load_contexts(customer_ids)
     missing = sorted(set(customer_ids or ()) - set(contexts))
     if missing:
@@ -81,15 +85,20 @@ def backtest(
         "plan": plan.code,
         "period": label,
         "rows": rows,
-        "totals": [
-            {
-                "currency": currency,
-                "customers": count,
-                "billed": format_money(billed, currency),
-                "backtest": format_money(backtest_sum, currency),
-                "difference": format_money(backtest_sum - billed, currency),
-            }
-            for currency, (count, billed, backtest_sum) in sorted(totals.items())
-        ],
+        "totals": _totals_document(totals),
         "skipped": [{"customer_id": c, "reason": r} for c, r in sorted(skipped.items())],
     }
+
+
+def _totals_document(totals: dict[str, tuple[int, Decimal, Decimal]]) -> list[dict[str, Any]]:
+    """One row per currency: customers, billed, backtest and the difference."""
+    return [
+        {
+            "currency": currency,
+            "customers": count,
+            "billed": format_money(billed, currency),
+            "backtest": format_money(backtest_sum, currency),
+            "difference": format_money(backtest_sum - billed, currency),
+        }
+        for currency, (count, billed, backtest_sum) in sorted(totals.items())
+    ]
