@@ -9,10 +9,14 @@ import typer
 
 from cli.output import CliError
 
+#: `meter worker`'s defaults (bench/bench_ingest.py runs with them unless told otherwise).
+DEFAULT_PROCESSES = 2
+DEFAULT_THREADS = 4
+
 
 def worker(
-    processes: int = typer.Option(2, "--processes", "-p", help="Worker processes."),
-    threads: int = typer.Option(4, "--threads", "-t", help="Threads per process."),
+    processes: int = typer.Option(DEFAULT_PROCESSES, "--processes", "-p", help="Worker processes."),
+    threads: int = typer.Option(DEFAULT_THREADS, "--threads", "-t", help="Threads per process."),
     queues: list[str] = typer.Option([], "--queue", "-Q", help="Only these queues."),
 ) -> None:
     """Run the workers: ingest batches, generate invoices, deliver notifications."""

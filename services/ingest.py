@@ -20,14 +20,24 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pricing.aggregations import MetricState
 from pricing.decoding import decode_batch
 from pricing.events import Event, Rejection, event_json
-from pricing.metering import Segment, SegmentDelta, build_deltas, check_event
+from pricing.metering import (
+    Segment,
+    SegmentDelta,
+    SegmentState,
+    build_deltas,
+    check_event,
+    plan_index,
+)
+from pricing.plans import Plan
 from storage import db
 from storage.catalog.cache import CustomerContext, catalog
-from storage.ledger import batches
+from storage.ledger import batch_write, batches
 from storage.ledger import events as ledger
 from storage.ledger import locks as ingest_locks
+from storage.ledger.batch_write import Route
 from storage.settings import get_settings
 from storage.usage import rollups
 from storage.usage.counters import CounterDelta
@@ -50,23 +60,80 @@ class IngestOutcome:
 
 
 def _segment_for(
-    cache: dict[str, list[Segment]], context: CustomerContext, at: datetime
+    cache: dict[str, list[tuple[datetime, datetime, Segment]]],
+    context: CustomerContext,
+    at: datetime,
 ) -> Segment | None:
-    """The customer's segment at `at`: events of a batch mostly share one, so look there first."""
+    """The customer's segment at `at`, remembered for the batch with its bounds in UTC (the
+    events' zone: comparing datetimes of one zone is the cheap case)."""
     found = cache.setdefault(context.customer_id, [])
-    for segment in found:
-        if segment.start <= at < segment.end:
+    for start, end, segment in found:
+        if start <= at < end:
             return segment
     fresh = catalog.segment(context, at)
     if fresh is not None:
-        found.append(fresh)
+        found.append((fresh.start.astimezone(UTC), fresh.end.astimezone(UTC), fresh))
     return fresh
+
+
+#: Aggregations PostgreSQL derives from the event's quantity alone (`batch_write`).
+_PLAIN_AGGREGATIONS = frozenset({"sum", "count", "max", "latest"})
+
+
+def _route(segment: Segment, customer_id: str, name: str) -> Route:
+    """Where the segment's events of this name are folded: in SQL when every metric reading
+    them is plain (its aggregation of the quantity, no filter, field or percentage charge)."""
+    return Route(
+        customer_id,
+        segment.start,
+        segment.end,
+        segment.timezone,
+        name,
+        _plain_keys(segment.plan, name),
+    )
+
+
+def _plain_keys(plan: Plan, name: str) -> tuple[str, ...]:
+    """The plain metrics reading `name`, or () when any metric reading it is not plain;
+    remembered per plan object (plans are immutable), like `plan_index`."""
+    cached = _plain_cache.get(id(plan))
+    if cached is None or cached[0] is not plan:
+        if len(_plain_cache) > 1000:
+            _plain_cache.clear()
+        cached = _plain_cache[id(plan)] = (plan, {})
+    keys = cached[1].get(name)
+    if keys is None:
+        readers = plan_index(plan).get(name, ())
+        plain = all(
+            r.metric.aggregation in _PLAIN_AGGREGATIONS
+            and r.metric.filter is None
+            and r.metric.field is None
+            and not r.percentage
+            for r in readers
+        )
+        keys = cached[1][name] = tuple(r.key for r in readers) if plain and readers else ()
+    return keys
+
+
+_plain_cache: dict[int, tuple[Plan, dict[str, tuple[str, ...]]]] = {}
+
+
+@dataclass
+class _Classified:
+    accepted: list[tuple[Event, Segment]]
+    rejections: list[Rejection]
+    duplicates: int
+    contexts: dict[str, CustomerContext]
+    routes: dict[tuple[int, str], Route]  # by (id of the segment, event name)
 
 
 def _classify(
     raw_events: Sequence[Any], now: datetime, *, where: list[int] | None = None
-) -> tuple[list[tuple[Event, Segment]], list[Rejection], int, dict[str, CustomerContext]]:
-    """Accepted events with their segments, rejections, in-batch duplicates, the contexts;
+) -> _Classified:
+    """Every event of the batch: accepted (with its segment), a duplicate within the batch, or
+    rejected with its reason. One pass; what is the same for many events (the customer's
+    segment, how a plan reads an event name) is looked up once per batch, and an event whose
+    customer and segment were seen already takes the short path (same checks, same order).
     `where`, when given, receives the position of each accepted event, in order."""
     settings = get_settings()
     earliest = now - timedelta(days=settings.METER_ACCEPT_PAST_DAYS)
@@ -75,36 +142,35 @@ def _classify(
     positions = _positions(len(raw_events), rejections)
     contexts = catalog.customers({e.customer_id for e in parsed})
     accepted: list[tuple[Event, Segment]] = []
-    segments: dict[str, list[Segment]] = {}
+    segments: dict[str, list[tuple[datetime, datetime, Segment]]] = {}
+    routes: dict[tuple[int, str], Route] = {}
     seen: set[tuple[str, str]] = set()
     duplicates = 0
     for position, event in zip(positions, parsed, strict=True):
-        context = contexts.get(event.customer_id)
-        reason: tuple[str, str] | None = None
+        customer_id = event.customer_id
+        at = event.timestamp
         segment: Segment | None = None
-        if context is None:
-            reason = ("unknown_customer", f"customer_id: no customer {event.customer_id!r}")
-        elif not earliest <= event.timestamp <= latest:
-            reason = (
-                "timestamp_out_of_window",
-                f"timestamp: {event.timestamp.isoformat()} is outside the accepted window "
-                f"{earliest.isoformat()} – {latest.isoformat()}",
-            )
-        else:
-            segment = _segment_for(segments, context, event.timestamp)
-            if segment is None:
-                reason = (
-                    "no_subscription",
-                    f"timestamp: customer {event.customer_id!r} has no plan at "
-                    f"{event.timestamp.isoformat()}",
-                )
-            else:
+        if earliest <= at <= latest:  # a known customer's known segment: no lookup
+            for start, end, candidate in segments.get(customer_id, ()):
+                if start <= at < end:
+                    segment = candidate
+                    break
+        reason: tuple[str, str] | None = None
+        if segment is None:
+            reason, segment = _judge(contexts, segments, event, earliest, latest)
+        if segment is not None:
+            route_key = (id(segment), event.metric)
+            route = routes.get(route_key)
+            # A plain route's only check is the sign (check_event says which reason).
+            if route is None or not route.keys or event.quantity < 0:
                 reason = check_event(segment.plan, event)
+                if reason is None and route is None:
+                    routes[route_key] = _route(segment, customer_id, event.metric)
         if reason is not None or segment is None:
             code, detail = reason or ("invalid_event", "")
             rejections.append(Rejection(code, detail, event_json(event), position))
             continue
-        key = (event.customer_id, event.event_id)
+        key = (customer_id, event.event_id)
         if key in seen:
             duplicates += 1
             continue
@@ -112,12 +178,42 @@ def _classify(
         accepted.append((event, segment))
         if where is not None:
             where.append(position)
-    return accepted, rejections, duplicates, contexts
+    return _Classified(accepted, rejections, duplicates, contexts, routes)
 
 
-def _positions(count: int, rejections: Sequence[Rejection]) -> list[int]:
+def _judge(
+    contexts: dict[str, CustomerContext],
+    segments: dict[str, list[tuple[datetime, datetime, Segment]]],
+    event: Event,
+    earliest: datetime,
+    latest: datetime,
+) -> tuple[tuple[str, str] | None, Segment | None]:
+    """The long path: the customer, the window, the segment, in that order; (reason, None)
+    for the first that fails, else (None, the segment)."""
+    customer_id = event.customer_id
+    context = contexts.get(customer_id)
+    if context is None:
+        return ("unknown_customer", f"customer_id: no customer {customer_id!r}"), None
+    if not earliest <= event.timestamp <= latest:
+        return (
+            "timestamp_out_of_window",
+            f"timestamp: {event.timestamp.isoformat()} is outside the accepted window "
+            f"{earliest.isoformat()} – {latest.isoformat()}",
+        ), None
+    segment = _segment_for(segments, context, event.timestamp)
+    if segment is None:
+        return (
+            "no_subscription",
+            f"timestamp: customer {customer_id!r} has no plan at {event.timestamp.isoformat()}",
+        ), None
+    return None, segment
+
+
+def _positions(count: int, rejections: Sequence[Rejection]) -> Sequence[int]:
     """Where the events that met the contract sit in their batch, in order (decode_batch
     keeps the order of the events it accepts and gives each rejection its position)."""
+    if not rejections:
+        return range(count)
     refused = {r.position for r in rejections}
     return [position for position in range(count) if position not in refused]
 
@@ -151,60 +247,109 @@ class _StaleCatalog(Exception):
 
 
 def _ingest_once(batch_id: str, raw_events: Sequence[Any], now: datetime) -> IngestOutcome:
-    """One attempt; _StaleCatalog (nothing written) when the catalog it used is out of date."""
-    accepted, rejections, in_batch_duplicates, contexts = _classify(raw_events, now)
-    ledger.ensure_months([event for event, _ in accepted])
-    with db.connection() as conn, conn.transaction():
-        with conn.pipeline():  # one round trip: locks, revision, claim
-            # Held until the commit: no history change of these customers can start meanwhile.
-            revision = ingest_locks.lock_for_ingest(conn, contexts)
-            claim = batches.claim(conn, batch_id, now)
-        current = ingest_locks.revision(revision)
-        if any(context.revision < current for context in contexts.values()):
-            raise _StaleCatalog(list(contexts))  # rolls the claim back
-        if claim.fetchone() is None:
-            stored = batches.stored_outcome(conn, batch_id)
-            return IngestOutcome(
-                batch_id, stored.accepted, stored.duplicates, redelivered=True,
-                segments=stored.segments,
-            )  # fmt: skip
-        inserted = ledger.insert_events(
-            conn, batch_id, [event for event, _ in accepted], received_at=now
-        )
-        fresh = [(e, s) for e, s in accepted if (e.customer_id, e.event_id) in inserted]
-        segment_deltas = build_deltas(fresh)
-        outcome = IngestOutcome(
-            batch_id=batch_id,
-            accepted=len(fresh),
-            duplicates=in_batch_duplicates + len(accepted) - len(fresh),
-            rejected=batches.record_rejections(conn, batch_id, rejections, now),
-        )
-        batches.record_outcome(
-            conn,
-            batch_id,
-            accepted=outcome.accepted,
-            duplicates=outcome.duplicates,
-            rejected=outcome.rejected_total,
-            segments=[(d.customer_id, d.start, d.end) for d in segment_deltas],
-        )
-        # Last, so that the segments' row locks are held for as short a time as possible.
-        outcome.deltas = _counter_deltas(segment_deltas, rollups.apply(conn, segment_deltas))
+    """One attempt; _StaleCatalog (nothing written) when the catalog it used is out of date.
+
+    Round trips to PostgreSQL: two, in one pipeline (BEGIN, rejections, locks, revision,
+    claim and the batch's statement; then the commit), plus the pool's check of the
+    connection; events whose metrics need Python add a few."""
+    found = _classify(raw_events, now)
+    events = [event for event, _ in found.accepted]
+    ledger.ensure_months(events)
+    with db.connection() as conn:
+        try:
+            with conn.pipeline(), conn.transaction():
+                return _write(conn, batch_id, found, events, now)
+        except _Redelivered:
+            pass
+        stored = batches.stored_outcome(conn, batch_id)
+    return IngestOutcome(
+        batch_id, stored.accepted, stored.duplicates, redelivered=True, segments=stored.segments
+    )
+
+
+class _Redelivered(Exception):
+    """The batch was claimed before: roll back what this attempt sent, report the first one."""
+
+
+def _write(
+    conn: db.Connection, batch_id: str, found: _Classified, events: list[Event], now: datetime
+) -> IngestOutcome:
+    # Sent in the caller's pipeline; the first fetch below is their one round trip.
+    rejected = batches.record_rejections(conn, batch_id, found.rejections, now)
+    # Held until the commit: no history change of these customers can start meanwhile.
+    revision = ingest_locks.lock_for_ingest(conn, found.contexts)
+    claim = batches.claim(conn, batch_id, now)
+    written = batch_write.write_batch(
+        conn,
+        batch_id,
+        events,
+        list(found.routes.values()),
+        received_at=now,
+        duplicates=found.duplicates,
+        rejected=len(found.rejections),
+    )
+    current = ingest_locks.revision(revision)
+    if any(context.revision < current for context in found.contexts.values()):
+        raise _StaleCatalog(list(found.contexts))  # rolls everything back
+    if claim.fetchone() is None:
+        raise _Redelivered
+    result = batch_write.read_result(written)
+    python_deltas: list[SegmentDelta] = []
+    if result.python_events:
+        fresh = [
+            (e, s) for e, s in found.accepted if (e.customer_id, e.event_id) in result.python_events
+        ]
+        python_deltas = build_deltas(fresh)
+        rollups.apply(conn, python_deltas, bump=False)
+    outcome = IngestOutcome(
+        batch_id=batch_id,
+        accepted=result.accepted,
+        duplicates=found.duplicates + len(events) - result.accepted,
+        rejected=rejected,
+        deltas=_counter_deltas(result, python_deltas),
+    )
+    batch_changed(conn, outcome.deltas, now)
     return outcome
 
 
+def batch_changed(conn: db.Connection, deltas: Sequence[CounterDelta], now: datetime) -> None:
+    """What the batch changed, in its transaction, just before the commit: one delta per
+    customer × segment (each metric's change, the segment's new version). The hook for checks
+    that must see every batch (alert thresholds); the rollups already hold the new totals."""
+
+
 def _counter_deltas(
-    deltas: Sequence[SegmentDelta], versions: dict[tuple[str, datetime], int]
+    result: batch_write.WriteResult, python_deltas: Sequence[SegmentDelta]
 ) -> list[CounterDelta]:
+    """One counter delta per segment the batch bumped: its plain metrics from the statement,
+    the others from Python."""
+    states: dict[tuple[str, datetime], SegmentState] = {
+        key: SegmentState() for key in result.versions
+    }
+    uniques: dict[tuple[str, datetime], dict[str, list[str]]] = {}
+    for plain in result.plain:
+        states[(plain.customer_id, plain.start)].metrics[plain.metric] = MetricState(
+            count=plain.count,
+            total=plain.total,
+            maximum=plain.maximum,
+            latest_at=plain.latest_at,
+            latest_event_id=plain.latest_event_id,
+            latest_value=plain.latest_value,
+        )
+    for delta in python_deltas:
+        key = (delta.customer_id, delta.start)
+        states[key] = states[key].merge(delta.state)
+        uniques[key] = delta.uniques
     return [
         CounterDelta(
-            customer_id=d.customer_id,
-            start=d.start,
-            end=d.end,
-            version=versions[(d.customer_id, d.start)],
-            state=d.state,
-            uniques=d.uniques,
+            customer_id=customer_id,
+            start=start,
+            end=end,
+            version=version,
+            state=states[(customer_id, start)],
+            uniques=uniques.get((customer_id, start), {}),
         )
-        for d in deltas
+        for (customer_id, start), (end, version) in result.versions.items()
     ]
 
 
@@ -212,7 +357,7 @@ def refusals(raw_events: Sequence[Any], *, now: datetime | None = None) -> list[
     """Why ingest would reject these events now (an empty list: it would take them all), so a
     producer that can reach the database, such as `meter events send` or `POST /v1/events`,
     refuses them up front. Each rejection carries its event's position in `raw_events`."""
-    return _classify(raw_events, now or datetime.now(UTC))[1]
+    return _classify(raw_events, now or datetime.now(UTC)).rejections
 
 
 def screen(
@@ -223,5 +368,5 @@ def screen(
     would refuse. A position in neither repeats an earlier event of the batch (same customer
     and event id): ingest would count it once."""
     where: list[int] = []
-    accepted, rejections, _, _ = _classify(raw_events, now or datetime.now(UTC), where=where)
-    return list(zip(where, (event for event, _ in accepted), strict=True)), rejections
+    found = _classify(raw_events, now or datetime.now(UTC), where=where)
+    return list(zip(where, (event for event, _ in found.accepted), strict=True)), found.rejections

@@ -1,6 +1,6 @@
 """Send the recorders' buffered events before the process stops.
 
-A recorder buffers events in memory for at most one flush interval (50 ms by default); an exit
+A recorder buffers events in memory for at most one flush interval (200 ms by default); an exit
 that skips the flush loses them. `atexit` covers a normal exit, but not SIGTERM: Python's default
 action for it (what systemd, Docker and Kubernetes send to stop a process) ends the process
 without running `atexit`. So:

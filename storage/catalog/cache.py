@@ -32,11 +32,15 @@ class Catalog:
         self._lock = threading.Lock()
         self._customers: dict[str, tuple[float, CustomerContext | None]] = {}
         self._plans: dict[tuple[str, int | None], tuple[float, Plan, int]] = {}
+        # Segments found for a cached context (the object itself, so a context read again
+        # starts afresh), kept no longer than the plans they hold.
+        self._segments: dict[int, tuple[float, CustomerContext, list[Segment]]] = {}
 
     def clear(self) -> None:
         with self._lock:
             self._customers.clear()
             self._plans.clear()
+            self._segments.clear()
 
     def customers(self, ids: set[str]) -> dict[str, CustomerContext]:
         """The known customers among `ids` (unknown ones are simply absent)."""
@@ -65,6 +69,7 @@ class Catalog:
         with self._lock:
             for customer_id in ids:
                 self._customers.pop(customer_id, None)
+            self._segments.clear()
 
     def plan(self, code: str) -> tuple[Plan, int]:
         """The latest version of a plan (re-read after `ttl`; versions are immutable)."""
@@ -80,8 +85,25 @@ class Catalog:
 
     def segment(self, context: CustomerContext, at: datetime) -> Segment | None:
         """The billing period segment and plan in force for a customer at `at` (see
-        `pricing.subscriptions.segment_at`)."""
-        return segment_at(context, at, self.plan)
+        `pricing.subscriptions.segment_at`); the ingest hot path asks once per customer and
+        batch, so the segments of a context are remembered for `ttl`."""
+        now = time.monotonic()
+        cached = self._segments.get(id(context))
+        if cached is not None and cached[0] > now and cached[1] is context:
+            for segment in cached[2]:
+                if segment.start <= at < segment.end:
+                    return segment
+        found = segment_at(context, at, self.plan)
+        if found is not None:
+            with self._lock:
+                if len(self._segments) > 100_000:
+                    self._segments.clear()
+                entry = self._segments.get(id(context))
+                if entry is None or entry[1] is not context or entry[0] <= now:
+                    entry = (now + self.ttl, context, [])
+                    self._segments[id(context)] = entry
+                entry[2].append(found)
+        return found
 
     def segments(self, context: CustomerContext, period: Period) -> list[Segment]:
         """Every segment of a billing period, one per subscription span that overlaps it (see

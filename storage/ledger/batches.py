@@ -22,20 +22,26 @@ from storage.payloads import exact_json, storable_json, storable_text
 # statement: no extra round trip per batch. The totals row is this backend's own for the day
 # (see migration 0007), so concurrent workers never queue on it; a redelivered batch returns
 # before this, and a rolled-back one takes its totals with it.
-RECORD_OUTCOME = """
+TOTALS_ON_OUTCOME = """
+INSERT INTO ingest_totals AS t (day, slot, accepted, duplicates)
+SELECT (received_at AT TIME ZONE 'UTC')::date, pg_backend_pid(), accepted, duplicates
+FROM batch
+ON CONFLICT (day, slot) DO UPDATE
+SET accepted = t.accepted + excluded.accepted, duplicates = t.duplicates + excluded.duplicates
+"""
+
+RECORD_OUTCOME = (
+    """
 WITH batch AS (
     UPDATE ingest_batches
     SET accepted = %(accepted)s, duplicates = %(duplicates)s, rejected = %(rejected)s,
         segments = %(segments)s
     WHERE batch_id = %(batch_id)s
-    RETURNING received_at
+    RETURNING received_at, accepted, duplicates
 )
-INSERT INTO ingest_totals AS t (day, slot, accepted, duplicates)
-SELECT (received_at AT TIME ZONE 'UTC')::date, pg_backend_pid(), %(accepted)s, %(duplicates)s
-FROM batch
-ON CONFLICT (day, slot) DO UPDATE
-SET accepted = t.accepted + excluded.accepted, duplicates = t.duplicates + excluded.duplicates
 """
+    + TOTALS_ON_OUTCOME
+)
 
 
 @dataclass(frozen=True)

@@ -51,17 +51,16 @@ def current_revision(conn: db.Connection) -> int:
 def lock_for_ingest(conn: db.Connection, customer_ids: Iterable[str]) -> psycopg.Cursor[Any]:
     """Hold off history changes of these customers until the transaction ends, and ask for
     the history revision as it is once the locks are held (a catalog loaded at an older one
-    may be stale): `revision(cursor)`. Inside the caller's pipeline this costs no round trip
-    of its own; the revision is read by a statement of its own, whose snapshot is taken after
-    the locks are granted."""
+    may be stale): `revision(cursor)`. Run it in the caller's pipeline: it then costs no round
+    trip of its own; the revision is read by a statement of its own, whose snapshot is taken
+    after the locks are granted."""
     buckets = sorted({bucket(customer_id) for customer_id in customer_ids})
-    with conn.pipeline():
-        if buckets:
-            conn.execute(
-                "SELECT pg_advisory_xact_lock_shared(%s, b) FROM unnest(%s::int[]) AS b",
-                (_NAMESPACE, buckets),
-            )
-        return conn.execute("SELECT revision FROM history_revision")
+    if buckets:
+        conn.execute(
+            "SELECT pg_advisory_xact_lock_shared(%s, b) FROM unnest(%s::int[]) AS b",
+            (_NAMESPACE, buckets),
+        )
+    return conn.execute("SELECT revision FROM history_revision")
 
 
 def revision(cursor: psycopg.Cursor[Any]) -> int:

@@ -39,15 +39,9 @@ JOIN unnest(%b::text[], %b::timestamptz[]) AS k(customer_id, period_start)
 """
 
 # Additive merge in SQL (the same rules as MetricState.merge): no read-modify-write, so
-# concurrent batches for one customer only wait on each other's row locks, briefly.
-_UPSERT = """
-INSERT INTO usage_rollups AS r (customer_id, metric, period_start, period_end, event_count,
-    total, maximum, latest_at, latest_event_id, latest_value, weighted_v, weighted_vt,
-    charge_state, updated_at)
-SELECT *, now() FROM unnest(
-    %b::text[], %b::text[], %b::timestamptz[], %b::timestamptz[], %b::bigint[], %b::numeric[],
-    %b::numeric[], %b::timestamptz[], %b::text[], %b::numeric[], %b::numeric[], %b::numeric[],
-    %b::jsonb[])
+# concurrent batches for one customer only wait on each other's row locks, briefly. Shared with
+# the set-based batch write (`storage.ledger.batch_write`): the rule lives here once.
+MERGE_ON_CONFLICT = """
 ON CONFLICT (customer_id, metric, period_start) DO UPDATE SET
     event_count = r.event_count + excluded.event_count,
     total = r.total + excluded.total,
@@ -66,6 +60,19 @@ ON CONFLICT (customer_id, metric, period_start) DO UPDATE SET
     charge_state = coalesce(excluded.charge_state, r.charge_state),
     updated_at = now()
 """
+
+_UPSERT = (
+    """
+INSERT INTO usage_rollups AS r (customer_id, metric, period_start, period_end, event_count,
+    total, maximum, latest_at, latest_event_id, latest_value, weighted_v, weighted_vt,
+    charge_state, updated_at)
+SELECT *, now() FROM unnest(
+    %b::text[], %b::text[], %b::timestamptz[], %b::timestamptz[], %b::bigint[], %b::numeric[],
+    %b::numeric[], %b::timestamptz[], %b::text[], %b::numeric[], %b::numeric[], %b::numeric[],
+    %b::jsonb[])
+"""
+    + MERGE_ON_CONFLICT
+)
 
 # Percentage charges keep a state that only Python can merge: lock those rows (creating them
 # first, so that two batches never both see "missing") and merge before the upsert.
@@ -162,12 +169,14 @@ def _merged_charges(
 
 
 def apply(
-    conn: psycopg.Connection[Any], deltas: Sequence[SegmentDelta]
+    conn: psycopg.Connection[Any], deltas: Sequence[SegmentDelta], *, bump: bool = True
 ) -> dict[tuple[str, datetime], int]:
     """Merge the deltas into the rollups; return the new version of each segment touched.
 
     A constant number of statements per batch, whatever the number of customers in it. The
     segments' versions are bumped last: their row locks are held only until the commit.
+    With `bump=False` the caller bumps them itself (the batch write does, once per segment
+    for both of its paths) and the result is empty.
     """
     if not deltas:
         return {}
@@ -189,6 +198,8 @@ def apply(
     if uniques:
         conn.execute(_UNIQUES, _columns(uniques))
     _add_days(conn, _days_of(ordered))
+    if not bump:
+        return {}
     rows = conn.execute(
         _BUMP,
         (

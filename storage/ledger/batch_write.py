@@ -1,0 +1,209 @@
+"""A classified batch written by one statement: ledger, rollups, daily totals, versions and
+the batch's outcome, with PostgreSQL doing the per-event work.
+
+The accepted events travel as one JSON document (`msgspec` encodes them in C); PostgreSQL parses
+it (`json_to_recordset`), inserts the events it has not seen (`event_ids` over the accepted
+window, then `usage_events`), and derives from the rows actually inserted, with `GROUP BY`:
+
+- the rollup delta of every *plain* metric (sum, count, max, latest of the event's quantity,
+  no filter, no field, no percentage charge), merged into `usage_rollups` by the same rule as
+  `storage.usage.rollups` (`rollups.MERGE_ON_CONFLICT`), and the daily totals;
+- the version bump of every segment touched (the row lock that orders writers of a segment);
+- the batch's outcome on its claim and the running totals (`storage.ledger.batches`).
+
+Events of the other metrics (`python` routes) are returned by id, for the caller to fold in
+Python (`pricing.metering.build_deltas`, `rollups.apply(..., bump=False)`). The statement
+returns, in one result, the plain deltas (kind `a`), those events (`p`), the new versions
+(`v`) and the number of events inserted (`c`). The batch's claim is a statement of its own,
+earlier in the transaction: the caller rolls everything back when the claim was not new.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+from pricing.events import Event
+from storage import db
+from storage.ledger.batches import TOTALS_ON_OUTCOME
+from storage.usage.rollups import MERGE_ON_CONFLICT
+
+_ENCODER = msgspec.json.Encoder()
+
+WRITE_BATCH = f"""
+WITH input AS (
+    SELECT * FROM json_to_recordset(%(events)s::json) AS t(
+        event_id text, customer_id text, metric text, quantity numeric, timestamp timestamptz,
+        properties jsonb)
+), route AS (
+    -- One row per plain metric reading the name; one with key NULL where Python folds them.
+    SELECT r.customer_id, r.start, r."end", r.timezone AS tz, r.name, k.key
+    FROM json_to_recordset(%(routes)s::json) AS r(customer_id text, start timestamptz,
+        "end" timestamptz, timezone text, name text, keys text[])
+    LEFT JOIN LATERAL unnest(r.keys) AS k(key) ON true
+), fresh AS (
+    INSERT INTO event_ids (customer_id, event_id, timestamp, received_at)
+    SELECT customer_id, event_id, timestamp, %(received_at)s FROM input
+    ON CONFLICT DO NOTHING
+    RETURNING customer_id, event_id
+), ins AS (
+    INSERT INTO usage_events (customer_id, event_id, metric, quantity, timestamp, properties,
+        batch_id)
+    SELECT i.customer_id, i.event_id, i.metric, i.quantity, i.timestamp,
+        NULLIF(i.properties, '{{}}'::jsonb), %(batch_id)s
+    FROM input i JOIN fresh f USING (customer_id, event_id)
+    RETURNING customer_id, event_id, metric, quantity, timestamp
+), routed AS (
+    SELECT n.customer_id, n.event_id, n.quantity, n.timestamp, r.start, r."end", r.tz, r.key
+    FROM ins n JOIN route r ON r.customer_id = n.customer_id AND r.name = n.metric
+        AND n.timestamp >= r.start AND n.timestamp < r."end"
+), delta AS (
+    -- One sort: each group's latest event first; the aggregates span the whole group.
+    SELECT customer_id, key, start, "end", n, total, maximum, latest_at, latest_event_id,
+        latest_value
+    FROM (
+        SELECT customer_id, key, start, "end", count(*) OVER w AS n,
+            sum(quantity) OVER w AS total, max(quantity) OVER w AS maximum,
+            timestamp AS latest_at, event_id AS latest_event_id, quantity AS latest_value,
+            row_number() OVER w AS rank
+        FROM routed WHERE key IS NOT NULL
+        WINDOW w AS (PARTITION BY customer_id, key, start
+            ORDER BY timestamp DESC, event_id COLLATE "C" DESC
+            ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
+    ) ranked
+    WHERE rank = 1
+), rollup AS (
+    INSERT INTO usage_rollups AS r (customer_id, metric, period_start, period_end,
+        event_count, total, maximum, latest_at, latest_event_id, latest_value, weighted_v,
+        weighted_vt, charge_state, updated_at)
+    SELECT customer_id, key, start, "end", n, total, maximum, latest_at, latest_event_id,
+        latest_value, 0, 0, NULL, now()
+    FROM delta ORDER BY 1, 2, 3
+    {MERGE_ON_CONFLICT}
+), daily AS (
+    INSERT INTO usage_daily AS d (customer_id, metric, day, event_count, total)
+    SELECT customer_id, key, (timestamp AT TIME ZONE tz)::date, count(*), sum(quantity)
+    FROM routed WHERE key IS NOT NULL GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    ON CONFLICT (customer_id, metric, day) DO UPDATE SET
+        event_count = d.event_count + excluded.event_count,
+        total = d.total + excluded.total
+), touched AS (
+    SELECT customer_id, start, "end" FROM delta
+    UNION
+    SELECT customer_id, start, "end" FROM route WHERE key IS NULL
+), bump AS (
+    INSERT INTO usage_periods (customer_id, period_start, period_end, version)
+    SELECT customer_id, start, "end", 1 FROM touched ORDER BY 1, 2
+    ON CONFLICT (customer_id, period_start) DO UPDATE SET version = usage_periods.version + 1
+    RETURNING customer_id, period_start, period_end, version
+), counts AS (
+    SELECT count(*) AS accepted FROM fresh
+), batch AS (
+    UPDATE ingest_batches SET accepted = c.accepted,
+        duplicates = %(duplicates)s + %(candidates)s - c.accepted, rejected = %(rejected)s,
+        segments = (SELECT coalesce(jsonb_agg(jsonb_build_array(customer_id,
+            to_jsonb(period_start), to_jsonb(period_end))), '[]') FROM bump)
+    FROM counts c
+    WHERE batch_id = %(batch_id)s
+    RETURNING received_at, c.accepted, duplicates
+), totals AS (
+    {TOTALS_ON_OUTCOME}
+)
+SELECT 'a', customer_id, key, start, "end", n, total, maximum, latest_at, latest_event_id,
+    latest_value FROM delta
+UNION ALL
+SELECT 'p', customer_id, event_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+FROM routed WHERE key IS NULL
+UNION ALL
+SELECT 'v', customer_id, NULL, period_start, period_end, version, NULL, NULL, NULL, NULL, NULL
+FROM bump
+UNION ALL
+SELECT 'c', NULL, NULL, NULL, NULL, accepted, NULL, NULL, NULL, NULL, NULL FROM counts
+"""
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a segment's events of one name go: the plain metrics that read them (`keys`),
+    or Python (`keys` empty) when any metric reading them needs more than the quantity."""
+
+    customer_id: str
+    start: datetime
+    end: datetime
+    timezone: str
+    name: str
+    keys: tuple[str, ...]
+
+
+@dataclass
+class PlainDelta:
+    """One plain metric's delta in one segment, as the statement computed it."""
+
+    customer_id: str
+    metric: str
+    start: datetime
+    end: datetime
+    count: int
+    total: Decimal
+    maximum: Decimal
+    latest_at: datetime
+    latest_event_id: str
+    latest_value: Decimal
+
+
+@dataclass
+class WriteResult:
+    accepted: int = 0
+    plain: list[PlainDelta] = field(default_factory=list)
+    python_events: set[tuple[str, str]] = field(default_factory=set)
+    versions: dict[tuple[str, datetime], tuple[datetime, int]] = field(default_factory=dict)
+
+
+def encode_events(events: Sequence[Event]) -> str:
+    """The events as the statement's JSON parameter (one C call for the whole batch)."""
+    return _ENCODER.encode(events).decode()
+
+
+def write_batch(
+    conn: db.Connection,
+    batch_id: str,
+    events: Sequence[Event],
+    routes: Sequence[Route],
+    *,
+    received_at: datetime,
+    duplicates: int,
+    rejected: int,
+) -> Any:
+    """Send the statement (in the caller's pipeline); `read_result(cursor)` once synced."""
+    return conn.execute(
+        WRITE_BATCH,
+        {
+            "events": encode_events(events),
+            "routes": _ENCODER.encode(routes).decode(),
+            "received_at": received_at,
+            "batch_id": batch_id,
+            "duplicates": duplicates,
+            "candidates": len(events),
+            "rejected": rejected,
+        },
+    )
+
+
+def read_result(cursor: Any) -> WriteResult:
+    result = WriteResult()
+    for row in cursor.fetchall():
+        kind = row[0]
+        if kind == "a":
+            result.plain.append(PlainDelta(*row[1:]))
+        elif kind == "p":
+            result.python_events.add((row[1], row[2]))
+        elif kind == "v":
+            result.versions[(row[1], row[3])] = (row[4], int(row[5]))
+        else:
+            result.accepted = int(row[5])
+    return result
