@@ -1,9 +1,14 @@
 """Read latency of a customer's current usage and estimated bill: the Redis counters priced in
-process (`services.usage.current_usage`) against the SQL aggregate over the ledger that a
-design without counters runs per request, in the same run, for one customer with N events in
-its current billing period.
+process (`services.usage.current_usage`) against two baselines in the same run, for one
+customer with N events in its current billing period:
+
+- the fair one: the same `current_usage`, its segment state read from the PostgreSQL rollups
+  (one round trip: the segment's version, its rollup rows and its distinct-value counts)
+  instead of Redis, single-threaded and under R concurrent reader processes (as Redis is);
+- the SQL aggregate over the raw ledger that a design without rollups runs per request.
 
     .venv/bin/python -m bench.bench_read [--events N] [--calls 2000] [--sql-calls 30]
+        [--readers 8] [--concurrent-calls 500]
 
 The events go through the ingest functions themselves (`services.ingest.ingest_batch` and
 `storage.usage.counters.apply_deltas`, 5,000 per transaction), so ledger, rollups and counters are
@@ -14,9 +19,12 @@ cold read (after FLUSHDB: the counters are rebuilt from the rollups) is timed on
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -95,6 +103,51 @@ def usage_from_ledger(customer_id: str) -> tuple[int, Any]:
     return sum(r[1] for r in rows.values()), rate(segment.plan, usage)
 
 
+_ROLLUP_READ = """
+SELECT p.version, r.metric, r.event_count, r.total, r.maximum, r.latest_at, r.latest_event_id,
+       r.latest_value, r.weighted_v, r.weighted_vt, r.charge_state,
+       (SELECT count(*) FROM usage_rollup_uniques u WHERE u.customer_id = r.customer_id
+        AND u.period_start = r.period_start AND u.metric = r.metric)
+FROM usage_periods p LEFT JOIN usage_rollups r
+  ON r.customer_id = p.customer_id AND r.period_start = p.period_start
+WHERE p.customer_id = %s AND p.period_start = %s
+"""
+
+
+def rollup_counters(customer_id: str, segment: Any) -> tuple[int, Any, dict[str, int]]:
+    """`services.usage.segment_counters` from the PostgreSQL rollups: one query, no Redis."""
+    from pricing.metering import SegmentState
+    from storage import db
+    from storage.usage.rollups import _state_from_row
+
+    state = SegmentState()
+    uniques: dict[str, int] = {}
+    version = 0
+    with db.connection() as conn:
+        for row in conn.execute(_ROLLUP_READ, (customer_id, segment.start)):
+            version = int(row[0])
+            if row[1] is None:
+                continue
+            state.metrics[row[1]] = _state_from_row(row[2:10])
+            for charge_key, charge in (row[10] or {}).items():
+                state.charges[charge_key] = state.charge_from_json(charge)
+            uniques[row[1]] = int(row[11])
+    return version, state, uniques
+
+
+@contextmanager
+def from_rollups() -> Iterator[None]:
+    """`current_usage` answering from the rollups instead of the counters, meanwhile."""
+    import services.usage
+
+    original = services.usage.segment_counters
+    services.usage.segment_counters = rollup_counters
+    try:
+        yield
+    finally:
+        services.usage.segment_counters = original
+
+
 def time_calls(count: int, call: Callable[[], Any]) -> list[float]:
     samples = []
     for _ in range(count):
@@ -121,27 +174,43 @@ def agrees(report: Any, quote: Any) -> bool:
     )
 
 
-def measure_reads(customer: str, calls: int, sql_calls: int) -> bool:
-    """Time both reads, then the cold one; True when every answer agrees with the ledger."""
+def measure_reads(customer: str, args: argparse.Namespace) -> bool:
+    """Time the reads, then the cold one; True when every answer agrees with the ledger."""
     from services.usage import current_usage
     from storage.redis_client import get_redis
 
     events, quote = usage_from_ledger(customer)
     same = agrees(current_usage(customer), quote)
+    with from_rollups():
+        same = same and agrees(current_usage(customer), quote)
     print(
         f"answer: {events:,} events in the ledger; estimated total {quote.total} "
-        f"{quote.currency}; counters agree with the ledger: {'yes' if same else 'NO'}"
+        f"{quote.currency}; counters and rollups agree with the ledger: {'yes' if same else 'NO'}"
     )
     print(f"{'read (ms)':52} {'calls':>6} {'p50':>9} {'p99':>9} {'max':>9}")
     time_calls(50, lambda: current_usage(customer))  # warm: connections, caches
     fast = show(
         "current_usage: Redis counters + pricing",
-        time_calls(calls, lambda: current_usage(customer)),
+        time_calls(args.calls, lambda: current_usage(customer)),
     )
+    with from_rollups():
+        time_calls(50, lambda: current_usage(customer))
+        fair = show(
+            "current_usage from the PostgreSQL rollups + pricing",
+            time_calls(args.calls, lambda: current_usage(customer)),
+        )
     usage_from_ledger(customer)
     slow = show(
         "SQL aggregate over the ledger + pricing",
-        time_calls(sql_calls, lambda: usage_from_ledger(customer)),
+        time_calls(args.sql_calls, lambda: usage_from_ledger(customer)),
+    )
+    busy_fast = show(
+        f"  the counters, {args.readers} concurrent reader processes",
+        concurrent_reads(customer, "redis", args.readers, args.concurrent_calls),
+    )
+    busy_fair = show(
+        f"  the rollups, {args.readers} concurrent reader processes",
+        concurrent_reads(customer, "rollups", args.readers, args.concurrent_calls),
     )
     get_redis().flushdb()
     started = time.perf_counter()
@@ -153,12 +222,44 @@ def measure_reads(customer: str, calls: int, sql_calls: int) -> bool:
     )
     same_after_rebuild = agrees(rebuilt, quote)
     print(
-        f"ratio: SQL / counters = {slow['p50'] / fast['p50']:,.0f}x at p50, "
-        f"{slow['p99'] / fast['p99']:,.0f}x at p99 (goal: counters p99 <= 2 ms, >= 50x); "
+        f"ratio: rollups / counters = {fair['p50'] / fast['p50']:.2f}x at p50, "
+        f"{fair['p99'] / fast['p99']:.2f}x at p99 single-threaded; "
+        f"{busy_fair['p50'] / busy_fast['p50']:.2f}x at p50, "
+        f"{busy_fair['p99'] / busy_fast['p99']:.2f}x at p99 under {args.readers} readers "
+        f"(the counters earn their keep at >= 3x p99 under concurrency: "
+        f"{'yes' if busy_fair['p99'] >= 3 * busy_fast['p99'] else 'NO'})"
+    )
+    print(
+        f"ratio: ledger SQL / counters = {slow['p50'] / fast['p50']:,.0f}x at p50, "
+        f"{slow['p99'] / fast['p99']:,.0f}x at p99; "
         f"cold read {cold['p50']:.1f} ms, rebuilt counters agree with the ledger: "
         f"{'yes' if same_after_rebuild else 'NO'}"
     )
     return same and same_after_rebuild
+
+
+def concurrent_reads(customer: str, source: str, readers: int, calls: int) -> list[float]:
+    """Latencies of `calls` reads in each of `readers` processes started together."""
+    context = multiprocessing.get_context("spawn")  # fresh pools and clients in each
+    start_at = time.time() + 3 + readers * 0.5  # after every process has imported and warmed
+    with ProcessPoolExecutor(readers, mp_context=context) as pool:
+        futures = [pool.submit(_reader, customer, source, calls, start_at) for _ in range(readers)]
+        return [sample for future in futures for sample in future.result()]
+
+
+def _reader(customer: str, source: str, calls: int, start_at: float) -> list[float]:
+    """One reader process: warm up, wait for the common start, time `calls` reads."""
+    from services.usage import current_usage
+
+    def read() -> Any:
+        if source == "rollups":
+            with from_rollups():
+                return current_usage(customer)
+        return current_usage(customer)
+
+    time_calls(20, read)
+    time.sleep(max(start_at - time.time(), 0))
+    return time_calls(calls, read)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -166,6 +267,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--events", type=int, default=1_000_000, help="events of the customer")
     parser.add_argument("--calls", type=int, default=2000, help="timed current_usage calls")
     parser.add_argument("--sql-calls", type=int, default=30, help="timed SQL aggregate calls")
+    parser.add_argument("--readers", type=int, default=8, help="concurrent reader processes")
+    parser.add_argument(
+        "--concurrent-calls", type=int, default=500, help="timed reads per concurrent reader"
+    )
     args = parser.parse_args(argv)
 
     servers = common.use_bench_servers()
@@ -181,7 +286,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{now:%Y-%m-%d %H:%M} through ingest_batch + apply_deltas ({LOAD_BATCH:,} a batch)"
         )
         load_events(customer, args.events, segment.start, now - timedelta(seconds=1))
-        if not measure_reads(customer, args.calls, args.sql_calls):
+        if not measure_reads(customer, args):
             raise SystemExit(1)
     finally:
         from storage import db

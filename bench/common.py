@@ -31,7 +31,7 @@ from psycopg import sql
 
 POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
-BENCH_DATABASE = "meterline_bench"
+BENCH_DATABASE = os.environ.get("BENCH_DATABASE", "meterline_bench")
 # 0 holds the claims; tests take 15 downwards, bench_invoices takes 12.
 REDIS_DB_CHOICES = (13, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1)
 REPO = Path(__file__).resolve().parent.parent
@@ -104,7 +104,10 @@ def use_bench_servers() -> BenchServers:
     finally:
         client.close()
 
-    os.environ.update(DATABASE_URL=database_url, REDIS_URL=redis_url, BROKER_URL=redis_url)
+    # The benchmark database is created empty: its schema is migrated on first use.
+    os.environ.update(
+        DATABASE_URL=database_url, REDIS_URL=redis_url, BROKER_URL=redis_url, METER_AUTO_MIGRATE="1"
+    )
     os.environ.pop("SENTRY_DSN", None)
     from storage.settings import reset_settings
 

@@ -1,9 +1,14 @@
-"""Where the ingest time goes, per step, in process: `python -m bench.profile_ingest`.
+"""Where the ingest time goes, in process: `python -m bench.profile_ingest`.
 
-Runs `ingest_events` on batches of random events over the example API plan's customers, one
-thread, and prints µs per event for each step: wall time, and CPU time of this thread (the
-difference is time spent waiting for PostgreSQL or Redis). Not a throughput benchmark (that is
-`bench_ingest`): a map of the hot path. Uses the benchmark database and a claimed Redis db.
+Runs the ingest actor on batches of random events over the example API plan's customers, one
+thread, each batch as the worker gets it (the Dramatiq message decoded by `tasks.encoding`),
+and prints per event: the worker's CPU time (this process), the PostgreSQL backends' CPU time
+(read from /proc for the pool's connections: the server runs on this machine), the wall time
+of each step, and per batch the round trips to PostgreSQL and Redis. Not a throughput
+benchmark (that is `bench_ingest`): a map of the hot path. Uses its own benchmark database and
+a claimed Redis db (`bench.common`).
+
+    .venv/bin/python -m bench.profile_ingest [--batch-size 5000] [--batches 10] [--customers 1000]
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import argparse
 import collections
 import itertools
+import os
 import random
 import time
 from collections.abc import Callable
@@ -24,18 +30,85 @@ def _timed(module: Any, name: str, label: str, times: collections.Counter[str]) 
     original: Callable[..., Any] = getattr(module, name)
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        wall, cpu = time.perf_counter(), time.thread_time()
+        wall = time.perf_counter()
         try:
             return original(*args, **kwargs)
         finally:
-            times[f"{label} wall"] += time.perf_counter() - wall
-            times[f"{label} cpu"] += time.thread_time() - cpu
+            times[label] += time.perf_counter() - wall
 
     setattr(module, name, wrapper)
 
 
+def _count_round_trips(counts: collections.Counter[str]) -> None:
+    """Count exchanges with the servers. PostgreSQL: a statement, commit or rollback outside a
+    pipeline, a pipeline's sync (a fetch inside it, its outermost exit); the statements a
+    pipeline queues before are not round trips. Redis: a send (a pipeline is one)."""
+    import psycopg
+    import redis.connection
+
+    wait = psycopg.Connection.wait
+    queued: set[int] = set()  # connections with pipeline statements not synced yet
+
+    def counted_wait(self: Any, gen: Any, *args: Any, **kwargs: Any) -> Any:
+        name = getattr(gen, "__name__", "")
+        if self._pipeline is None:
+            if name == "_execute_gen" or (
+                name in ("_commit_gen", "_rollback_gen")
+                and self.pgconn.transaction_status != psycopg.pq.TransactionStatus.IDLE
+            ):
+                counts["postgresql"] += 1
+        elif name == "_execute_gen":
+            queued.add(id(self))  # sent without waiting
+        elif name == "_fetch_gen" and id(self) in queued:
+            counts["postgresql"] += 1  # the first fetch syncs what was queued
+            queued.discard(id(self))
+        return wait(self, gen, *args, **kwargs)
+
+    pipeline_exit = psycopg.Pipeline.__exit__
+
+    def counted_exit(self: Any, *args: Any) -> None:
+        if self.level == 1:  # the final sync (with the commit queued in it, if any)
+            counts["postgresql"] += 1
+            queued.discard(id(self._conn))
+        pipeline_exit(self, *args)
+
+    send = redis.connection.Connection.send_packed_command
+
+    def counted_send(self: Any, *args: Any, **kwargs: Any) -> Any:
+        counts["redis"] += 1
+        return send(self, *args, **kwargs)
+
+    psycopg.Connection.wait = counted_wait  # type: ignore[method-assign]
+    psycopg.Pipeline.__exit__ = counted_exit  # type: ignore[method-assign]
+    redis.connection.Connection.send_packed_command = counted_send  # type: ignore[method-assign]
+
+
+def _backend_cpu() -> float:
+    """CPU seconds used so far by this database's Meterline backends (user + system)."""
+    from storage import db
+
+    with db.connection() as conn:
+        pids = [
+            row[0]
+            for row in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name = 'meterline'"
+            )
+        ]
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:  # not on this machine, or gone
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--batches", type=int, default=10)
@@ -45,46 +118,62 @@ def main(argv: list[str] | None = None) -> None:
         customers = setup_api_customers(args.customers)
         import services.ingest as ingest
         from tasks import ingest as actor
+        from tasks.encoding import MessageEncoder
 
         times: collections.Counter[str] = collections.Counter()
-        _timed(ingest, "_classify", "classify", times)
-        _timed(ingest.ledger, "insert_events", "ledger", times)
-        _timed(ingest, "build_deltas", "build_deltas", times)
-        _timed(ingest.rollups, "apply", "rollups", times)
-        _timed(actor, "apply_deltas", "counters", times)
+        _timed(ingest, "_classify", "classify (decode + rules)", times)
+        _timed(ingest.batch_write, "write_batch", "  of which encode the events", times)
+        _timed(ingest, "_write", "write (PostgreSQL)", times)
+        _timed(actor, "apply_deltas", "counters (Redis)", times)
+        _timed(actor, "mark_counters_applied", "mark applied", times)
+        encoder = MessageEncoder()
+        _timed(encoder, "decode", "message decode", times)
         rng = random.Random(1)
         ids = itertools.count()
 
-        def batch() -> dict[str, Any]:
+        def message() -> bytes:
             now = datetime.now(UTC).isoformat()
-            metrics = ["api_calls", "api_calls", "bandwidth_gb", "storage_gb"]
+            metrics = ["api_calls"] * 8 + ["bandwidth_gb", "storage_gb"]
             events = [
                 {
                     "event_id": f"e{next(ids)}",
                     "customer_id": rng.choice(customers),
                     "metric": rng.choice(metrics),
-                    "quantity": "1",
+                    "quantity": str(rng.randint(1, 500)),
                     "timestamp": now,
                     "properties": {},
                 }
                 for _ in range(args.batch_size)
             ]
-            return {"batch_id": f"b{next(ids)}", "events": events}
+            batch = {"batch_id": f"b{next(ids)}", "events": events}
+            return encoder.encode({"args": [batch], "kwargs": {}})
 
-        batches = [batch() for _ in range(args.batches)]
-        actor.ingest_events(batch())  # warm-up: connections, plan cache, partitions
+        messages = [message() for _ in range(args.batches)]
+        actor.ingest_events(encoder.decode(message())["args"][0])  # warm-up: pool, caches
+        trips: collections.Counter[str] = collections.Counter()
+        _count_round_trips(trips)
         times.clear()
+        backend = _backend_cpu()
         wall, cpu = time.perf_counter(), time.process_time()
-        for message in batches:
-            actor.ingest_events(message)
+        for raw in messages:
+            actor.ingest_events(encoder.decode(raw)["args"][0])
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        backend = _backend_cpu() - backend
         n = args.batch_size * args.batches
         print(
-            f"{n:,} events: {n / wall:,.0f} events/s, {wall / n * 1e6:.1f} µs/event wall, "
-            f"{cpu / n * 1e6:.1f} µs/event CPU (this process)"
+            f"{n:,} events in {args.batches} batches of {args.batch_size:,} over "
+            f"{args.customers:,} customers: {n / wall:,.0f} events/s in one thread"
         )
-        for label, seconds in sorted(times.items(), key=lambda item: -item[1]):
-            print(f"  {label:18} {seconds / n * 1e6:7.1f} µs/event")
+        print(f"  worker CPU           {cpu / n * 1e6:7.1f} µs/event (this process)")
+        print(f"  PostgreSQL CPU       {backend / n * 1e6:7.1f} µs/event (its backends)")
+        print(f"  wall                 {wall / n * 1e6:7.1f} µs/event")
+        for label, seconds in times.items():
+            print(f"    {label:28} {seconds / n * 1e6:7.1f} µs/event wall")
+        print(
+            f"  round trips per batch: PostgreSQL {trips['postgresql'] / args.batches:.1f}, "
+            f"Redis {trips['redis'] / args.batches:.1f} (the message's own, fetched by Dramatiq, "
+            "not included)"
+        )
     finally:
         servers.release()
 
