@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from pricing.aggregations import MetricState
@@ -31,6 +31,7 @@ from pricing.metering import (
     check_event,
     plan_index,
 )
+from pricing.periods import local_date
 from pricing.plans import Plan
 from storage import db
 from storage.catalog.cache import CustomerContext, catalog
@@ -283,7 +284,7 @@ def _write(
         conn,
         batch_id,
         events,
-        list(found.routes.values()),
+        _with_days(list(found.routes.values()), events),
         received_at=now,
         duplicates=found.duplicates,
         rejected=len(found.rejections),
@@ -310,6 +311,23 @@ def _write(
     )
     batch_changed(conn, outcome.deltas, now)
     return outcome
+
+
+def _with_days(routes: list[Route], events: Sequence[Event]) -> list[Route]:
+    """The routes with the local day of their events where the whole batch falls in one day of
+    their time zone (nearly always: a batch spans a fraction of a second)."""
+    if not events:
+        return routes
+    stamps = [event.timestamp for event in events]
+    first, last = min(stamps), max(stamps)
+    days: dict[str, date | None] = {}
+    for zone in {route.timezone for route in routes}:
+        day = local_date(first, zone)
+        days[zone] = day if local_date(last, zone) == day else None
+    return [
+        Route(r.customer_id, r.start, r.end, r.timezone, r.name, r.keys, days[r.timezone])
+        for r in routes
+    ]
 
 
 def batch_changed(conn: db.Connection, deltas: Sequence[CounterDelta], now: datetime) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -42,9 +42,9 @@ WITH input AS (
         properties jsonb)
 ), route AS (
     -- One row per plain metric reading the name; one with key NULL where Python folds them.
-    SELECT r.customer_id, r.start, r."end", r.timezone AS tz, r.name, k.key
+    SELECT r.customer_id, r.start, r."end", r.timezone AS tz, r.day, r.name, k.key
     FROM json_to_recordset(%(routes)s::json) AS r(customer_id text, start timestamptz,
-        "end" timestamptz, timezone text, name text, keys text[])
+        "end" timestamptz, timezone text, day date, name text, keys text[])
     LEFT JOIN LATERAL unnest(r.keys) AS k(key) ON true
 ), fresh AS (
     INSERT INTO event_ids (customer_id, event_id, timestamp, received_at)
@@ -59,7 +59,8 @@ WITH input AS (
     FROM input i JOIN fresh f USING (customer_id, event_id)
     RETURNING customer_id, event_id, metric, quantity, timestamp
 ), routed AS (
-    SELECT n.customer_id, n.event_id, n.quantity, n.timestamp, r.start, r."end", r.tz, r.key
+    SELECT n.customer_id, n.event_id, n.quantity, n.timestamp, r.start, r."end", r.tz, r.day,
+        r.key
     FROM ins n JOIN route r ON r.customer_id = n.customer_id AND r.name = n.metric
         AND n.timestamp >= r.start AND n.timestamp < r."end"
 ), delta AS (
@@ -87,7 +88,8 @@ WITH input AS (
     {MERGE_ON_CONFLICT}
 ), daily AS (
     INSERT INTO usage_daily AS d (customer_id, metric, day, event_count, total)
-    SELECT customer_id, key, (timestamp AT TIME ZONE tz)::date, count(*), sum(quantity)
+    SELECT customer_id, key, coalesce(day, (timestamp AT TIME ZONE tz)::date), count(*),
+        sum(quantity)
     FROM routed WHERE key IS NOT NULL GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
     ON CONFLICT (customer_id, metric, day) DO UPDATE SET
         event_count = d.event_count + excluded.event_count,
@@ -138,6 +140,9 @@ class Route:
     timezone: str
     name: str
     keys: tuple[str, ...]
+    #: The local day of every event of the batch in `timezone`, when they all share one (a
+    #: batch spans a fraction of a second): PostgreSQL then converts no timestamp.
+    day: date | None = None
 
 
 @dataclass

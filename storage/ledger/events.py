@@ -51,7 +51,11 @@ def _month(ts: datetime) -> tuple[int, int]:
 def ensure_months(events: Sequence[EventLike]) -> None:
     """Create the monthly partitions these events need, once per process, outside the batch's
     transaction (partition DDL locks the parent table)."""
-    needed = {_month(e.timestamp) for e in events} - _known_months
+    # Decoded timestamps are in UTC already: their year and month need no conversion.
+    needed = {
+        (ts.year, ts.month) if ts.tzinfo is UTC else _month(ts)
+        for ts in (e.timestamp for e in events)
+    } - _known_months
     if not needed:
         return
     with _months_lock:
