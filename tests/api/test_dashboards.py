@@ -22,6 +22,7 @@ from pricing.periods import billing_period
 from services import api_keys
 from services.invoice_jobs import run_invoice_job
 from services.invoice_lifecycle import finalize
+from storage import outbox
 from storage.invoices import jobs
 from tests.api.test_http_process import _METER, _env, free_port, started, wait_for
 from tests.conftest import SessionServers
@@ -139,6 +140,8 @@ def test_ops_page_numbers_and_retry(web: str, browser: Any, shots: Path) -> None
     key = jobs.JobKey("cus_near", period.start, period.end, period.label)
     (job,), _ = jobs.open_jobs([key])
     jobs.fail("cus_near", period.start, "RuntimeError: the invoice service was down")
+    dead = outbox.enqueue("alert.fired", {"customer_id": "cus_near", "metric": "api_calls"})
+    outbox.mark_failed(dead, "HTTP 500 from the receiver", timedelta(seconds=1), dead=True)
     _, ops_key = api_keys.create("ops")
     headers = {"Authorization": f"Bearer {ops_key}"}
 
@@ -167,3 +170,11 @@ def test_ops_page_numbers_and_retry(web: str, browser: Any, shots: Path) -> None
     assert jobs.get_jobs([job.id])[0].status == "pending"
     assert httpx.get(f"{web}/v1/ops/failed-jobs", headers=headers).json() == []
     page.screenshot(path=str(shots / "ops-retried.png"), full_page=True)
+
+    webhook = page.locator(f'tr[data-notification="{dead}"]')
+    assert "HTTP 500 from the receiver" in webhook.inner_text()
+    webhook.locator("button").click()
+    page.wait_for_load_state()
+    assert f"notification {dead} due again" in page.inner_text("#done")
+    assert httpx.get(f"{web}/v1/ops/notifications?dead=true", headers=headers).json() == []
+    assert page.locator(f'tr[data-notification="{dead}"]').count() == 0
