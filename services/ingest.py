@@ -99,7 +99,7 @@ def _plain_keys(plan: Plan, name: str) -> tuple[str, ...]:
     remembered per plan object (plans are immutable), like `plan_index`."""
     cached = _plain_cache.get(id(plan))
     if cached is None or cached[0] is not plan:
-        if len(_plain_cache) > 1000:
+        if len(_plain_cache) > 64:  # a plan is read again every few seconds: keep a few dozen
             _plain_cache.clear()
         cached = _plain_cache[id(plan)] = (plan, {})
     keys = cached[1].get(name)

@@ -32,9 +32,9 @@ class Catalog:
         self._lock = threading.Lock()
         self._customers: dict[str, tuple[float, CustomerContext | None]] = {}
         self._plans: dict[tuple[str, int | None], tuple[float, Plan, int]] = {}
-        # Segments found for a cached context (the object itself, so a context read again
-        # starts afresh), kept no longer than the plans they hold.
-        self._segments: dict[int, tuple[float, CustomerContext, list[Segment]]] = {}
+        # Segments found for a customer's cached context (that very object: a context read
+        # again starts afresh), kept no longer than the plans they hold; one entry per customer.
+        self._segments: dict[str, tuple[float, CustomerContext, list[Segment]]] = {}
 
     def clear(self) -> None:
         with self._lock:
@@ -69,7 +69,7 @@ class Catalog:
         with self._lock:
             for customer_id in ids:
                 self._customers.pop(customer_id, None)
-            self._segments.clear()
+                self._segments.pop(customer_id, None)
 
     def plan(self, code: str) -> tuple[Plan, int]:
         """The latest version of a plan (re-read after `ttl`; versions are immutable)."""
@@ -88,7 +88,8 @@ class Catalog:
         `pricing.subscriptions.segment_at`); the ingest hot path asks once per customer and
         batch, so the segments of a context are remembered for `ttl`."""
         now = time.monotonic()
-        cached = self._segments.get(id(context))
+        customer_id = context.customer_id
+        cached = self._segments.get(customer_id)
         if cached is not None and cached[0] > now and cached[1] is context:
             for segment in cached[2]:
                 if segment.start <= at < segment.end:
@@ -96,13 +97,12 @@ class Catalog:
         found = segment_at(context, at, self.plan)
         if found is not None:
             with self._lock:
-                if len(self._segments) > 100_000:
-                    self._segments.clear()
-                entry = self._segments.get(id(context))
+                entry = self._segments.get(customer_id)
                 if entry is None or entry[1] is not context or entry[0] <= now:
                     entry = (now + self.ttl, context, [])
-                    self._segments[id(context)] = entry
-                entry[2].append(found)
+                    self._segments[customer_id] = entry
+                if len(entry[2]) < 16:  # a few periods at most: a backfill cannot grow it
+                    entry[2].append(found)
         return found
 
     def segments(self, context: CustomerContext, period: Period) -> list[Segment]:
