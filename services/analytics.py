@@ -209,40 +209,19 @@ def top_customers(first: str, last: str, *, top: int = 10, by: str = "revenue") 
     if top < 1:
         raise UserError("--top", f"must be at least 1, got {top}")
     months(first, last)
-    before = shift_month(last, -1)
-    rows = invoiced.revenue(min(first, before), last, "customer")
-    found: dict[tuple[str, str], dict[str, Decimal]] = {}
-    for row in rows:
-        amounts = found.setdefault(
-            (row.currency, row.group),
-            {"revenue": Decimal(0), "last": Decimal(0), "before": Decimal(0)},
-        )
-        if row.month >= first:
-            amounts["revenue"] += row.subtotal
-        if row.month == last:
-            amounts["last"] += row.subtotal
-        if row.month == before:
-            amounts["before"] += row.subtotal
-    ranked: dict[str, list[tuple[str, dict[str, Decimal]]]] = {}
-    for (currency, customer), amounts in found.items():
-        amounts["growth"] = amounts["last"] - amounts["before"]
-        ranked.setdefault(currency, []).append((customer, amounts))
-    result = []
-    for currency, entries in sorted(ranked.items()):
-        entries.sort(key=lambda item: (-item[1][by], item[0]))
-        for rank, (customer, amounts) in enumerate(entries[:top], start=1):
-            result.append(
-                {
-                    "currency": currency,
-                    "rank": rank,
-                    "customer_id": customer,
-                    "revenue": format_money(amounts["revenue"], currency),
-                    "last_month": format_money(amounts["last"], currency),
-                    "month_before": format_money(amounts["before"], currency),
-                    "growth": format_money(amounts["growth"], currency),
-                    "growth_percent": _growth_percent(amounts["before"], amounts["last"]),
-                }
-            )
+    result = [
+        {
+            "currency": row.currency,
+            "rank": row.rank,
+            "customer_id": row.customer_id,
+            "revenue": format_money(row.revenue, row.currency),
+            "last_month": format_money(row.last, row.currency),
+            "month_before": format_money(row.before, row.currency),
+            "growth": format_money(row.last - row.before, row.currency),
+            "growth_percent": _growth_percent(row.before, row.last),
+        }
+        for row in invoiced.top_customers(first, last, shift_month(last, -1), by=by, top=top)
+    ]
     return {"from": first, "to": last, "by": by, "top": top, "rows": result}
 
 
@@ -302,14 +281,14 @@ def near_limit(threshold: Decimal, now: datetime) -> dict[str, Any]:
     usage = repricing.read_usage(periods)
     found: list[NearLimit] = []
     for period in periods:
-        draft = repricing.as_billed(period, usage)
-        current = [p for p in draft.segments if p.segment.start <= now < p.segment.end]
-        for priced in current:
-            plan = priced.segment.plan
-            for metric, used in priced.usage.items():
-                row = _near(period.customer_id, plan, metric, used.quantity, threshold)
-                if row is not None:
-                    found.append(row)
+        current = repricing.usage_at(period, usage, now)
+        if current is None:
+            continue
+        segment, quantities = current
+        for metric, used in quantities.items():
+            row = _near(period.customer_id, segment.plan, metric, used.quantity, threshold)
+            if row is not None:
+                found.append(row)
     found.sort(key=lambda r: (-max(r.share_of_included or 0, r.share_of_limit or 0), r.customer_id))
     return {
         "as_of": now.isoformat(),

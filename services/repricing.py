@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from pricing.charges import PercentageCharge
+from pricing.charges import MetricUsage, PercentageCharge
 from pricing.errors import UserError
 from pricing.invoicing import InvoiceDraft, PricedSegment, compose
 from pricing.metering import Segment, SegmentState, carried_levels, segment_usage
@@ -96,6 +96,24 @@ def as_billed(period: CustomerPeriod, usage: Mapping[SegmentKey, SegmentUsage]) 
     return compose(period.customer_id, period.period, priced)
 
 
+def usage_at(
+    period: CustomerPeriod, usage: Mapping[SegmentKey, SegmentUsage], at: datetime
+) -> tuple[Segment, dict[str, MetricUsage]] | None:
+    """The segment in force at `at` and each metric's usage in it, as the invoice reads it
+    (with the levels the earlier segments left), without pricing anything; None when the
+    customer has no segment at `at`."""
+    found = [usage[key] for key in period.keys]
+    levels = carried_levels(
+        [(segment, u.state) for segment, u in zip(period.segments, found, strict=True)]
+    )
+    for segment, segment_use, carried in zip(period.segments, found, levels, strict=True):
+        if segment.start <= at < segment.end:
+            counts = _unique_counts(segment.plan, segment_use.uniques)
+            quantities, _ = segment_usage(segment.plan, segment_use.state, counts, segment, carried)
+            return segment, quantities
+    return None
+
+
 def under_plan(
     plan: Plan, period: CustomerPeriod, usage: Mapping[SegmentKey, SegmentUsage]
 ) -> InvoiceDraft:
@@ -103,8 +121,8 @@ def under_plan(
     segment merged (the same events, read by the same metric definitions), one segment from
     the first segment's start to the last one's end (a customer that started or left in the
     period keeps its proration)."""
-    for segment in period.segments:
-        check_comparable(plan, segment.plan)
+    for billed in {id(segment.plan): segment.plan for segment in period.segments}.values():
+        _check_comparable_once(plan, billed)
     state = SegmentState()
     uniques: dict[str, set[str]] = {}
     for key in period.keys:
@@ -117,6 +135,21 @@ def under_plan(
     return compose(
         period.customer_id, period.period, [PricedSegment(segment, quantities, results, 0)]
     )
+
+
+_checked: dict[tuple[int, int], tuple[Plan, Plan]] = {}
+
+
+def _check_comparable_once(plan: Plan, billed: Plan) -> None:
+    """`check_comparable`, remembered per pair of plan objects (the catalog's are cached)."""
+    key = (id(plan), id(billed))
+    known = _checked.get(key)
+    if known is not None and known[0] is plan and known[1] is billed:
+        return
+    check_comparable(plan, billed)
+    if len(_checked) > 1000:
+        _checked.clear()
+    _checked[key] = (plan, billed)
 
 
 def check_comparable(plan: Plan, billed: Plan) -> None:

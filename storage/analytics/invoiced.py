@@ -13,6 +13,8 @@ Every read goes through `_INVOICES`, which the partial index `invoices_reported_
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -20,6 +22,25 @@ from typing import Any
 from psycopg import sql
 
 from storage import db
+
+#: Memory a report's sorts and hashes may use (the server default, 4 MB, sends the join of a
+#: year of invoice lines to disk). Set for the report's own transaction only.
+REPORT_WORK_MEM = "64MB"
+
+
+@contextmanager
+def report() -> Iterator[db.Connection]:
+    """A read-only transaction for one report (one snapshot for all its statements), with
+    `REPORT_WORK_MEM` and without JIT
+    compilation: a year of invoices is estimated costly enough for PostgreSQL to compile the
+    query, which took 13.5 of the 18 s an MRR report ran on a loaded 2-core machine, for
+    queries that run in well under a second without it."""
+    with db.connection() as conn, conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        conn.execute(sql.SQL("SET LOCAL work_mem = {}").format(sql.Literal(REPORT_WORK_MEM)))
+        conn.execute("SET LOCAL jit = off")
+        yield conn
+
 
 #: The reported invoices of months %(first)s..%(last)s, with `month` (YYYY-MM) and `months`
 #: (how many months the period covers: 1, or 12 for a yearly plan).
@@ -46,7 +67,9 @@ _SUBJECT = sql.SQL("coalesce(l.metric, l.kind)")
 @dataclass(frozen=True)
 class RevenueRow:
     """Invoiced amounts of one month × currency × group (a plan, metric or customer; "" when
-    not grouped). `tax` and `total` are known per invoice only: 0 when grouped by metric."""
+    not grouped). `tax` and `total` are known per invoice only: 0 when grouped by metric, where
+    `invoices` counts the lines (an invoice has one line per metric, and one base fee per plan
+    it was on in the period)."""
 
     month: str
     currency: str
@@ -62,7 +85,7 @@ def revenue(first: str, last: str, by: str | None = None) -> list[RevenueRow]:
     ('YYYY-MM', inclusive). By plan: the plan each invoice's period ended under."""
     if by == "metric":
         query = sql.SQL(
-            "SELECT i.month, i.currency, {subject}, count(DISTINCT i.id), sum(l.amount), 0, 0"
+            "SELECT i.month, i.currency, {subject}, count(*), sum(l.amount), 0, 0"
             " FROM {invoices} i JOIN invoice_lines l ON l.invoice_id = i.id"
             " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
         ).format(subject=_SUBJECT, invoices=_INVOICES)
@@ -74,7 +97,7 @@ def revenue(first: str, last: str, by: str | None = None) -> list[RevenueRow]:
             "SELECT i.month, i.currency, {group}, count(*), sum(i.subtotal), sum(i.tax),"
             " sum(i.total) FROM {invoices} i GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
         ).format(group=group, invoices=_INVOICES)
-    with db.connection() as conn:
+    with report() as conn:
         rows = conn.execute(query, {"first": first, "last": last}).fetchall()
     return [
         RevenueRow(r[0], r[1].strip(), r[2], int(r[3]), Decimal(r[4]), Decimal(r[5]), Decimal(r[6]))
@@ -109,14 +132,19 @@ _MRR = sql.SQL("""
 WITH invoiced AS (
     SELECT i.customer_id, i.currency,
            split_part(i.month, '-', 1)::int * 12 + split_part(i.month, '-', 2)::int - 1 AS at,
-           i.months, i.subtotal,
-           coalesce((SELECT sum(l.amount) FROM invoice_lines l
-                     WHERE l.invoice_id = i.id AND l.kind = 'base_fee'), 0) AS base
-    FROM {invoices} i
+           i.months,
+           coalesce(sum(l.amount) FILTER (WHERE l.kind = 'base_fee'), 0) AS base,
+           coalesce(sum(l.amount), 0) AS subtotal
+    FROM {invoices} i LEFT JOIN invoice_lines l ON l.invoice_id = i.id
+    GROUP BY i.customer_id, i.currency, i.month, i.months
 ), monthly AS (
-    SELECT customer_id, currency, at + k AS at,
-           sum(base / months) AS base, sum((subtotal - base) / months) AS usage
-    FROM invoiced CROSS JOIN LATERAL generate_series(0, months - 1) AS k
+    SELECT customer_id, currency, at, sum(base) AS base, sum(usage) AS usage FROM (
+        SELECT customer_id, currency, at, base, subtotal - base AS usage
+        FROM invoiced WHERE months = 1
+        UNION ALL
+        SELECT customer_id, currency, at + k, base / 12, (subtotal - base) / 12
+        FROM invoiced CROSS JOIN generate_series(0, 11) AS k WHERE months = 12
+    ) spread
     GROUP BY 1, 2, 3
 ), mrr AS (
     SELECT customer_id, currency, at,
@@ -159,7 +187,7 @@ def mrr(first: str, last: str, trailing: int) -> list[MrrRow]:
         "first_at": first_at,
         "last_at": last_at,
     }
-    with db.connection() as conn:
+    with report() as conn:
         rows = conn.execute(_MRR.format(invoices=_INVOICES), params).fetchall()
     return [
         MrrRow(
@@ -175,6 +203,47 @@ def mrr(first: str, last: str, trailing: int) -> list[MrrRow]:
             new_customers=list(r[9]),
             churned_customers=list(r[10]),
         )
+        for r in rows
+    ]
+
+
+@dataclass(frozen=True)
+class TopCustomer:
+    currency: str
+    rank: int
+    customer_id: str
+    revenue: Decimal
+    last: Decimal
+    before: Decimal
+
+
+_TOP = sql.SQL("""
+WITH per AS (
+    SELECT i.currency, i.customer_id,
+           coalesce(sum(i.subtotal) FILTER (WHERE i.month >= %(shown)s), 0) AS revenue,
+           coalesce(sum(i.subtotal) FILTER (WHERE i.month = %(last)s), 0) AS last,
+           coalesce(sum(i.subtotal) FILTER (WHERE i.month = %(before)s), 0) AS before
+    FROM {invoices} i GROUP BY 1, 2
+), ranked AS (
+    SELECT *, row_number() OVER (PARTITION BY currency ORDER BY {order} DESC, customer_id) AS rank
+    FROM per
+)
+SELECT currency, rank, customer_id, revenue, last, before FROM ranked
+WHERE rank <= %(top)s ORDER BY currency, rank
+""")
+
+
+def top_customers(first: str, last: str, before: str, *, by: str, top: int) -> list[TopCustomer]:
+    """The `top` customers of each currency by revenue over months first..last, or by growth
+    (revenue in `last` less revenue in `before`)."""
+    order = sql.SQL("revenue") if by == "revenue" else sql.SQL("(last - before)")
+    params = {"first": min(first, before), "last": last, "shown": first, "before": before}
+    with report() as conn:
+        rows = conn.execute(
+            _TOP.format(invoices=_INVOICES, order=order), {**params, "top": top}
+        ).fetchall()
+    return [
+        TopCustomer(r[0].strip(), int(r[1]), r[2], Decimal(r[3]), Decimal(r[4]), Decimal(r[5]))
         for r in rows
     ]
 
@@ -212,7 +281,7 @@ def customer_months(first: str, last: str) -> list[CustomerMonth]:
         "            AND l.kind = 'base_fee'), 0) AS base"
         " FROM {invoices} i) t GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
     ).format(invoices=_INVOICES)
-    with db.connection() as conn:
+    with report() as conn:
         rows = conn.execute(query, {"first": first, "last": last}).fetchall()
     return [
         CustomerMonth(r[0], r[1], r[2].strip(), int(r[3]), Decimal(r[4]), Decimal(r[5]))
@@ -224,7 +293,7 @@ def customer_months(first: str, last: str) -> list[CustomerMonth]:
 class MetricLines:
     """Usage lines of one metric × currency over a range: how much was invoiced for it (all of
     it is for usage beyond the included allowance, which is priced at zero) and the quantity
-    those lines priced."""
+    those lines priced; `invoices`, the lines (one per invoice and metric, usually)."""
 
     currency: str
     metric: str
@@ -239,7 +308,7 @@ def usage_lines(first: str, last: str) -> tuple[list[MetricLines], dict[str, Dec
     params = {"first": first, "last": last}
     lines = sql.SQL(
         "SELECT i.currency, l.metric, sum(l.amount), sum(coalesce(l.quantity, 0)),"
-        " count(DISTINCT i.id)"
+        " count(*)"
         " FROM {invoices} i JOIN invoice_lines l ON l.invoice_id = i.id"
         " WHERE l.metric IS NOT NULL AND l.kind IN ('usage', 'adjustment')"
         " GROUP BY 1, 2 ORDER BY 1, 2"
@@ -247,7 +316,7 @@ def usage_lines(first: str, last: str) -> tuple[list[MetricLines], dict[str, Dec
     totals = sql.SQL("SELECT i.currency, sum(i.subtotal) FROM {invoices} i GROUP BY 1").format(
         invoices=_INVOICES
     )
-    with db.connection() as conn:
+    with report() as conn:
         found = conn.execute(lines, params).fetchall()
         subtotals = conn.execute(totals, params).fetchall()
     return (
@@ -270,7 +339,7 @@ def billed(label: str, customer_ids: list[str] | None = None) -> dict[str, dict[
         " ON a.invoice_id = i.id"
         " WHERE i.period_label = %(label)s AND i.status <> 'void'{only}"
     ).format(only=only)
-    with db.connection() as conn:
+    with report() as conn:
         rows = conn.execute(query, {"label": label, "ids": customer_ids}).fetchall()
     return {
         r[1]: {

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 
+from pricing.aggregations import MetricState
 from pricing.metering import SegmentState
-from storage import db
-from storage.usage.rollups import read_states
+from storage.analytics.invoiced import report
 
 #: A segment of a customer: (customer id, segment start).
 SegmentKey = tuple[str, datetime]
@@ -34,18 +34,30 @@ def daily(metric: str, first: date, last: date, customer_id: str | None = None) 
         + " GROUP BY day ORDER BY day"
     )
     params = {"metric": metric, "first": first, "last": last, "customer": customer_id}
-    with db.connection() as conn:
+    with report() as conn:
         rows = conn.execute(query, params).fetchall()
     return [Day(r[0], int(r[1]), Decimal(r[2]), int(r[3])) for r in rows]
 
 
 def metric_known(metric: str) -> bool:
     """Whether any daily rollup has this metric (to tell an unknown metric from no usage)."""
-    with db.connection() as conn:
+    with report() as conn:
         row = conn.execute(
             "SELECT EXISTS (SELECT 1 FROM usage_daily WHERE metric = %s)", (metric,)
         ).fetchone()
     return bool(row and row[0])
+
+
+#: The rollup columns of many segments (`storage.usage.rollups` has the same read for one),
+#: turned into metric states here directly from the values psycopg returns.
+_STATES = """
+SELECT r.customer_id, r.period_start, r.metric, r.event_count, r.total, r.maximum, r.latest_at,
+       r.latest_event_id, r.latest_value, r.weighted_v, r.weighted_vt,
+       NULLIF(r.charge_state, '{}'::jsonb)
+FROM usage_rollups r
+JOIN unnest(%s::text[], %s::timestamptz[]) AS k(customer_id, period_start)
+  ON r.customer_id = k.customer_id AND r.period_start = k.period_start
+"""
 
 
 @dataclass(frozen=True)
@@ -62,15 +74,29 @@ def segment_usage(keys: Sequence[SegmentKey]) -> dict[SegmentKey, SegmentUsage]:
     found: dict[SegmentKey, SegmentUsage] = {}
     if not keys:
         return found
-    with db.connection() as conn, conn.transaction():
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        states = read_states(conn, keys)
+    customers, starts = [k[0] for k in keys], [k[1] for k in keys]
+    states: dict[SegmentKey, SegmentState] = {key: SegmentState() for key in keys}
+    with report() as conn:
+        for row in conn.execute(_STATES, (customers, starts)).fetchall():
+            state = states[(row[0], row[1])]
+            state.metrics[row[2]] = MetricState(
+                count=int(row[3]),
+                total=row[4],
+                maximum=row[5],
+                latest_at=row[6],
+                latest_event_id=row[7],
+                latest_value=row[8],
+                weighted_v=row[9],
+                weighted_vt=row[10],
+            )
+            for charge_key, charge in (row[11] or {}).items():
+                state.charges[charge_key] = SegmentState.charge_from_json(charge)
         uniques: dict[SegmentKey, dict[str, set[str]]] = {}
         for customer_id, start, metric, value in conn.execute(
             "SELECT u.customer_id, u.period_start, u.metric, u.value FROM usage_rollup_uniques u"
             " JOIN unnest(%s::text[], %s::timestamptz[]) AS k(customer_id, period_start)"
             " ON u.customer_id = k.customer_id AND u.period_start = k.period_start",
-            ([k[0] for k in keys], [k[1] for k in keys]),
+            (customers, starts),
         ):
             uniques.setdefault((customer_id, start), {}).setdefault(metric, set()).add(value)
     for key in keys:
