@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -65,6 +66,9 @@ def decode_event(raw: object) -> Event:
     return found
 
 
+_checked_quantities: dict[str, Decimal | str] = {}
+
+
 def finish(event: Event) -> str | None:
     """Check what msgspec does not, in place (quantity made exact, timestamp to UTC); the
     first problem as `field: reason`, or None. Plain ASCII needs no text check: NUL and lone
@@ -76,10 +80,21 @@ def finish(event: Event) -> str | None:
                 return f"{name}: {problem}"
     quantity = event.quantity
     if quantity is not DEFAULT_QUANTITY:  # the default needs no check
-        try:
-            event.quantity = checked_number(quantity)
-        except ValueError as error:
-            return f"quantity: {error}, got {shown(quantity)}"
+        # A batch repeats a few quantities: each text (one sign, coefficient and exponent) is
+        # checked once; the outcome is the same Decimal (immutable) or the same reason.
+        text = str(quantity)
+        checked = _checked_quantities.get(text)
+        if checked is None:
+            try:
+                checked = checked_number(quantity)
+            except ValueError as error:
+                checked = f"quantity: {error}, got {shown(quantity)}"
+            if len(_checked_quantities) >= 4096:
+                _checked_quantities.clear()
+            _checked_quantities[text] = checked
+        if isinstance(checked, str):
+            return checked
+        event.quantity = checked
     if event.timestamp.tzinfo is not UTC:
         try:
             event.timestamp = utc_timestamp(event.timestamp)
