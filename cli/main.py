@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from cli import (
+    alerts,
     analytics,
     api_keys,
     customers,
@@ -41,6 +42,7 @@ app = typer.Typer(
 app.command("quote")(quote.quote)
 app.command("demo")(demo.demo)
 app.add_typer(plans.app, name="plans")
+app.add_typer(alerts.app, name="alerts")
 app.add_typer(customers.app, name="customers")
 app.add_typer(db.app, name="db")
 app.add_typer(events.app, name="events")

@@ -22,9 +22,15 @@ def usage(
 ) -> None:
     """Per metric: used, included, overage, estimated cost; and the estimated total."""
     from cli.inputs import parse_time
+    from services.alert_settings import fired_this_period
     from services.usage import current_usage
 
-    document = current_usage(customer_id, parse_time(at, "--at")).to_json()
+    report = current_usage(customer_id, parse_time(at, "--at"))
+    document = report.to_json()
+    fired = fired_this_period(report)
+    for name, metric in document["metrics"].items():
+        metric["alerts_fired"] = fired.get(name, [])
+    document["spend_alerts_fired"] = fired.get("", [])
     if as_json:
         print_json(document)
         return
@@ -52,6 +58,23 @@ def print_usage(document: dict[str, Any]) -> None:
         f"estimated total [bold]{document['estimated_total']} {document['currency']}[/bold]"
         f"  (as of {document['as_of']})"
     )
+    fired = [
+        f"{name} {', '.join(_share_text(t) for t in m['alerts_fired'])}"
+        for name, m in document["metrics"].items()
+        if m.get("alerts_fired")
+    ]
+    if document.get("spend_alerts_fired"):
+        amounts = ", ".join(document["spend_alerts_fired"])
+        fired.append(f"spend {amounts} {document['currency']}")
+    if fired:
+        console.print("alerts fired this period: " + "; ".join(fired))
+
+
+def _share_text(threshold: str) -> str:
+    """'0.8' -> '80%'; a hard limit ('limit 5000') as it is."""
+    if threshold.startswith("limit"):
+        return threshold
+    return f"{format_decimal(Decimal(threshold) * 100)}%"
 
 
 def _fee_rows(document: dict[str, Any]) -> list[tuple[str, str]]:

@@ -84,6 +84,17 @@ def _fraction(value: object) -> Decimal:
     return number
 
 
+def _share(value: object) -> Decimal:
+    """An alert threshold as a share of included usage: 0.8 is 80 %; above 1 is allowed
+    (1.5 fires at 150 %), up to 100."""
+    number = plan_number(value)
+    if not 0 < number <= 100:
+        raise ValueError(
+            f"a share of included usage (0.8 is 80 %) above 0 and at most 100, got {echo(value)}"
+        )
+    return number
+
+
 def _count(value: object) -> int:
     number = plan_number(value)
     if number != number.to_integral_value():
@@ -113,5 +124,6 @@ NonNegativeDecimal = Annotated[Decimal, BeforeValidator(_non_negative)]
 PositiveDecimal = Annotated[Decimal, BeforeValidator(_positive)]
 Percent = Annotated[Decimal, BeforeValidator(_percent)]
 Fraction = Annotated[Decimal, BeforeValidator(_fraction)]
+Share = Annotated[Decimal, BeforeValidator(_share)]
 Count = Annotated[int, BeforeValidator(_count)]
 ValueText = Annotated[str, BeforeValidator(value_text)]

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pricing.charges import CHARGE_MODELS, PERCENTAGE_MODELS, Charge, GraduatedCharge
 from pricing.charges.base import UnitChargeFields
 from pricing.errors import PlanError, echo, join_path
-from pricing.fields import Fraction, NonNegativeDecimal, ValueText
+from pricing.fields import Fraction, NonNegativeDecimal, PositiveDecimal, Share, ValueText
 from pricing.money import CURRENCIES, format_decimal
 from pricing.plan_text import parse_plan_text
 
@@ -54,6 +54,13 @@ class MetricDefinition(BaseModel):
     field: str | None = Field(default=None, min_length=1)
     filter: dict[str, list[ValueText]] | None = None
     event: str | None = Field(default=None, min_length=1, max_length=128)
+    # Alert thresholds as shares of the metric's included usage; None: the plan's `alerts`.
+    alerts: tuple[Share, ...] | None = None
+
+    @field_validator("alerts")
+    @classmethod
+    def _alerts_ascending(cls, values: tuple[Decimal, ...] | None) -> tuple[Decimal, ...] | None:
+        return ascending_thresholds(values)
 
     @model_validator(mode="after")
     def _field_fits_aggregation(self) -> Self:
@@ -88,6 +95,15 @@ class Plan(BaseModel):
     # Days from an invoice's issue date to its due date under this plan; unset: the seller's
     # default (METER_PAYMENT_TERMS_DAYS). A customer's own terms take precedence.
     payment_terms_days: int | None = Field(default=None, ge=0, le=3650)
+    # Alert thresholds (see pricing.alerts): shares of each metric's included usage (None: the
+    # default 80/95/100 %; empty: off) and amounts of the period's estimated bill.
+    alerts: tuple[Share, ...] | None = None
+    spend_alerts: tuple[PositiveDecimal, ...] | None = None
+
+    @field_validator("alerts", "spend_alerts")
+    @classmethod
+    def _alerts_ascending(cls, values: tuple[Decimal, ...] | None) -> tuple[Decimal, ...] | None:
+        return ascending_thresholds(values)
 
     @field_validator("code")
     @classmethod
@@ -131,6 +147,18 @@ class Plan(BaseModel):
         if errors:
             raise PlanError(errors)
         return self
+
+
+def ascending_thresholds(values: tuple[Decimal, ...] | None) -> tuple[Decimal, ...] | None:
+    """Alert thresholds in ascending order; a threshold listed twice is refused."""
+    if values is None:
+        return None
+    seen: set[Decimal] = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"{format_decimal(value)} is listed twice")
+        seen.add(value)
+    return tuple(sorted(values))
 
 
 def load_plan(source: str | Mapping[str, Any]) -> Plan:

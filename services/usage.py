@@ -128,7 +128,19 @@ def current_usage(customer_id: str, at: datetime | None = None) -> UsageReport:
     segment = catalog.segment(context, at)
     if segment is None:
         raise NotFound(f"customer {customer_id!r} has no plan at {at.isoformat()}")
-    version, state, unique_counts = segment_counters(customer_id, segment)
+    return segment_report(context, segment, at)
+
+
+def segment_report(
+    context: CustomerContext,
+    segment: Segment,
+    at: datetime,
+    live: tuple[int, SegmentState, dict[str, int]] | None = None,
+) -> UsageReport:
+    """A segment's usage and estimated bill as of `at`, from `live` (version, state, unique
+    counts) when the caller has just read the counters, else from `segment_counters`."""
+    customer_id = context.customer_id
+    version, state, unique_counts = live or segment_counters(customer_id, segment)
     carried = carried_in(customer_id, context, segment)
     usage, charge_results = segment_usage(segment.plan, state, unique_counts, segment, carried)
     quote = rate(segment.plan, usage, charge_results=charge_results)

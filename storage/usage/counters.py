@@ -304,3 +304,32 @@ def forget_segment(customer_id: str, start: datetime, unique_metrics: Sequence[s
     keys = [segment_key(customer_id, start)]
     keys += [unique_key(customer_id, start, m) for m in unique_metrics]
     get_redis().delete(*keys)
+
+
+def read_segments(
+    segments: Sequence[tuple[str, datetime, Sequence[str]]],
+) -> list[SegmentCounters | None]:
+    """`read_segment` for many (customer, segment start, unique metrics) in one round trip."""
+    if not segments:
+        return []
+    pipe = get_redis().pipeline(transaction=False)
+    for customer_id, start, unique_metrics in segments:
+        pipe.hgetall(segment_key(customer_id, start))
+        for metric in unique_metrics:
+            pipe.scard(unique_key(customer_id, start, metric))
+    replies = iter(pipe.execute())
+    found: list[SegmentCounters | None] = []
+    for _, _, unique_metrics in segments:
+        fields = _decode(next(replies))
+        cards = [int(next(replies)) for _ in unique_metrics]
+        if "_v" not in fields or int(fields.get("_p", 0)) > 0:
+            found.append(None)
+            continue
+        found.append(
+            SegmentCounters(
+                version=int(fields["_v"]),
+                state=fields_of.state_from_fields(fields),
+                unique_counts=dict(zip(unique_metrics, cards, strict=True)),
+            )
+        )
+    return found

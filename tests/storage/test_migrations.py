@@ -33,6 +33,7 @@ APPLICATION_TABLES = {
     "invoice_numbers",
     "invoice_jobs",
     "alerts",
+    "alert_overrides",
     "outbox",
 }
 
