@@ -55,7 +55,11 @@ def setup_customer(
 
 
 def calls(
-    quantity: Any, *, customer_id: str = "cus_a", at: datetime | None = None, metric: str = "api_calls"
+    quantity: Any,
+    *,
+    customer_id: str = "cus_a",
+    at: datetime | None = None,
+    metric: str = "api_calls",
 ) -> dict[str, Any]:
     return {
         "event_id": f"e{next(_ids)}",
