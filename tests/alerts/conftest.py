@@ -24,3 +24,7 @@ def delivery_requests(monkeypatch: pytest.MonkeyPatch) -> list[None]:
     requested: list[None] = []
     monkeypatch.setattr("tasks.ingest._announce_alerts", lambda: requested.append(None))
     return requested
+
+
+# `meter ARGS` in this process, as the CLI tests run it (exit status 2 for user errors).
+from tests.cli.test_bad_input import run  # noqa: E402, F401

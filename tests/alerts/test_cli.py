@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from cli.main import app
 from pricing.periods import billing_period
 from tests.alerts.helpers import D, calls, fired, send, setup_customer
-from tests.cli.test_bad_input import Meter, assert_refused, run  # noqa: F401 (fixture)
+from tests.cli.test_bad_input import Meter, assert_refused
 
 runner = CliRunner()
 

@@ -133,7 +133,7 @@ def test_two_workers_crossing_the_same_threshold_write_one_alert(
     def worker(quantity: int) -> None:
         try:
             send(calls(quantity))
-        except BaseException as error:  # noqa: BLE001 (reported below)
+        except BaseException as error:  # reported below
             errors.append(error)
 
     threads = [threading.Thread(target=worker, args=(q,)) for q in (1100, 1200)]
