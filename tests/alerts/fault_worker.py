@@ -22,7 +22,7 @@ def _die(*args: Any, **kwargs: Any) -> Any:
 
 
 def before_alerts() -> Any:
-    ingest_actor.check_segments = _die  # type: ignore[assignment]
+    ingest_actor.check_segments = _die  # type: ignore[attr-defined]
     return workers.app.broker
 
 
@@ -34,5 +34,5 @@ def after_alerts() -> Any:
             _die()
         return []
 
-    ingest_actor.check_segments = check_then_die  # type: ignore[assignment]
+    ingest_actor.check_segments = check_then_die  # type: ignore[attr-defined]
     return workers.app.broker
