@@ -63,13 +63,15 @@ class Rule:
     threshold: Decimal
     basis: Decimal | None
     level: Decimal
+    #: What identifies the rule within a customer's period: (kind, metric, threshold, basis).
+    key: tuple[str, str | None, Decimal, Decimal | None] = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", (self.kind, self.metric, self.threshold, self.basis))
 
     @property
     def topic(self) -> str:
         return TOPICS[self.kind]
-
-    def key(self) -> tuple[str, str | None, Decimal, Decimal | None]:
-        return (self.kind, self.metric, self.threshold, self.basis)
 
     def label(self) -> str:
         """'80%' for a usage share, the amount for spend and limits."""

@@ -275,6 +275,25 @@ def carried_levels(chain: Sequence[tuple[Segment, SegmentState]]) -> list[dict[s
     return carried
 
 
+def metric_quantity(
+    plan: Plan,
+    key: str,
+    state: SegmentState,
+    unique_counts: Mapping[str, int],
+    segment: Segment,
+    carried: Mapping[str, MetricState] | None = None,
+) -> Decimal:
+    """One metric's aggregated quantity from a segment's state (what `segment_usage` gives
+    for it), for callers that need a few metrics and no prices (alerts)."""
+    metric = plan.metrics[key]
+    if metric.aggregation == "unique_count":
+        return Decimal(unique_counts.get(key, 0))
+    metric_state = state.metrics.get(key, MetricState())
+    if carried and key in carried:
+        metric_state = carried[key].merge(metric_state)
+    return metric_state.value(metric, segment.weighting_period)
+
+
 def segment_usage(
     plan: Plan,
     state: SegmentState,
@@ -286,15 +305,8 @@ def segment_usage(
     (priced from their own states, since a percentage charge needs more than a total).
     `carried` holds the levels the segment starts from (`carried_levels`)."""
     usage: dict[str, MetricUsage] = {}
-    for key, metric in plan.metrics.items():
-        if metric.aggregation == "unique_count":
-            quantity = Decimal(unique_counts.get(key, 0))
-        else:
-            metric_state = state.metrics.get(key, MetricState())
-            if carried and key in carried:
-                metric_state = carried[key].merge(metric_state)
-            quantity = metric_state.value(metric, segment.weighting_period)
-        usage[key] = MetricUsage(quantity)
+    for key in plan.metrics:
+        usage[key] = MetricUsage(metric_quantity(plan, key, state, unique_counts, segment, carried))
     results: dict[int, ChargeResult] = {}
     for index, charge in enumerate(plan.charges):
         if not isinstance(charge, PercentageCharge):

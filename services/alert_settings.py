@@ -138,7 +138,7 @@ def rules_json(customer_id: str, at: datetime | None = None) -> dict[str, Any]:
                 "threshold": format_decimal(rule.threshold),
                 "label": rule.label(),
                 "at": format_decimal(rule.level),
-                "fired": rule.key() in fired,
+                "fired": rule.key in fired,
             }
             for rule in rules.all
         ],

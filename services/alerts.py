@@ -28,7 +28,7 @@ from decimal import Decimal
 from typing import Any
 
 from pricing.alerts import NO_OVERRIDES, AlertOverrides, Rule, RuleSet, reached, rules_for
-from pricing.metering import Segment, segment_usage
+from pricing.metering import Segment, metric_quantity
 from pricing.money import format_decimal, format_money
 from services.usage import UsageReport, carried_in, segment_counters, segment_report
 from storage import alerts as store
@@ -131,6 +131,7 @@ def forget_overrides(customer_ids: Iterable[str]) -> None:
 
 def _clear_caches() -> None:
     _fired.clear()
+    _watches.clear()
     _overrides.clear()
 
 
@@ -158,11 +159,32 @@ def hard_limits(segment: Segment, overrides: AlertOverrides) -> dict[str, Decima
     return {}
 
 
-@dataclass
-class _Candidate:
+@dataclass(frozen=True)
+class _Watch:
+    """What a touched segment is checked against: cached per customer × segment start for as
+    long as the customer's context and overrides are the same objects."""
+
     context: CustomerContext
+    overrides: AlertOverrides
     segment: Segment
     rules: RuleSet
+
+
+_watches: dict[SegmentKey, _Watch] = {}
+
+
+def _watch(key: SegmentKey, context: CustomerContext, overrides: AlertOverrides) -> _Watch | None:
+    cached = _watches.get(key)
+    if cached is not None and cached.context is context and cached.overrides is overrides:
+        return cached
+    segment = catalog.segment(context, key[1])
+    if segment is None or segment.start != key[1]:
+        return None  # the history changed meanwhile: the next batch sees the new segments
+    if len(_watches) >= _fired.limit:
+        _watches.clear()
+    watch = _Watch(context, overrides, segment, customer_rules(segment, overrides))
+    _watches[key] = watch
+    return watch
 
 
 def check_segments(
@@ -170,101 +192,105 @@ def check_segments(
 ) -> list[Fired]:
     """Fire the alerts the touched (customer, segment start, end) have reached; return the
     ones this call wrote. Safe to call any number of times for the same segments."""
-    candidates = _candidates(touched)
-    if not candidates:
+    watching = _pending(touched)
+    if not watching:
         return []
-    live = counters.read_segments(
-        [(c.context.customer_id, c.segment.start, _unique_metrics(c.segment)) for c in candidates]
-    )
-    pending: list[tuple[_Candidate, UsageReport, list[Rule]]] = []
-    for candidate, read in zip(candidates, live, strict=True):
-        customer_id = candidate.context.customer_id
-        snapshot = (
-            (read.version, read.state, read.unique_counts)
-            if read is not None
-            else segment_counters(customer_id, candidate.segment)
-        )
-        report = None
-        if candidate.rules.spend:
-            report = segment_report(candidate.context, candidate.segment, now, snapshot)
-            used = {name: m.used for name, m in report.metrics.items()}
-            spend: Decimal | None = report.estimated_total
-        else:
-            used = _used(candidate, snapshot)
-            spend = None
-        due = _not_fired(customer_id, candidate.segment, reached(candidate.rules, used, spend))
-        if due:
-            report = report or segment_report(candidate.context, candidate.segment, now, snapshot)
-            pending.append((candidate, report, due))
-    return _write(pending, now) if pending else []
+    spend = [(w, p) for w, p in watching if any(rule.kind == "spend" for rule in p)]
+    units = [(w, p) for w, p in watching if not any(rule.kind == "spend" for rule in p)]
+    due: list[tuple[_Watch, UsageReport, list[Rule]]] = []
+    for watch, pending in spend:  # priced as `meter usage` prices it
+        report = segment_report(watch.context, watch.segment, now)
+        used = {name: m.used for name, m in report.metrics.items()}
+        reached_now = reached(_rules(pending), used, report.estimated_total)
+        if reached_now:
+            due.append((watch, report, reached_now))
+    for (watch, pending), used in zip(units, _used(units), strict=True):
+        reached_now = reached(_rules(pending), used, None)
+        if reached_now:
+            due.append((watch, segment_report(watch.context, watch.segment, now), reached_now))
+    return _write(due, now) if due else []
 
 
-def _candidates(touched: Iterable[tuple[str, datetime, datetime]]) -> list[_Candidate]:
-    """The touched segments whose customer has a rule that has not fired yet."""
+def _pending(
+    touched: Iterable[tuple[str, datetime, datetime]],
+) -> list[tuple[_Watch, list[Rule]]]:
+    """The touched segments with rules not known to have fired, and those rules."""
     keys = list(dict.fromkeys((customer_id, start) for customer_id, start, _ in touched))
     if not keys:
         return []
     contexts = catalog.customers({customer_id for customer_id, _ in keys})
     overrides = _overrides.get(contexts)
-    found: list[_Candidate] = []
-    for customer_id, start in keys:
-        context = contexts.get(customer_id)
-        segment = catalog.segment(context, start) if context is not None else None
-        if context is None or segment is None or segment.start != start:
-            continue  # the history changed meanwhile: the next batch sees the new segments
-        rules = customer_rules(segment, overrides.get(customer_id, NO_OVERRIDES))
-        if rules.empty:
-            continue
-        known = _fired.known((customer_id, segment.period.start))
-        if known is not None and all(rule.key() in known for rule in rules.all):
-            continue
-        found.append(_Candidate(context, segment, rules))
+    watches: list[_Watch] = []
+    for key in keys:
+        context = contexts.get(key[0])
+        watch = _watch(key, context, overrides[key[0]]) if context is not None else None
+        if watch is not None and not watch.rules.empty:
+            watches.append(watch)
+    unknown = [w for w in watches if _fired.known(_period_key(w)) is None]
+    if unknown:  # first sight of these periods in this process: what has fired already
+        for period_key, keys_fired in store.fired_keys(_period_key(w) for w in unknown).items():
+            _fired.add(period_key, keys_fired)
+    found: list[tuple[_Watch, list[Rule]]] = []
+    for watch in watches:
+        known = _fired.known(_period_key(watch)) or set()
+        pending = [rule for rule in watch.rules.all if rule.key not in known]
+        if pending:
+            found.append((watch, pending))
     return found
 
 
-def _unique_metrics(segment: Segment) -> list[str]:
-    return [k for k, m in segment.plan.metrics.items() if m.aggregation == "unique_count"]
+def _period_key(watch: _Watch) -> SegmentKey:
+    return (watch.context.customer_id, watch.segment.period.start)
 
 
-def _used(candidate: _Candidate, snapshot: tuple[int, Any, dict[str, int]]) -> dict[str, Decimal]:
-    """Each metric's used quantity, as `meter usage` computes it (no pricing)."""
-    carried = carried_in(candidate.context.customer_id, candidate.context, candidate.segment)
-    usage, _ = segment_usage(
-        candidate.segment.plan, snapshot[1], snapshot[2], candidate.segment, carried
+def _rules(pending: list[Rule]) -> RuleSet:
+    return RuleSet(
+        tuple(r for r in pending if r.kind == "usage"),
+        tuple(r for r in pending if r.kind == "spend"),
+        tuple(r for r in pending if r.kind == "limit"),
     )
-    return {name: metric.quantity for name, metric in usage.items()}
 
 
-def _not_fired(customer_id: str, segment: Segment, rules: list[Rule]) -> list[Rule]:
-    """`rules` less those known to have fired this period (the stored alerts are read once per
-    segment and process, when something looks due)."""
-    key = (customer_id, segment.period.start)
-    known = _fired.known(key)
-    due = [rule for rule in rules if known is None or rule.key() not in known]
-    if due and known is None:
-        stored = store.fired_in(customer_id, segment.period.start)
-        _fired.add(key, [(a.kind, a.metric, a.threshold, a.basis) for a in stored])
-        known = _fired.known(key) or set()
-        due = [rule for rule in due if rule.key() not in known]
-    return due
+def _used(watching: Sequence[tuple[_Watch, list[Rule]]]) -> list[dict[str, Decimal]]:
+    """The used quantity of each metric with a pending rule, as `meter usage` computes it,
+    from one Redis round trip for every segment (only those metrics' fields)."""
+    asks = []
+    for watch, pending in watching:
+        metrics = sorted({rule.metric for rule in pending if rule.metric is not None})
+        plan_metrics = watch.segment.plan.metrics
+        uniques = [m for m in metrics if plan_metrics[m].aggregation == "unique_count"]
+        asks.append((watch.context.customer_id, watch.segment.start, metrics, uniques))
+    found: list[dict[str, Decimal]] = []
+    for (watch, _), ask, read in zip(watching, asks, counters.read_metrics(asks), strict=True):
+        customer_id, _, metrics, _ = ask
+        if read is None:  # missing or gapped: rebuilt from the rollups, as `meter usage` does
+            _, state, unique_counts = segment_counters(customer_id, watch.segment)
+        else:
+            state, unique_counts = read.state, read.unique_counts
+        carried = carried_in(customer_id, watch.context, watch.segment)
+        plan, segment = watch.segment.plan, watch.segment
+        found.append(
+            {
+                metric: metric_quantity(plan, metric, state, unique_counts, segment, carried)
+                for metric in metrics
+            }
+        )
+    return found
 
 
-def _write(
-    pending: Sequence[tuple[_Candidate, UsageReport, list[Rule]]], now: datetime
-) -> list[Fired]:
+def _write(due: Sequence[tuple[_Watch, UsageReport, list[Rule]]], now: datetime) -> list[Fired]:
     """Record the due alerts in one transaction, in a fixed order (customer, then each
     customer's rules in firing order), so concurrent writers of the same keys never deadlock."""
-    ordered = sorted(pending, key=lambda item: item[0].context.customer_id)
+    ordered = sorted(due, key=lambda item: item[0].context.customer_id)
     new = [
-        (rule, _new_alert(candidate, report, rule, now))
-        for candidate, report, rules in ordered
+        (rule, _new_alert(watch, report, rule, now))
+        for watch, report, rules in ordered
         for rule in rules
     ]
     with db.connection() as conn, conn.transaction():
         written = store.record(conn, [alert for _, alert in new])
-    for candidate, _, rules in ordered:
-        key = (candidate.context.customer_id, candidate.segment.period.start)
-        _fired.add(key, [rule.key() for rule in rules])  # written now, or by someone before
+    for watch, _, rules in ordered:  # written now, or by someone before
+        _fired.add(_period_key(watch), [rule.key for rule in rules])
     rule_of = {id(alert): rule for rule, alert in new}
     fired = [
         Fired(alert_id, a.customer_id, a.topic, rule_of[id(a)], a.period_start)
@@ -289,11 +315,9 @@ def idempotency_key(customer_id: str, rule: Rule, period_start: datetime) -> str
     return ":".join(parts)
 
 
-def _new_alert(
-    candidate: _Candidate, report: UsageReport, rule: Rule, now: datetime
-) -> store.NewAlert:
-    segment = candidate.segment
-    customer_id = candidate.context.customer_id
+def _new_alert(watch: _Watch, report: UsageReport, rule: Rule, now: datetime) -> store.NewAlert:
+    segment = watch.segment
+    customer_id = watch.context.customer_id
     currency = segment.plan.currency
     metric = report.metrics.get(rule.metric) if rule.metric else None
     value = metric.used if metric is not None else report.estimated_total

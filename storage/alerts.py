@@ -21,12 +21,23 @@ from storage import db, outbox
 _INSERT = """
 INSERT INTO alerts (customer_id, metric, kind, threshold, basis, period_start, period_end,
     period_label, plan_code, value, estimated_total, currency, triggered_at)
-VALUES (%(customer_id)s, %(metric)s, %(kind)s, %(threshold)s, %(basis)s, %(period_start)s,
-    %(period_end)s, %(period_label)s, %(plan_code)s, %(value)s, %(estimated_total)s,
-    %(currency)s, %(triggered_at)s)
+SELECT customer_id, metric, kind, threshold, basis, period_start, period_end, period_label,
+    plan_code, value, estimated_total, currency, triggered_at
+FROM unnest(%s::text[], %s::text[], %s::text[], %s::numeric[], %s::numeric[],
+    %s::timestamptz[], %s::timestamptz[], %s::text[], %s::text[], %s::numeric[],
+    %s::numeric[], %s::text[], %s::timestamptz[]) WITH ORDINALITY
+    AS t(customer_id, metric, kind, threshold, basis, period_start, period_end, period_label,
+         plan_code, value, estimated_total, currency, triggered_at, ord)
+ORDER BY ord
 ON CONFLICT ON CONSTRAINT alerts_once DO NOTHING
-RETURNING id
+RETURNING id, customer_id, period_start, metric, kind, threshold, basis
 """
+
+# The columns of `_INSERT`, in its order.
+_PARAMS = (
+    "customer_id", "metric", "kind", "threshold", "basis", "period_start", "period_end",
+    "period_label", "plan_code", "value", "estimated_total", "currency", "triggered_at",
+)  # fmt: skip
 
 _COLUMNS = (
     "id, customer_id, metric, kind, threshold, basis, period_start, period_end, period_label,"
@@ -55,8 +66,9 @@ class NewAlert:
     topic: str
     payload: dict[str, Any]
 
-    def params(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("topic", "payload")}
+    def key(self) -> tuple[Any, ...]:
+        return (self.customer_id, self.period_start, self.metric, self.kind, self.threshold,
+                self.basis)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -79,19 +91,57 @@ class StoredAlert:
 
 
 def record(conn: db.Connection, alerts: Sequence[NewAlert]) -> list[tuple[NewAlert, int]]:
-    """Write the alerts not written before, each with its outbox row, on `conn` (the caller's
-    transaction), in the order given; return those written with their ids."""
-    written: list[tuple[NewAlert, int]] = []
-    for alert in alerts:
-        row = conn.execute(_INSERT, alert.params()).fetchone()
-        if row is None:
-            continue  # fired before (or by a concurrent worker that committed first)
-        alert_id = int(row[0])
-        payload = {**alert.payload, "alert_id": alert_id}
-        outbox_id = outbox.enqueue(alert.topic, payload, conn, now=alert.triggered_at)
-        conn.execute("UPDATE alerts SET outbox_id = %s WHERE id = %s", (outbox_id, alert_id))
-        written.append((alert, alert_id))
+    """Write the alerts not written before, each with its outbox row (whose payload gets the
+    alert's `alert_id`), on `conn` (the caller's transaction), in the order given: three
+    statements whatever their number. Returns those written with their ids, in that order."""
+    if not alerts:
+        return []
+    columns = [[getattr(alert, name) for alert in alerts] for name in _PARAMS]
+    rows = conn.execute(_INSERT, columns).fetchall()
+    ids = {(r[1], r[2], r[3], r[4], r[5], r[6]): int(r[0]) for r in rows}
+    written = [(alert, ids[alert.key()]) for alert in alerts if alert.key() in ids]
+    if not written:
+        return []  # all fired before (or by a concurrent worker that committed first)
+    outbox_ids = outbox.enqueue_many(
+        [
+            (
+                alert.topic,
+                alert.customer_id,
+                alert.payload["idempotency_key"],
+                {**alert.payload, "alert_id": alert_id},
+            )
+            for alert, alert_id in written
+        ],
+        conn,
+        now=written[0][0].triggered_at,
+    )
+    conn.execute(
+        "UPDATE alerts a SET outbox_id = t.outbox_id"
+        " FROM unnest(%s::bigint[], %s::bigint[]) AS t(id, outbox_id) WHERE a.id = t.id",
+        ([alert_id for _, alert_id in written], outbox_ids),
+    )
     return written
+
+
+def fired_keys(
+    segments: Iterable[tuple[str, datetime]],
+) -> dict[tuple[str, datetime], set[tuple[Any, ...]]]:
+    """For each (customer, period start): the (kind, metric, threshold, basis) fired, one
+    query for all of them."""
+    keys = list(segments)
+    found: dict[tuple[str, datetime], set[tuple[Any, ...]]] = {key: set() for key in keys}
+    if not keys:
+        return found
+    with db.connection() as conn:
+        rows = conn.execute(
+            "SELECT a.customer_id, a.period_start, a.kind, a.metric, a.threshold, a.basis"
+            " FROM alerts a JOIN unnest(%s::text[], %s::timestamptz[]) AS k(c, s)"
+            " ON a.customer_id = k.c AND a.period_start = k.s",
+            ([k[0] for k in keys], [k[1] for k in keys]),
+        ).fetchall()
+    for customer_id, start, kind, metric, threshold, basis in rows:
+        found.setdefault((customer_id, start), set()).add((kind, metric, threshold, basis))
+    return found
 
 
 def fired_in(customer_id: str, period_start: datetime) -> list[StoredAlert]:

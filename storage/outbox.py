@@ -175,6 +175,59 @@ def enqueue(
     return ids[GLOBAL]
 
 
+# `_INSERT` for many notifications at once (each with its customer and idempotency key).
+_INSERT_MANY = """
+WITH items AS (
+    SELECT i.topic, i.customer_id, i.key, p.payload, i.ord
+    FROM unnest(%(topics)s::text[], %(customers)s::text[], %(keys)s::text[])
+        WITH ORDINALITY AS i(topic, customer_id, key, ord)
+    JOIN jsonb_array_elements(%(payloads)s::jsonb) WITH ORDINALITY AS p(payload, ord)
+        USING (ord)
+), targets AS (
+    SELECT items.*, 'global' AS endpoint FROM items
+    UNION ALL
+    SELECT items.*, 'customer' FROM items JOIN customer_webhooks w USING (customer_id)
+)
+INSERT INTO outbox (topic, payload, created_at, next_attempt_at, customer_id, endpoint,
+    idempotency_key)
+SELECT topic, payload, %(now)s, %(now)s, customer_id, endpoint, key FROM targets
+ORDER BY ord, endpoint DESC
+ON CONFLICT (idempotency_key, endpoint) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING id, endpoint, idempotency_key
+"""
+
+
+def enqueue_many(
+    items: Sequence[tuple[str, str | None, str, Any]], conn: db.Connection, *, now: datetime
+) -> list[int]:
+    """`enqueue` for many (topic, customer_id, idempotency_key, payload) in one statement on
+    the caller's transaction (the same rows: one per endpoint, at most once per key); the ids
+    of their global rows, in the order given."""
+    if not items:
+        return []
+    params = {
+        "topics": [topic for topic, _, _, _ in items],
+        "customers": [customer for _, customer, _, _ in items],
+        "keys": [key for _, _, key, _ in items],
+        # One JSON document, not an array of them: far cheaper to send.
+        "payloads": Jsonb([payload for _, _, _, payload in items]),
+        "now": now,
+    }
+    with db.transaction(conn) as tx:
+        rows = tx.execute(_INSERT_MANY, params).fetchall()
+        _written.count = getattr(_written, "count", 0) + len(rows)
+        ids = {key: int(row_id) for row_id, endpoint, key in rows if endpoint == GLOBAL}
+        missing = [key for _, _, key, _ in items if key not in ids]
+        if missing:  # queued before under these keys
+            found = tx.execute(
+                "SELECT idempotency_key, id FROM outbox"
+                " WHERE idempotency_key = ANY(%s) AND endpoint = 'global'",
+                (missing,),
+            ).fetchall()
+            ids.update({key: int(row_id) for key, row_id in found})
+    return [ids[key] for _, _, key, _ in items]
+
+
 def due(
     limit: int,
     *,

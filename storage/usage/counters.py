@@ -306,30 +306,37 @@ def forget_segment(customer_id: str, start: datetime, unique_metrics: Sequence[s
     get_redis().delete(*keys)
 
 
-def read_segments(
-    segments: Sequence[tuple[str, datetime, Sequence[str]]],
+def read_metrics(
+    segments: Sequence[tuple[str, datetime, Sequence[str], Sequence[str]]],
 ) -> list[SegmentCounters | None]:
-    """`read_segment` for many (customer, segment start, unique metrics) in one round trip."""
+    """For each (customer, segment start, metrics, unique metrics): the state of just those
+    metrics and the distinct counts, in one round trip (HMGET of their fields, not the whole
+    hash); None where the counters must be rebuilt, as `read_segment` says."""
     if not segments:
         return []
     pipe = get_redis().pipeline(transaction=False)
-    for customer_id, start, unique_metrics in segments:
-        pipe.hgetall(segment_key(customer_id, start))
+    names: list[list[str]] = []
+    for customer_id, start, metrics, unique_metrics in segments:
+        wanted = ["_v", "_p", *(f"{part}:{m}" for m in metrics for part in _METRIC_PARTS)]
+        names.append(wanted)
+        pipe.hmget(segment_key(customer_id, start), wanted)
         for metric in unique_metrics:
             pipe.scard(unique_key(customer_id, start, metric))
     replies = iter(pipe.execute())
     found: list[SegmentCounters | None] = []
-    for _, _, unique_metrics in segments:
-        fields = _decode(next(replies))
+    for (_, _, metrics, unique_metrics), wanted in zip(segments, names, strict=True):
+        values = next(replies)
         cards = [int(next(replies)) for _ in unique_metrics]
+        fields = {n: v.decode() for n, v in zip(wanted, values, strict=True) if v is not None}
         if "_v" not in fields or int(fields.get("_p", 0)) > 0:
             found.append(None)
             continue
-        found.append(
-            SegmentCounters(
-                version=int(fields["_v"]),
-                state=fields_of.state_from_fields(fields),
-                unique_counts=dict(zip(unique_metrics, cards, strict=True)),
-            )
-        )
+        state = SegmentState()
+        for metric in metrics:
+            state.metrics[metric] = fields_of.metric_from_fields(metric, fields)
+        counts = dict(zip(unique_metrics, cards, strict=True))
+        found.append(SegmentCounters(int(fields["_v"]), state, counts))
     return found
+
+
+_METRIC_PARTS = ("n", "s", "x", "t", "l", "j")
