@@ -291,7 +291,9 @@ def metric_quantity(
     metric_state = state.metrics.get(key, MetricState())
     if carried and key in carried:
         metric_state = carried[key].merge(metric_state)
-    return metric_state.value(metric, segment.weighting_period)
+    # Only a weighted sum reads the period (and building the weighting period costs).
+    weighted = metric.aggregation == "weighted_sum"
+    return metric_state.value(metric, segment.weighting_period if weighted else segment.period)
 
 
 def segment_usage(

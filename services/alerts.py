@@ -22,19 +22,20 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from pricing.aggregations import MetricState
 from pricing.alerts import NO_OVERRIDES, AlertOverrides, Rule, RuleSet, reached, rules_for
-from pricing.metering import Segment, metric_quantity
+from pricing.metering import Segment, SegmentState, metric_quantity
 from pricing.money import format_decimal, format_money
 from services.usage import UsageReport, carried_in, segment_counters, segment_report
 from storage import alerts as store
 from storage import db
 from storage.catalog.cache import CustomerContext, catalog
-from storage.usage import counters
+from storage.usage import rollups
 
 log = logging.getLogger(f"meterline.{__name__}")
 
@@ -168,6 +169,16 @@ class _Watch:
     overrides: AlertOverrides
     segment: Segment
     rules: RuleSet
+    period_key: SegmentKey  # (customer, period start): where fired alerts are counted
+    # The rules not known to have fired, as of `fired_count` keys known for the period.
+    pending: list[tuple[int, list[Rule]]] = field(default_factory=list)
+
+    def pending_rules(self, known: set[tuple[Any, ...]]) -> list[Rule]:
+        if self.pending and self.pending[0][0] == len(known):
+            return self.pending[0][1]
+        rules = [rule for rule in self.rules.all if rule.key not in known]
+        self.pending[:] = [(len(known), rules)]
+        return rules
 
 
 _watches: dict[SegmentKey, _Watch] = {}
@@ -182,7 +193,8 @@ def _watch(key: SegmentKey, context: CustomerContext, overrides: AlertOverrides)
         return None  # the history changed meanwhile: the next batch sees the new segments
     if len(_watches) >= _fired.limit:
         _watches.clear()
-    watch = _Watch(context, overrides, segment, customer_rules(segment, overrides))
+    rules = customer_rules(segment, overrides)
+    watch = _Watch(context, overrides, segment, rules, (context.customer_id, segment.period.start))
     _watches[key] = watch
     return watch
 
@@ -226,21 +238,19 @@ def _pending(
         watch = _watch(key, context, overrides[key[0]]) if context is not None else None
         if watch is not None and not watch.rules.empty:
             watches.append(watch)
-    unknown = [w for w in watches if _fired.known(_period_key(w)) is None]
+    unknown = [w.period_key for w in watches if _fired.known(w.period_key) is None]
     if unknown:  # first sight of these periods in this process: what has fired already
-        for period_key, keys_fired in store.fired_keys(_period_key(w) for w in unknown).items():
+        for period_key, keys_fired in store.fired_keys(unknown).items():
             _fired.add(period_key, keys_fired)
     found: list[tuple[_Watch, list[Rule]]] = []
     for watch in watches:
-        known = _fired.known(_period_key(watch)) or set()
-        pending = [rule for rule in watch.rules.all if rule.key not in known]
+        pending = watch.pending_rules(_fired.known(watch.period_key) or _NONE)
         if pending:
             found.append((watch, pending))
     return found
 
 
-def _period_key(watch: _Watch) -> SegmentKey:
-    return (watch.context.customer_id, watch.segment.period.start)
+_NONE: set[tuple[Any, ...]] = set()
 
 
 def _rules(pending: list[Rule]) -> RuleSet:
@@ -251,31 +261,45 @@ def _rules(pending: list[Rule]) -> RuleSet:
     )
 
 
+#: Aggregations whose value the rollups' count, total and maximum give (`rollups.totals`).
+_PLAIN = frozenset({"sum", "count", "max"})
+
+
 def _used(watching: Sequence[tuple[_Watch, list[Rule]]]) -> list[dict[str, Decimal]]:
-    """The used quantity of each metric with a pending rule, as `meter usage` computes it,
-    from one Redis round trip for every segment (only those metrics' fields)."""
-    asks = []
+    """The used quantity of each metric with a pending rule, as `meter usage` computes it
+    (`metric_quantity`), from the committed rollups: one query for every sum, count and max
+    metric of the batch. Other aggregations read the segment's counters."""
+    wanted: list[list[str]] = []
+    plain: list[tuple[str, datetime, str]] = []
     for watch, pending in watching:
-        metrics = sorted({rule.metric for rule in pending if rule.metric is not None})
-        plan_metrics = watch.segment.plan.metrics
-        uniques = [m for m in metrics if plan_metrics[m].aggregation == "unique_count"]
-        asks.append((watch.context.customer_id, watch.segment.start, metrics, uniques))
+        names = sorted({rule.metric for rule in pending if rule.metric is not None})
+        wanted.append(names)
+        metrics = watch.segment.plan.metrics
+        customer_id, start = watch.context.customer_id, watch.segment.start
+        plain += [(customer_id, start, n) for n in names if metrics[n].aggregation in _PLAIN]
+    states = rollups.totals(plain)
     found: list[dict[str, Decimal]] = []
-    for (watch, _), ask, read in zip(watching, asks, counters.read_metrics(asks), strict=True):
-        customer_id, _, metrics, _ = ask
-        if read is None:  # missing or gapped: rebuilt from the rollups, as `meter usage` does
-            _, state, unique_counts = segment_counters(customer_id, watch.segment)
+    for (watch, _), names in zip(watching, wanted, strict=True):
+        customer_id, segment = watch.context.customer_id, watch.segment
+        metrics = segment.plan.metrics
+        state = SegmentState()
+        unique_counts: dict[str, int] = {}
+        if any(metrics[n].aggregation not in _PLAIN for n in names):
+            _, state, unique_counts = segment_counters(customer_id, segment)
         else:
-            state, unique_counts = read.state, read.unique_counts
-        carried = carried_in(customer_id, watch.context, watch.segment)
-        plan, segment = watch.segment.plan, watch.segment
+            for name in names:
+                state.metrics[name] = states.get((customer_id, segment.start, name), _EMPTY)
+        carried = carried_in(customer_id, watch.context, segment)
         found.append(
             {
-                metric: metric_quantity(plan, metric, state, unique_counts, segment, carried)
-                for metric in metrics
+                name: metric_quantity(segment.plan, name, state, unique_counts, segment, carried)
+                for name in names
             }
         )
     return found
+
+
+_EMPTY = MetricState()
 
 
 def _write(due: Sequence[tuple[_Watch, UsageReport, list[Rule]]], now: datetime) -> list[Fired]:
@@ -290,7 +314,7 @@ def _write(due: Sequence[tuple[_Watch, UsageReport, list[Rule]]], now: datetime)
     with db.connection() as conn, conn.transaction():
         written = store.record(conn, [alert for _, alert in new])
     for watch, _, rules in ordered:  # written now, or by someone before
-        _fired.add(_period_key(watch), [rule.key for rule in rules])
+        _fired.add(watch.period_key, [rule.key for rule in rules])
     rule_of = {id(alert): rule for rule, alert in new}
     fired = [
         Fired(alert_id, a.customer_id, a.topic, rule_of[id(a)], a.period_start)

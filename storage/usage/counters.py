@@ -307,17 +307,20 @@ def forget_segment(customer_id: str, start: datetime, unique_metrics: Sequence[s
 
 
 def read_metrics(
-    segments: Sequence[tuple[str, datetime, Sequence[str], Sequence[str]]],
+    segments: Sequence[tuple[str, datetime, Sequence[tuple[str, str]], Sequence[str]]],
 ) -> list[SegmentCounters | None]:
-    """For each (customer, segment start, metrics, unique metrics): the state of just those
-    metrics and the distinct counts, in one round trip (HMGET of their fields, not the whole
-    hash); None where the counters must be rebuilt, as `read_segment` says."""
+    """For each (customer, segment start, [(metric, aggregation)], unique metrics): the state of
+    just what those metrics' values read, and the distinct counts, in one round trip (HMGET of
+    a few fields, not the whole hash); None where the counters must be rebuilt, as
+    `read_segment` says."""
     if not segments:
         return []
     pipe = get_redis().pipeline(transaction=False)
     names: list[list[str]] = []
     for customer_id, start, metrics, unique_metrics in segments:
-        wanted = ["_v", "_p", *(f"{part}:{m}" for m in metrics for part in _METRIC_PARTS)]
+        wanted = ["_v", "_p"]
+        for metric, aggregation in metrics:
+            wanted += [f"{part}:{metric}" for part in _VALUE_PARTS.get(aggregation, _ALL_PARTS)]
         names.append(wanted)
         pipe.hmget(segment_key(customer_id, start), wanted)
         for metric in unique_metrics:
@@ -327,16 +330,24 @@ def read_metrics(
     for (_, _, metrics, unique_metrics), wanted in zip(segments, names, strict=True):
         values = next(replies)
         cards = [int(next(replies)) for _ in unique_metrics]
-        fields = {n: v.decode() for n, v in zip(wanted, values, strict=True) if v is not None}
-        if "_v" not in fields or int(fields.get("_p", 0)) > 0:
+        if values[0] is None or (values[1] is not None and int(values[1]) > 0):
             found.append(None)
             continue
+        fields = {n: v.decode() for n, v in zip(wanted, values, strict=True) if v is not None}
         state = SegmentState()
-        for metric in metrics:
+        for metric, _ in metrics:
             state.metrics[metric] = fields_of.metric_from_fields(metric, fields)
         counts = dict(zip(unique_metrics, cards, strict=True))
         found.append(SegmentCounters(int(fields["_v"]), state, counts))
     return found
 
 
-_METRIC_PARTS = ("n", "s", "x", "t", "l", "j")
+# The fields an aggregation's value reads (`MetricState.value`); `j:` holds a metric kept whole.
+_ALL_PARTS = ("n", "s", "x", "t", "l", "j")
+_VALUE_PARTS = {
+    "sum": ("s", "j"),
+    "count": ("n", "j"),
+    "max": ("x", "j"),
+    "latest": ("t", "l", "j"),
+    "unique_count": (),
+}

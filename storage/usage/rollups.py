@@ -353,3 +353,28 @@ def snapshot(customer_id: str, start: datetime) -> Snapshot:
         ):
             uniques.setdefault(metric, []).append(value)
     return Snapshot(version=int(row[0]) if row else 0, state=state, uniques=uniques)
+
+
+_TOTALS = """
+SELECT r.customer_id, r.period_start, r.metric, r.event_count, r.total, r.maximum
+FROM usage_rollups r
+JOIN unnest(%b::text[], %b::timestamptz[], %b::text[]) AS k(customer_id, period_start, metric)
+  ON r.customer_id = k.customer_id AND r.period_start = k.period_start AND r.metric = k.metric
+"""
+
+
+def totals(
+    keys: Sequence[tuple[str, datetime, str]],
+) -> dict[tuple[str, datetime, str], MetricState]:
+    """The committed count, total and maximum of each (customer, segment start, metric), in one
+    query: what a sum, count or max metric's value reads. A key with no row is absent."""
+    if not keys:
+        return {}
+    with db.connection() as conn:
+        rows = conn.execute(
+            _TOTALS, ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys])
+        ).fetchall()
+    return {
+        (row[0], row[1], row[2]): MetricState(count=row[3], total=row[4], maximum=row[5])
+        for row in rows
+    }
