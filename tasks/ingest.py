@@ -21,7 +21,6 @@ from storage.payloads import exact_json
 from storage.usage.counters import apply_deltas, reload_segments
 from tasks import names
 from tasks.billing import request_invoice_refresh
-from tasks.notify import deliver_notifications
 from tasks.retry_log import last_error, summarised_failures
 
 log = logging.getLogger(f"meterline.{__name__}")
@@ -67,10 +66,10 @@ def ingest_events(batch: Any) -> None:
         touched = [(d.customer_id, d.start, d.end) for d in outcome.deltas]
         apply_deltas(outcome.deltas)
     mark_counters_applied(outcome.batch_id)
-    # Alerts, from the counters just applied: a redelivery evaluates the same segments again
-    # (an alert is written once whoever gets there first), so a kill before this line loses none.
-    if check_segments(touched, now=now):
-        _announce_alerts()
+    # Alerts, from the rollups the batch committed: a redelivery evaluates the same segments
+    # again (an alert is written once whoever gets there first): a kill before this loses none.
+    # (The worker's PromptDelivery middleware sends a delivery run for the rows written.)
+    check_segments(touched, now=now)
     # Late usage for a segment that has ended: its draft invoice is recomputed (a finalized
     # one is left alone; the next invoice carries an adjustment). One refresh waits per
     # customer × segment, however many batches ask for it.
@@ -79,14 +78,6 @@ def ingest_events(batch: Any) -> None:
             request_invoice_refresh(customer_id, start)
     if outcome.rejected:
         log.info("batch %s: rejected %s", outcome.batch_id, outcome.rejected)
-
-
-def _announce_alerts() -> None:
-    """Ask for delivery now; if the broker refuses, the scheduler's sweep delivers them."""
-    try:
-        deliver_notifications.send()
-    except Exception:  # the alerts are committed in the outbox either way
-        log.warning("could not enqueue %s", names.DELIVER_NOTIFICATIONS, exc_info=True)
 
 
 @dramatiq.actor(actor_name=names.INGEST_FAILED, queue_name=names.INGEST_QUEUE, max_retries=100)

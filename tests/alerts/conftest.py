@@ -1,5 +1,5 @@
 """Alert tests call the ingest actor directly, as the metering tests do: the invoice
-refreshes and the delivery requests it would send are recorded here instead."""
+refreshes it would send are recorded here instead."""
 
 from __future__ import annotations
 
@@ -15,14 +15,6 @@ def invoice_refreshes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dateti
         "tasks.ingest.request_invoice_refresh",
         lambda customer_id, start: requested.append((customer_id, start)),
     )
-    return requested
-
-
-@pytest.fixture(autouse=True)
-def delivery_requests(monkeypatch: pytest.MonkeyPatch) -> list[None]:
-    """Each time ingest asked for the outbox to be delivered now."""
-    requested: list[None] = []
-    monkeypatch.setattr("tasks.ingest._announce_alerts", lambda: requested.append(None))
     return requested
 
 
