@@ -27,9 +27,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from pricing.aggregations import MetricState
+from pricing.aggregations import LEVEL_AGGREGATIONS, MetricState
 from pricing.alerts import NO_OVERRIDES, AlertOverrides, Rule, RuleSet, reached, rules_for
-from pricing.metering import Segment, SegmentState, metric_quantity
+from pricing.metering import Segment, metric_quantity
 from pricing.money import format_decimal, format_money
 from services.usage import UsageReport, carried_in, segment_counters, segment_report
 from storage import alerts as store
@@ -170,15 +170,30 @@ class _Watch:
     segment: Segment
     rules: RuleSet
     period_key: SegmentKey  # (customer, period start): where fired alerts are counted
-    # The rules not known to have fired, as of `fired_count` keys known for the period.
-    pending: list[tuple[int, list[Rule]]] = field(default_factory=list)
+    # Whether the segment starts from levels carried over an earlier segment of its period.
+    carries: bool
+    # The rules not known to have fired (as of how many keys were known), cached.
+    cached: list[_Pending] = field(default_factory=list)
 
-    def pending_rules(self, known: set[tuple[Any, ...]]) -> list[Rule]:
-        if self.pending and self.pending[0][0] == len(known):
-            return self.pending[0][1]
+    def pending(self, known: set[tuple[Any, ...]]) -> _Pending:
+        if self.cached and self.cached[0].known == len(known):
+            return self.cached[0]
         rules = [rule for rule in self.rules.all if rule.key not in known]
-        self.pending[:] = [(len(known), rules)]
-        return rules
+        lowest: dict[str, Decimal] = {}
+        for rule in rules:
+            if rule.metric is not None and rule.level < lowest.get(rule.metric, rule.level + 1):
+                lowest[rule.metric] = rule.level
+        pending = _Pending(len(known), rules, lowest, any(r.kind == "spend" for r in rules))
+        self.cached[:] = [pending]
+        return pending
+
+
+@dataclass(frozen=True)
+class _Pending:
+    known: int
+    rules: list[Rule]
+    lowest: dict[str, Decimal]  # per metric, the lowest level of its pending rules
+    spend: bool
 
 
 _watches: dict[SegmentKey, _Watch] = {}
@@ -194,7 +209,11 @@ def _watch(key: SegmentKey, context: CustomerContext, overrides: AlertOverrides)
     if len(_watches) >= _fired.limit:
         _watches.clear()
     rules = customer_rules(segment, overrides)
-    watch = _Watch(context, overrides, segment, rules, (context.customer_id, segment.period.start))
+    carries = segment.start > segment.period.start and any(
+        metric.aggregation in LEVEL_AGGREGATIONS for metric in segment.plan.metrics.values()
+    )
+    period_key = (context.customer_id, segment.period.start)
+    watch = _Watch(context, overrides, segment, rules, period_key, carries)
     _watches[key] = watch
     return watch
 
@@ -207,25 +226,24 @@ def check_segments(
     watching = _pending(touched)
     if not watching:
         return []
-    spend = [(w, p) for w, p in watching if any(rule.kind == "spend" for rule in p)]
-    units = [(w, p) for w, p in watching if not any(rule.kind == "spend" for rule in p)]
     due: list[tuple[_Watch, UsageReport, list[Rule]]] = []
-    for watch, pending in spend:  # priced as `meter usage` prices it
-        report = segment_report(watch.context, watch.segment, now)
-        used = {name: m.used for name, m in report.metrics.items()}
-        reached_now = reached(_rules(pending), used, report.estimated_total)
-        if reached_now:
-            due.append((watch, report, reached_now))
+    units = [(w, p) for w, p in watching if not p.spend]
     for (watch, pending), used in zip(units, _used(units), strict=True):
-        reached_now = reached(_rules(pending), used, None)
-        if reached_now:
-            due.append((watch, segment_report(watch.context, watch.segment, now), reached_now))
+        if any(used[metric] >= level for metric, level in pending.lowest.items()):
+            reached_now = reached(_rules(pending.rules), used, None)
+            report = segment_report(watch.context, watch.segment, now)
+            due.append((watch, report, reached_now))
+    for watch, pending in watching:  # spend: priced as `meter usage` prices it
+        if pending.spend:
+            report = segment_report(watch.context, watch.segment, now)
+            used = {name: m.used for name, m in report.metrics.items()}
+            reached_now = reached(_rules(pending.rules), used, report.estimated_total)
+            if reached_now:
+                due.append((watch, report, reached_now))
     return _write(due, now) if due else []
 
 
-def _pending(
-    touched: Iterable[tuple[str, datetime, datetime]],
-) -> list[tuple[_Watch, list[Rule]]]:
+def _pending(touched: Iterable[tuple[str, datetime, datetime]]) -> list[tuple[_Watch, _Pending]]:
     """The touched segments with rules not known to have fired, and those rules."""
     keys = list(dict.fromkeys((customer_id, start) for customer_id, start, _ in touched))
     if not keys:
@@ -242,10 +260,10 @@ def _pending(
     if unknown:  # first sight of these periods in this process: what has fired already
         for period_key, keys_fired in store.fired_keys(unknown).items():
             _fired.add(period_key, keys_fired)
-    found: list[tuple[_Watch, list[Rule]]] = []
+    found: list[tuple[_Watch, _Pending]] = []
     for watch in watches:
-        pending = watch.pending_rules(_fired.known(watch.period_key) or _NONE)
-        if pending:
+        pending = watch.pending(_fired.known(watch.period_key) or _NONE)
+        if pending.rules:
             found.append((watch, pending))
     return found
 
@@ -265,38 +283,46 @@ def _rules(pending: list[Rule]) -> RuleSet:
 _PLAIN = frozenset({"sum", "count", "max"})
 
 
-def _used(watching: Sequence[tuple[_Watch, list[Rule]]]) -> list[dict[str, Decimal]]:
+def _used(watching: Sequence[tuple[_Watch, _Pending]]) -> list[dict[str, Decimal]]:
     """The used quantity of each metric with a pending rule, as `meter usage` computes it
-    (`metric_quantity`), from the committed rollups: one query for every sum, count and max
-    metric of the batch. Other aggregations read the segment's counters."""
-    wanted: list[list[str]] = []
+    (`MetricState.value`, `metric_quantity`), from the committed rollups: one query for every
+    sum, count and max metric of the batch. Other aggregations, and levels carried over a
+    plan change, read the segment's counters."""
     plain: list[tuple[str, datetime, str]] = []
     for watch, pending in watching:
-        names = sorted({rule.metric for rule in pending if rule.metric is not None})
-        wanted.append(names)
         metrics = watch.segment.plan.metrics
-        customer_id, start = watch.context.customer_id, watch.segment.start
-        plain += [(customer_id, start, n) for n in names if metrics[n].aggregation in _PLAIN]
+        customer_id, start = watch.period_key[0], watch.segment.start
+        plain += [
+            (customer_id, start, m) for m in pending.lowest if metrics[m].aggregation in _PLAIN
+        ]
     states = rollups.totals(plain)
     found: list[dict[str, Decimal]] = []
-    for (watch, _), names in zip(watching, wanted, strict=True):
-        customer_id, segment = watch.context.customer_id, watch.segment
+    for watch, pending in watching:
+        segment = watch.segment
         metrics = segment.plan.metrics
-        state = SegmentState()
-        unique_counts: dict[str, int] = {}
-        if any(metrics[n].aggregation not in _PLAIN for n in names):
-            _, state, unique_counts = segment_counters(customer_id, segment)
-        else:
-            for name in names:
-                state.metrics[name] = states.get((customer_id, segment.start, name), _EMPTY)
-        carried = carried_in(customer_id, watch.context, segment)
+        if watch.carries or any(metrics[m].aggregation not in _PLAIN for m in pending.lowest):
+            found.append(_used_slowly(watch, list(pending.lowest)))
+            continue
+        customer_id = watch.period_key[0]
         found.append(
             {
-                name: metric_quantity(segment.plan, name, state, unique_counts, segment, carried)
-                for name in names
+                name: states.get((customer_id, segment.start, name), _EMPTY).value(
+                    metrics[name], segment.period
+                )
+                for name in pending.lowest
             }
         )
     return found
+
+
+def _used_slowly(watch: _Watch, names: list[str]) -> dict[str, Decimal]:
+    customer_id, segment = watch.period_key[0], watch.segment
+    _, state, unique_counts = segment_counters(customer_id, segment)
+    carried = carried_in(customer_id, watch.context, segment)
+    return {
+        name: metric_quantity(segment.plan, name, state, unique_counts, segment, carried)
+        for name in names
+    }
 
 
 _EMPTY = MetricState()
