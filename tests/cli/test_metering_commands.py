@@ -94,7 +94,9 @@ def test_usage_and_stats_json_have_the_contract_shape(queue: StubBroker) -> None
                           "metrics", "estimated_total", "as_of"}  # fmt: skip
     assert usage["metrics"]["api_calls"] == {
         "used": "150", "included": "100", "overage": "50", "estimated_cost": "0.50",
+        "alerts_fired": ["0.8", "0.95", "1"],  # added by issue 10 (alerts)
     }  # fmt: skip
+    assert usage["spend_alerts_fired"] == []
     stats = json.loads(runner.invoke(app, ["ops", "stats", "--json"]).stdout)
     assert stats["events"] == {"accepted": 1, "duplicates": 0, "rejected": {}}
     assert set(stats["queues"]) >= {"ingest", "billing", "dead"}
