@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timeout", type=float, default=600, help="seconds per phase")
     args = parser.parse_args(argv)
 
+    common.BENCH_DATABASE = "meterline_bench_alerts"  # its own: other benchmarks drop theirs
     servers = common.use_bench_servers()
     from storage.migrate import migrate
 

@@ -27,7 +27,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from pricing.aggregations import LEVEL_AGGREGATIONS, MetricState
+from pricing.aggregations import LEVEL_AGGREGATIONS
 from pricing.alerts import NO_OVERRIDES, AlertOverrides, Rule, RuleSet, reached, rules_for
 from pricing.metering import Segment, metric_quantity
 from pricing.money import format_decimal, format_money
@@ -172,6 +172,7 @@ class _Watch:
     period_key: SegmentKey  # (customer, period start): where fired alerts are counted
     # Whether the segment starts from levels carried over an earlier segment of its period.
     carries: bool
+    start_text: str  # the segment's start, ISO 8601
     # The rules not known to have fired (as of how many keys were known), cached.
     cached: list[_Pending] = field(default_factory=list)
 
@@ -213,7 +214,9 @@ def _watch(key: SegmentKey, context: CustomerContext, overrides: AlertOverrides)
         metric.aggregation in LEVEL_AGGREGATIONS for metric in segment.plan.metrics.values()
     )
     period_key = (context.customer_id, segment.period.start)
-    watch = _Watch(context, overrides, segment, rules, period_key, carries)
+    watch = _Watch(
+        context, overrides, segment, rules, period_key, carries, segment.start.isoformat()
+    )
     _watches[key] = watch
     return watch
 
@@ -227,12 +230,11 @@ def check_segments(
     if not watching:
         return []
     due: list[tuple[_Watch, UsageReport, list[Rule]]] = []
-    units = [(w, p) for w, p in watching if not p.spend]
-    for (watch, pending), used in zip(units, _used(units), strict=True):
-        if any(used[metric] >= level for metric, level in pending.lowest.items()):
-            reached_now = reached(_rules(pending.rules), used, None)
-            report = segment_report(watch.context, watch.segment, now)
-            due.append((watch, report, reached_now))
+    for watch, pending in _maybe_reached([(w, p) for w, p in watching if not p.spend]):
+        used = _used(watch, list(pending.lowest))
+        reached_now = reached(_rules(pending.rules), used, None)
+        if reached_now:
+            due.append((watch, segment_report(watch.context, watch.segment, now), reached_now))
     for watch, pending in watching:  # spend: priced as `meter usage` prices it
         if pending.spend:
             report = segment_report(watch.context, watch.segment, now)
@@ -279,43 +281,35 @@ def _rules(pending: list[Rule]) -> RuleSet:
     )
 
 
-#: Aggregations whose value the rollups' count, total and maximum give (`rollups.totals`).
+#: Aggregations whose value the rollups' count, total or maximum is (`rollups.reaching`).
 _PLAIN = frozenset({"sum", "count", "max"})
 
 
-def _used(watching: Sequence[tuple[_Watch, _Pending]]) -> list[dict[str, Decimal]]:
-    """The used quantity of each metric with a pending rule, as `meter usage` computes it
-    (`MetricState.value`, `metric_quantity`), from the committed rollups: one query for every
-    sum, count and max metric of the batch. Other aggregations, and levels carried over a
-    plan change, read the segment's counters."""
-    plain: list[tuple[str, datetime, str]] = []
-    for watch, pending in watching:
+def _maybe_reached(
+    watching: Sequence[tuple[_Watch, _Pending]],
+) -> list[tuple[_Watch, _Pending]]:
+    """The segments that may have reached a pending level: for sum, count and max metrics the
+    committed rollups say so in one query for the whole batch (most segments are below every
+    level and cost nothing more); other aggregations, and levels carried over a plan change,
+    are always looked at."""
+    found: list[tuple[_Watch, _Pending]] = []
+    candidates: list[tuple[str, str, str, str, Decimal]] = []
+    owners: list[int] = []
+    for index, (watch, pending) in enumerate(watching):
         metrics = watch.segment.plan.metrics
-        customer_id, start = watch.period_key[0], watch.segment.start
-        plain += [
-            (customer_id, start, m) for m in pending.lowest if metrics[m].aggregation in _PLAIN
-        ]
-    states = rollups.totals(plain)
-    found: list[dict[str, Decimal]] = []
-    for watch, pending in watching:
-        segment = watch.segment
-        metrics = segment.plan.metrics
         if watch.carries or any(metrics[m].aggregation not in _PLAIN for m in pending.lowest):
-            found.append(_used_slowly(watch, list(pending.lowest)))
+            found.append((watch, pending))
             continue
-        customer_id = watch.period_key[0]
-        found.append(
-            {
-                name: states.get((customer_id, segment.start, name), _EMPTY).value(
-                    metrics[name], segment.period
-                )
-                for name in pending.lowest
-            }
-        )
-    return found
+        for metric, level in pending.lowest.items():
+            aggregation = metrics[metric].aggregation
+            candidates.append((watch.period_key[0], watch.start_text, metric, aggregation, level))
+            owners.append(index)
+    hits = sorted({owners[i] for i in rollups.reaching(candidates)})
+    return found + [watching[i] for i in hits]
 
 
-def _used_slowly(watch: _Watch, names: list[str]) -> dict[str, Decimal]:
+def _used(watch: _Watch, names: list[str]) -> dict[str, Decimal]:
+    """The used quantity of these metrics exactly as `meter usage` computes it."""
     customer_id, segment = watch.period_key[0], watch.segment
     _, state, unique_counts = segment_counters(customer_id, segment)
     carried = carried_in(customer_id, watch.context, segment)
@@ -323,9 +317,6 @@ def _used_slowly(watch: _Watch, names: list[str]) -> dict[str, Decimal]:
         name: metric_quantity(segment.plan, name, state, unique_counts, segment, carried)
         for name in names
     }
-
-
-_EMPTY = MetricState()
 
 
 def _write(due: Sequence[tuple[_Watch, UsageReport, list[Rule]]], now: datetime) -> list[Fired]:

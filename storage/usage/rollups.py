@@ -9,6 +9,7 @@ order for the Redis counters. Invoices are computed from these rows, never from 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -355,26 +356,28 @@ def snapshot(customer_id: str, start: datetime) -> Snapshot:
     return Snapshot(version=int(row[0]) if row else 0, state=state, uniques=uniques)
 
 
-_TOTALS = """
-SELECT r.customer_id, r.period_start, r.metric, r.event_count, r.total, r.maximum
-FROM usage_rollups r
-JOIN unnest(%b::text[], %b::timestamptz[], %b::text[]) AS k(customer_id, period_start, metric)
-  ON r.customer_id = k.customer_id AND r.period_start = k.period_start AND r.metric = k.metric
+# What a sum, count or max metric's value reads (MetricState.value), compared in place.
+_REACHING = """
+SELECT k.i FROM jsonb_to_recordset(%s::jsonb)
+    AS k(i int, c text, s timestamptz, m text, a text, l numeric)
+JOIN usage_rollups r ON r.customer_id = k.c AND r.period_start = k.s AND r.metric = k.m
+WHERE CASE k.a WHEN 'sum' THEN r.total WHEN 'count' THEN r.event_count
+               ELSE coalesce(r.maximum, 0) END >= k.l
 """
 
 
-def totals(
-    keys: Sequence[tuple[str, datetime, str]],
-) -> dict[tuple[str, datetime, str], MetricState]:
-    """The committed count, total and maximum of each (customer, segment start, metric), in one
-    query: what a sum, count or max metric's value reads. A key with no row is absent."""
-    if not keys:
-        return {}
+def reaching(candidates: Sequence[tuple[str, str, str, str, Decimal]]) -> set[int]:
+    """Which of (customer, segment start as ISO text, metric, aggregation: sum, count or max,
+    level) have a committed value at or above their level, as indexes into `candidates`: one
+    query, one small JSON parameter, a reply only for those reached (a filter before the
+    exact comparison)."""
+    if not candidates:
+        return set()
+    document = json.dumps(
+        [
+            {"i": i, "c": c, "s": s, "m": m, "a": a, "l": str(level)}
+            for i, (c, s, m, a, level) in enumerate(candidates)
+        ]
+    )
     with db.connection() as conn:
-        rows = conn.execute(
-            _TOTALS, ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys])
-        ).fetchall()
-    return {
-        (row[0], row[1], row[2]): MetricState(count=row[3], total=row[4], maximum=row[5])
-        for row in rows
-    }
+        return {row[0] for row in conn.execute(_REACHING, (document,)).fetchall()}
