@@ -20,6 +20,7 @@ from pricing.charges import CHARGE_MODELS, PERCENTAGE_MODELS, Charge, GraduatedC
 from pricing.charges.base import UnitChargeFields
 from pricing.errors import PlanError, echo, join_path
 from pricing.fields import Fraction, NonNegativeDecimal, PositiveDecimal, Share, ValueText
+from pricing.limits import MetricLimits
 from pricing.money import CURRENCIES, format_decimal
 from pricing.plan_text import parse_plan_text
 
@@ -99,6 +100,8 @@ class Plan(BaseModel):
     # default 80/95/100 %; empty: off) and amounts of the period's estimated bill.
     alerts: tuple[Share, ...] | None = None
     spend_alerts: tuple[PositiveDecimal, ...] | None = None
+    limits: dict[str, MetricLimits] = Field(default_factory=dict)  # per metric (pricing.limits)
+    spend_cap: NonNegativeDecimal | None = None  # estimated bill per period
 
     @field_validator("alerts", "spend_alerts")
     @classmethod
@@ -144,6 +147,20 @@ class Plan(BaseModel):
             if key in seen:
                 errors.append((f"charges[{index}]", f"duplicates charges[{seen[key]}]"))
             seen.setdefault(key, index)
+        if errors:
+            raise PlanError(errors)
+        return self
+
+    @model_validator(mode="after")
+    def _limits_fit_metrics(self) -> Self:
+        errors: list[tuple[str, str]] = []
+        for name, limits in self.limits.items():
+            if name not in self.metrics:
+                reason = f"metric {echo(name)} has no definition in metrics"
+                errors.append((f"limits.{name}", reason))
+            elif limits.throttle_at is not None and not included_usage(self, name):
+                reason = "a share of the included usage, but this metric includes none"
+                errors.append((f"limits.{name}.throttle_at", reason))
         if errors:
             raise PlanError(errors)
         return self

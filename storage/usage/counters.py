@@ -35,10 +35,14 @@ from storage.usage.scripts import scripts_for
 RETENTION = 40 * 86400  # counters outlive their segment by the late-event window
 
 
-def _tag(customer_id: str) -> str:
+def customer_tag(customer_id: str) -> str:
+    """The Redis Cluster hash tag of every key of a customer."""
     if "{" in customer_id or "}" in customer_id:
         return hashlib.sha1(customer_id.encode()).hexdigest()
     return customer_id
+
+
+_tag = customer_tag
 
 
 #: Bumped whenever the hash layout changes (`storage.usage.counter_fields`): hashes of an older
@@ -253,15 +257,33 @@ def read_segment(
 ) -> SegmentCounters | None:
     """The counters of a segment, or None when they must be rebuilt (missing, or a delta
     staged that cannot be folded yet: a gap in the versions)."""
+    return read_segment_and(customer_id, start, unique_metrics)[0]
+
+
+def read_segment_and(
+    customer_id: str, start: datetime, unique_metrics: Sequence[str], also: Sequence[str] = ()
+) -> tuple[SegmentCounters | None, list[bytes | None]]:
+    """`read_segment`, plus the values of the string keys `also` read in the same round trip
+    (a limit check reads its cache revision and the recorder's batch markers with them)."""
     redis = get_redis()
     pipe = redis.pipeline(transaction=False)
     pipe.hgetall(segment_key(customer_id, start))
     for metric in unique_metrics:
         pipe.scard(unique_key(customer_id, start, metric))
-    raw, *cards = pipe.execute()
+    if also:
+        pipe.mget(list(also))
+    replies = pipe.execute()
+    extra: list[bytes | None] = list(replies.pop()) if also else []
+    raw, *cards = replies
     fields = _decode(raw)
     if "_v" not in fields or int(fields.get("_p", 0)) > 0:
-        return None
+        return None, extra
+    return _segment_counters(fields, unique_metrics, cards), extra
+
+
+def _segment_counters(
+    fields: dict[str, str], unique_metrics: Sequence[str], cards: Sequence[int]
+) -> SegmentCounters:
     return SegmentCounters(
         version=int(fields["_v"]),
         state=fields_of.state_from_fields(fields),

@@ -1,0 +1,116 @@
+"""A customer's limits: the plan's fields with the customer's overrides on top, cached.
+
+`limits_of(customer_id, metric)` is what the alert rules and `check_limit` use. Overrides are
+cached per process and re-read when the customer's revision key in Redis changes (`meter
+limits set` writes it), or after `OVERRIDES_TTL` seconds if Redis lost the key.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from pricing.errors import UserError, echo
+from pricing.limits import EffectiveLimits, LimitOverrides, effective_limits
+from pricing.metering import Segment
+from pricing.plans import Plan, included_usage
+from storage import db
+from storage.catalog import limits as store
+from storage.catalog.cache import catalog
+from storage.errors import NotFound
+from storage.redis_client import get_redis
+
+OVERRIDES_TTL = 60.0  # seconds; a backstop only: the revision key invalidates at once
+
+
+class OverrideCache:
+    """Each customer's overrides with the revision they were read at."""
+
+    def __init__(self, ttl: float = OVERRIDES_TTL) -> None:
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[str, float, LimitOverrides]] = {}
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def get(self, customer_id: str, revision: str) -> LimitOverrides | None:
+        """The cached overrides if they are still at `revision` (None: read them again)."""
+        entry = self._entries.get(customer_id)
+        if entry is None or entry[0] != revision or entry[1] < time.monotonic():
+            return None
+        return entry[2]
+
+    def load(self, customer_id: str, revision: str) -> LimitOverrides:
+        overrides = store.read_overrides(customer_id)
+        with self._lock:
+            self._entries[customer_id] = (revision, time.monotonic() + self.ttl, overrides)
+        return overrides
+
+    def current(self, customer_id: str, revision: str) -> LimitOverrides:
+        return self.get(customer_id, revision) or self.load(customer_id, revision)
+
+
+override_cache = OverrideCache()
+db.register_cache(override_cache.clear)
+
+
+def overrides_of(customer_id: str) -> LimitOverrides:
+    """The customer's overrides, checked against the revision key (one Redis GET)."""
+    revision = store.decode_revision(get_redis().get(store.revision_key(customer_id)))
+    return override_cache.current(customer_id, revision)
+
+
+def limits_for(plan: Plan, metric: str, overrides: LimitOverrides) -> EffectiveLimits:
+    """The limits of `metric` under `plan` with `overrides` on top."""
+    return effective_limits(
+        metric, included_usage(plan, metric), plan.limits, plan.spend_cap, overrides
+    )
+
+
+def current_segment(customer_id: str, at: datetime) -> Segment:
+    """The customer's segment at `at` (NotFound for an unknown customer or no plan then)."""
+    context = catalog.customers({customer_id}).get(customer_id)
+    if context is None:
+        raise NotFound(f"customer_id: no customer {echo(customer_id)}")
+    segment = catalog.segment(context, at)
+    if segment is None:
+        raise NotFound(f"customer {customer_id!r} has no plan at {at.isoformat()}")
+    return segment
+
+
+def limits_of(customer_id: str, metric: str, at: datetime | None = None) -> EffectiveLimits:
+    """The limits that apply to a customer × metric at `at` (default now): NotFound for an
+    unknown customer or a metric its plan does not have."""
+    segment = current_segment(customer_id, at or datetime.now(UTC))
+    if metric not in segment.plan.metrics:
+        raise NotFound(f"metric: {metric!r} is not a metric of plan {segment.plan.code!r}")
+    return limits_for(segment.plan, metric, overrides_of(customer_id))
+
+
+def set_overrides(customer_id: str, change: store.OverrideChange) -> LimitOverrides:
+    """Apply a change to a customer's overrides and return them as they now are. The metric
+    must be one of the customer's current plan."""
+    if change.metric is not None:
+        plan = current_segment(customer_id, datetime.now(UTC)).plan
+        if change.metric not in plan.metrics:
+            known = ", ".join(sorted(plan.metrics)) or "none"
+            raise UserError(
+                "--metric",
+                f"{echo(change.metric)} is not a metric of plan {plan.code!r} (known: {known})",
+            )
+    elif change.hard_limit is not None or change.throttle_at is not None:
+        raise UserError("--metric", "required with --hard-limit or --throttle-at")
+    else:
+        current_segment(customer_id, datetime.now(UTC))  # the customer exists
+    for name, value in (("--hard-limit", change.hard_limit), ("--spend-cap", change.spend_cap)):
+        if value is not None and value < 0:
+            raise UserError(name, "must not be negative")
+    if change.throttle_at is not None and change.throttle_at <= Decimal(0):
+        raise UserError("--throttle-at", "must be greater than 0 (a share of the included usage)")
+    store.apply_change(customer_id, change)
+    override_cache.clear()
+    return store.read_overrides(customer_id)
