@@ -17,6 +17,7 @@ from cli import (
     demo,
     events,
     invoices,
+    limits,
     ops,
     periods,
     plans,
@@ -49,6 +50,7 @@ app.add_typer(events.app, name="events")
 app.add_typer(invoices.app, name="invoices")
 app.add_typer(periods.app, name="periods")
 app.add_typer(analytics.app, name="analytics")
+app.add_typer(limits.app, name="limits")
 app.command("usage")(usage.usage)
 app.command("worker")(worker.worker)
 app.command("scheduler")(scheduler.scheduler)

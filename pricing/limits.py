@@ -13,7 +13,7 @@ usage reaches `throttle_at` × the metric's included usage.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -28,7 +28,7 @@ from pricing.money import format_decimal, format_money
 Reason = Literal["hard_limit", "spend_cap"]
 
 
-def _share(value: object) -> Decimal:
+def parse_share(value: object) -> Decimal:
     """A share of the included usage written as a decimal, the way the plan writes alert
     thresholds ("0.95" is 95 %; above 1 throttles past the allowance)."""
     if isinstance(value, str) and value.strip().endswith("%"):
@@ -39,7 +39,7 @@ def _share(value: object) -> Decimal:
     return number
 
 
-Share = Annotated[Decimal, BeforeValidator(_share)]
+Share = Annotated[Decimal, BeforeValidator(parse_share)]
 
 
 class MetricLimits(BaseModel):
@@ -109,6 +109,23 @@ def effective_limits(
         throttle_at=own.throttle_at if own.throttle_at is not None else planned.throttle_at,
         spend_cap=overrides.spend_cap if overrides.spend_cap is not None else plan_spend_cap,
     )
+
+
+@dataclass(frozen=True)
+class Pending:
+    """What a process recorded for a customer × event name and has not seen ingested:
+    `count` events summing to `total`, of which `batches` (id, count, total) were sent."""
+
+    count: int = 0
+    total: Decimal = Decimal(0)
+    batches: tuple[tuple[str, int, Decimal], ...] = ()
+
+    def without(self, seen: Collection[str]) -> Pending:
+        count, total = self.count, self.total
+        for batch_id, n, amount in self.batches:
+            if batch_id in seen:
+                count, total = count - n, total - amount
+        return Pending(max(count, 0), max(total, Decimal(0)))
 
 
 @dataclass(frozen=True)

@@ -120,6 +120,10 @@ def _charge_key(metric: str, index: int) -> str:
     return f"{metric}:{index}"
 
 
+#: The state key of a plan's percentage charge (`check_limit` prices a request with it).
+charge_key = _charge_key
+
+
 @dataclass
 class SegmentState:
     """What a customer × segment has accumulated: per metric, per percentage charge.

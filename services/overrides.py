@@ -11,10 +11,12 @@ import threading
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 from pricing.errors import UserError, echo
 from pricing.limits import EffectiveLimits, LimitOverrides, effective_limits
 from pricing.metering import Segment
+from pricing.money import format_money
 from pricing.plans import Plan, included_usage
 from storage import db
 from storage.catalog import limits as store
@@ -114,3 +116,30 @@ def set_overrides(customer_id: str, change: store.OverrideChange) -> LimitOverri
     store.apply_change(customer_id, change)
     override_cache.clear()
     return store.read_overrides(customer_id)
+
+
+def limits_table(customer_id: str, at: datetime | None = None) -> dict[str, Any]:
+    """Every metric's limits in force for the customer, with which ones it overrides (what
+    `meter limits show` prints)."""
+    segment = current_segment(customer_id, at or datetime.now(UTC))
+    plan = segment.plan
+    overrides = store.read_overrides(customer_id)
+    metrics: dict[str, Any] = {}
+    for name in plan.metrics:
+        document = limits_for(plan, name, overrides).to_json(plan.currency)
+        own = overrides.metrics.get(name)
+        document["overridden"] = [
+            field
+            for field in ("hard_limit", "throttle_at")
+            if own and getattr(own, field) is not None
+        ]
+        metrics[name] = document
+    cap = effective_limits("", Decimal(0), {}, plan.spend_cap, overrides).spend_cap
+    return {
+        "customer_id": customer_id,
+        "plan": plan.code,
+        "currency": plan.currency,
+        "metrics": metrics,
+        "spend_cap": None if cap is None else format_money(cap, plan.currency),
+        "spend_cap_overridden": overrides.spend_cap is not None,
+    }

@@ -6,21 +6,37 @@ broker, which is created on the first flush.
 
 from __future__ import annotations
 
+from datetime import datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from tasks.producer import configure_recorder, default_recorder, flush_usage, record_usage
+from tasks.producer import (
+    configure_recorder,
+    default_recorder,
+    flush_usage,
+    record_usage,
+    recorder_in_use,
+)
 from tasks.recorder import BufferFull, UsageRecorder
 
 if TYPE_CHECKING:
     from services.limits import LimitCheck
 
 
-def check_limit(customer_id: str, metric: str) -> LimitCheck:
-    """Usage of a metric this period against its included units (see `services.limits`).
+def check_limit(
+    customer_id: str,
+    metric: str,
+    quantity: int | Decimal | str = 1,
+    *,
+    at: datetime | None = None,
+) -> LimitCheck:
+    """May the customer use `quantity` more of `metric` now (hard limit, spend cap), and
+    should it be throttled? Counts the live counters plus what this process's default
+    recorder holds and has not seen ingested. See `services.limits` and `pricing.limits`.
     Imported on first use: recording alone needs no database."""
     from services.limits import check_limit as check
 
-    return check(customer_id, metric)
+    return check(customer_id, metric, quantity, at=at, in_flight=recorder_in_use())
 
 
 __all__ = [

@@ -18,7 +18,7 @@ from services.alerts import check_segments
 from services.ingest import ingest_batch
 from storage.ledger.batches import mark_counters_applied, record_failed_batch
 from storage.payloads import exact_json
-from storage.usage.counters import apply_deltas, reload_segments
+from storage.usage.counters import apply_deltas, mark_counted, reload_segments
 from tasks import names
 from tasks.billing import request_invoice_refresh
 from tasks.retry_log import last_error, summarised_failures
@@ -66,6 +66,9 @@ def ingest_events(batch: Any) -> None:
         touched = [(d.customer_id, d.start, d.end) for d in outcome.deltas]
         apply_deltas(outcome.deltas)
     mark_counters_applied(outcome.batch_id)
+    # Producers' check_limit stops counting this batch as pending: every customer it names
+    # (accepted events are in the counters now; rejected ones never will be).
+    mark_counted(outcome.batch_id, _customers_named(batch["events"]))
     # Alerts, from the rollups the batch committed: a redelivery evaluates the same segments
     # again (an alert is written once whoever gets there first): a kill before this loses none.
     # (The worker's PromptDelivery middleware sends a delivery run for the rows written.)
@@ -78,6 +81,16 @@ def ingest_events(batch: Any) -> None:
             request_invoice_refresh(customer_id, start)
     if outcome.rejected:
         log.info("batch %s: rejected %s", outcome.batch_id, outcome.rejected)
+
+
+def _customers_named(events: list[Any]) -> set[str]:
+    return {
+        customer_id
+        for item in events
+        if isinstance(item, dict)
+        and isinstance(customer_id := item.get("customer_id"), str)
+        and 0 < len(customer_id) <= MAX_ID_LENGTH
+    }
 
 
 @dramatiq.actor(actor_name=names.INGEST_FAILED, queue_name=names.INGEST_QUEUE, max_retries=100)

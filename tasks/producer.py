@@ -59,6 +59,11 @@ def record_usage(
     )
 
 
+def recorder_in_use() -> UsageRecorder | None:
+    """The default recorder if this process has one (check_limit counts what it holds)."""
+    return _default
+
+
 def flush_usage(timeout: float | None = None) -> bool:
     """Block until the default recorder's buffered events are enqueued (False on timeout)."""
     recorder = _default

@@ -39,6 +39,7 @@ import time
 import uuid
 import weakref
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -55,6 +56,7 @@ from pricing.events import (
     check_quantity,
     check_timestamp,
 )
+from pricing.limits import Pending
 from tasks.broker import get_broker
 from tasks.message import BatchMessage, Buffered, Stamp, encode_event
 from tasks.names import INGEST_EVENTS, INGEST_QUEUE
@@ -70,6 +72,10 @@ RETRY_FIRST_DELAY = 0.05  # seconds before the first re-send; doubles up to RETR
 RETRY_MAX_DELAY = 5.0
 EXIT_FLUSH_TIMEOUT = 10.0  # how long interpreter exit waits for buffered events to be sent
 _LIVENESS_POLL = 0.5  # flush() re-checks that the flusher thread is alive this often
+
+#: Seconds a sent batch counts as pending for `check_limit` when no ingest marker shows up
+#: (a batch that waits in a long queue, or ends as a failed batch): then it is forgotten.
+PENDING_WINDOW = 300.0
 
 _PREFIX_ALPHABET = string.ascii_letters + string.digits
 _PREFIX_LENGTH = 12  # 62**12 ≈ 2**71: prefixes of distinct processes do not collide
@@ -157,6 +163,11 @@ class UsageRecorder:
         self._sent_events = 0
         self._sent_batches = 0
         self._send_failures = 0
+        # check_limit's view: per customer × metric, [events, quantity] recorded and not yet
+        # seen ingested; per sent batch, (sent at, its sums) until its marker is seen.
+        self._unseen: dict[tuple[str, str], list[Any]] = {}
+        self._unseen_lock = threading.Lock()
+        self._outstanding: dict[str, tuple[float, dict[tuple[str, str], list[Any]]]] = {}
 
     def record(
         self,
@@ -204,6 +215,14 @@ class UsageRecorder:
         buf = self._buf
         if len(buf) + self._inflight >= self._max_buffer:
             self._wait_for_space()
+        key = (customer_id, metric)
+        with self._unseen_lock:  # counted before it can be sent: never below what is pending
+            sums = self._unseen.get(key)
+            if sums is None:
+                self._unseen[key] = [1, quantity]
+            else:
+                sums[0] += 1
+                sums[1] += quantity
         buf.append((event_id, customer_id, metric, quantity, stamp, checked))
         if len(buf) >= self._batch_size and not self._wake.is_set():
             with main_thread_section():  # Event.set holds the lock the sender waits on
@@ -250,6 +269,67 @@ class UsageRecorder:
         if left:
             log.error("recorder closed with %d events not yet enqueued (still retrying)", left)
         return left == 0
+
+    def pending(self, customer_id: str, metric: str) -> Pending:
+        """What this recorder holds for a customer × event name that it has not seen
+        ingested: buffered, in flight, or sent without an ingest marker yet (see
+        `services.limits`). Batches older than `PENDING_WINDOW` are forgotten here."""
+        key = (customer_id, metric)
+        self._expire(time.monotonic() - PENDING_WINDOW)
+        with self._unseen_lock:
+            sums = self._unseen.get(key)
+            if sums is None:
+                return Pending()
+            batches = tuple(
+                (batch_id, part[0], Decimal(part[1]))
+                for batch_id, (_, parts) in self._outstanding.items()
+                if (part := parts.get(key)) is not None
+            )
+            return Pending(sums[0], Decimal(sums[1]), batches)
+
+    def ingested(self, batch_ids: Collection[str]) -> None:
+        """These batches are in the counters: stop counting their events as pending."""
+        with self._unseen_lock:
+            for batch_id in batch_ids:
+                entry = self._outstanding.pop(batch_id, None)
+                if entry is not None:
+                    self._subtract(entry[1])
+
+    def _expire(self, before: float) -> None:
+        if not self._outstanding:
+            return
+        with self._unseen_lock:
+            old = []
+            for batch_id, (sent_at, _) in self._outstanding.items():  # oldest first
+                if sent_at >= before:
+                    break
+                old.append(batch_id)
+            for batch_id in old:
+                self._subtract(self._outstanding.pop(batch_id)[1])
+
+    def _subtract(self, parts: dict[tuple[str, str], list[Any]]) -> None:
+        for key, (count, total) in parts.items():
+            sums = self._unseen.get(key)
+            if sums is None:
+                continue
+            sums[0] -= count
+            sums[1] -= total
+            if sums[0] <= 0:
+                del self._unseen[key]
+
+    def _sent(self, batch_id: str, events: list[Buffered]) -> None:
+        parts: dict[tuple[str, str], list[Any]] = {}
+        for event in events:
+            part = parts.get((event[1], event[2]))
+            if part is None:
+                parts[(event[1], event[2])] = [1, event[3]]
+            else:
+                part[0] += 1
+                part[1] += event[3]
+        now = time.monotonic()
+        with self._unseen_lock:
+            self._outstanding[batch_id] = (now, parts)
+        self._expire(now - PENDING_WINDOW)
 
     @property
     def stats(self) -> RecorderStats:
@@ -341,12 +421,14 @@ class UsageRecorder:
 
     def _send(self, events: list[Buffered]) -> None:
         """Enqueue one message for `events`, retrying the same message until it goes."""
-        batch = {"batch_id": str(uuid.uuid4()), "events": [encode_event(e) for e in events]}
+        batch_id = str(uuid.uuid4())
+        batch = {"batch_id": batch_id, "events": [encode_event(e) for e in events]}
         message: dramatiq.Message[Any] = BatchMessage(
             queue_name=INGEST_QUEUE, actor_name=INGEST_EVENTS, args=(batch,), kwargs={}, options={}
         )
         delay = RETRY_FIRST_DELAY
         failures = 0
+        self._sent(batch_id, events)  # before it can be ingested and marked
         while True:
             try:
                 self._ingest_broker().enqueue(message)

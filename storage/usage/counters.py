@@ -58,6 +58,25 @@ def unique_key(customer_id: str, start: datetime, metric: str) -> str:
     return f"ml:{{{_tag(customer_id)}}}:u:{int(start.timestamp())}:{metric}"
 
 
+#: How long a batch's "counted" markers live: longer than a producer waits for them
+#: (`tasks.recorder.PENDING_WINDOW`).
+MARKER_TTL = 900
+
+
+def batch_marker_key(customer_id: str, batch_id: str) -> str:
+    """Set once a batch's events of this customer are in its counters (see `mark_counted`)."""
+    return f"ml:{{{_tag(customer_id)}}}:b:{batch_id}"
+
+
+def mark_counted(batch_id: str, customer_ids: Iterable[str]) -> None:
+    """Tell producers that this batch's events of these customers are in the counters: their
+    `check_limit` stops counting them as pending. One pipelined round trip per batch."""
+    pipe = get_redis().pipeline(transaction=False)
+    for customer_id in set(customer_ids):
+        pipe.set(batch_marker_key(customer_id, batch_id), b"1", ex=MARKER_TTL)
+    pipe.execute()
+
+
 @dataclass(frozen=True)
 class CounterDelta:
     """One ingest transaction's effect on one customer × segment, at `version`."""
