@@ -36,20 +36,15 @@ def usage(customer_id: str, key: ReaderKey) -> dict[str, Any]:
     summary="May the customer use more of a metric?",
     responses={200: json_object("what `check_limit` returns"), **_ERRORS},
 )
-def limit(customer_id: str, metric: str, key: LimitKey) -> dict[str, Any]:
-    """Used, included, remaining and whether the included units are used up (live)."""
+def limit(customer_id: str, metric: str, key: LimitKey, quantity: str = "1") -> dict[str, Any]:
+    """What `check_limit` answers for `quantity` more (default 1): allowed, reason
+    (`hard_limit`, `spend_cap`), throttle, used, included, limit, remaining, resets_at; and
+    whether the included units are used up (`exceeded`)."""
     from services.limits import check_limit
 
     path_id("metric", metric)
-    check = check_limit(customer_id, metric)
-    return {
-        "customer_id": check.customer_id,
-        "metric": check.metric,
-        "used": str(check.used),
-        "included": str(check.included),
-        "remaining": str(check.remaining),
-        "exceeded": check.exceeded,
-    }
+    check = check_limit(customer_id, metric, quantity)
+    return {**check.to_json(), "exceeded": check.exceeded}
 
 
 @router.get(
