@@ -66,14 +66,36 @@ class SteadyRecorder(threading.Thread):
             self.stop.wait(0.01)
 
 
-def spaced_calls(count: int, gap: float, call: Any) -> list[float]:
-    samples = []
+class Bounds:
+    """Checks each call's `used` against what the recorder thread had recorded around it:
+    at least everything recorded before the call (its own events are never missed), at most
+    everything recorded after it plus the one being recorded (nothing counted twice)."""
+
+    def __init__(self, producer: SteadyRecorder, ingested: int) -> None:
+        self.producer = producer
+        self.ingested = ingested
+        self.violations = 0
+
+    def check(self, customer: str) -> None:
+        from tasks import check_limit
+
+        before = self.producer.recorded
+        used = check_limit(customer, "api_calls").used
+        after = self.producer.recorded
+        if not self.ingested + before <= used <= self.ingested + after + 1:
+            self.violations += 1
+
+
+def spaced_calls(count: int, gap: float, call: Any) -> tuple[list[float], list[float]]:
+    """Wall-clock and CPU (this thread's) seconds of each call, `gap` seconds apart."""
+    samples, cpu = [], []
     for _ in range(count):
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.thread_time()
         call()
         samples.append(time.perf_counter() - started)
+        cpu.append(time.thread_time() - started_cpu)
         time.sleep(gap)
-    return samples
+    return samples, cpu
 
 
 def ledger_count(customer_id: str) -> int:
@@ -105,10 +127,16 @@ def measure(customer: str, args: argparse.Namespace, logs: Path) -> bool:
         producer = SteadyRecorder(customer, args.rate)
         producer.start()
         time.sleep(1.0)  # batches are flowing and being ingested
-        busy_samples = spaced_calls(args.calls, 0.001, lambda: check_limit(customer, "api_calls"))
+        bounds = Bounds(producer, args.events)
+        busy_samples, busy_cpu = spaced_calls(args.calls, 0.001, lambda: bounds.check(customer))
         producer.stop.set()
         producer.join()
         busy = show(f"check_limit, recording {args.rate}/s meanwhile", busy_samples)
+        show("  the same calls, CPU time of the calling thread", busy_cpu)
+        print(
+            f"every busy call counted all this process had recorded, and nothing twice: "
+            f"{'yes' if not bounds.violations else f'NO ({bounds.violations} calls)'}"
+        )
         flush_usage()
         expected = args.events + producer.recorded
         deadline = time.monotonic() + 120
@@ -119,10 +147,11 @@ def measure(customer: str, args: argparse.Namespace, logs: Path) -> bool:
         "baseline: rollups from PostgreSQL + pricing",
         time_calls(min(args.calls, 500), lambda: rollup_check(customer)),
     )
-    exact = final.used == expected and final.pending == 0
+    exact = final.used == expected and final.pending == 0 and not bounds.violations
     print(
-        f"recorded {producer.recorded:,} events during the run; check_limit used {final.used} "
-        f"(pending {final.pending}) = ledger {ledger_count(customer):,} = expected {expected:,}: "
+        f"recorded {producer.recorded:,} events during the run; check_limit used "
+        f"{int(final.used):,} (pending {final.pending}) = ledger {ledger_count(customer):,} "
+        f"= expected {expected:,}: "
         f"{'yes' if exact else 'NO'}"
     )
     print(
