@@ -124,7 +124,7 @@ def check_limit(
     prospective = prospective_units(definition, used, amount, segment, at)
     estimated = None
     if limits.spend_cap is not None:
-        extra = amount + (pending.total if definition.aggregation == "sum" else Decimal(0))
+        extra = amount + (added if definition.aggregation == "sum" else Decimal(0))
         usage = {**usage, metric: MetricUsage(prospective)}
         results = _with_request(segment, state, uniques, carried, metric, extra, at, results)
         priced = PricedSegment(segment, usage, results, version)
