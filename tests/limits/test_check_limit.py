@@ -163,3 +163,11 @@ def test_bad_quantities_are_refused_with_the_field() -> None:
         with pytest.raises(UserError) as caught:
             check_limit("cus_1", "api_calls", bad)
         assert caught.value.field == "quantity"
+
+
+def test_usage_past_the_hard_limit_is_still_recorded_and_counted() -> None:
+    use(300)
+    use(7)  # the application did not ask, or served anyway: usage is a fact
+    decision = check_limit("cus_1", "api_calls", 0)
+    assert (decision.used, decision.remaining, decision.allowed) == (307, 0, False)
+    assert current_usage("cus_1").metrics["api_calls"].used == 307
