@@ -65,10 +65,11 @@ def ingest_events(batch: Any) -> None:
     else:
         touched = [(d.customer_id, d.start, d.end) for d in outcome.deltas]
         apply_deltas(outcome.deltas)
-    mark_counters_applied(outcome.batch_id)
     # Producers' check_limit stops counting this batch as pending: every customer it names
-    # (accepted events are in the counters now; rejected ones never will be).
+    # (accepted events are in the counters now; rejected ones never will be). At once: until
+    # the marker is there, a producer counts the batch twice (its own and the counters').
     mark_counted(outcome.batch_id, _customers_named(batch["events"]))
+    mark_counters_applied(outcome.batch_id)
     # Alerts, from the rollups the batch committed: a redelivery evaluates the same segments
     # again (an alert is written once whoever gets there first): a kill before this loses none.
     # (The worker's PromptDelivery middleware sends a delivery run for the rows written.)

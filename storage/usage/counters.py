@@ -286,13 +286,13 @@ def read_segment_and(
     (a limit check reads its cache revision and the recorder's batch markers with them)."""
     redis = get_redis()
     pipe = redis.pipeline(transaction=False)
+    if also:  # first: a marker written before the hash is read is reflected in the hash
+        pipe.mget(list(also))
     pipe.hgetall(segment_key(customer_id, start))
     for metric in unique_metrics:
         pipe.scard(unique_key(customer_id, start, metric))
-    if also:
-        pipe.mget(list(also))
     replies = pipe.execute()
-    extra: list[bytes | None] = list(replies.pop()) if also else []
+    extra: list[bytes | None] = list(replies.pop(0)) if also else []
     raw, *cards = replies
     fields = _decode(raw)
     if "_v" not in fields or int(fields.get("_p", 0)) > 0:
