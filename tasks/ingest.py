@@ -91,6 +91,7 @@ def _customers_named(events: list[Any]) -> set[str]:
         if isinstance(item, dict)
         and isinstance(customer_id := item.get("customer_id"), str)
         and 0 < len(customer_id) <= MAX_ID_LENGTH
+        and text_problem(customer_id) is None  # no NUL, no lone surrogate: a valid key
     }
 
 
