@@ -17,6 +17,7 @@ flushed, the worker drains the queue, and check_limit's `used` must equal the le
 from __future__ import annotations
 
 import argparse
+import os
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -178,6 +179,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=int, default=2000, help="events/s recorded meanwhile")
     args = parser.parse_args(argv)
 
+    common.BENCH_DATABASE = "meterline_bench_limits"  # runs beside the other benchmarks
+    os.environ["METER_AUTO_MIGRATE"] = "1"  # a fresh database: migrate it on first use
     servers = common.use_bench_servers()
     logs = Path(f"/tmp/meterline-bench-check-limit-{int(time.time())}")
     logs.mkdir(parents=True, exist_ok=True)

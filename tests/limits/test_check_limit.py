@@ -148,7 +148,7 @@ def test_the_import_beside_record_usage_counts_the_default_recorder(
     from tasks import record_usage
 
     recorder, _ = stub_recorder
-    monkeypatch.setattr("tasks.recorder._default", recorder)
+    monkeypatch.setattr("tasks.producer._default", recorder)
     use(299)
     record_usage("cus_1", "api_calls")
     decision = producer_check("cus_1", "api_calls")

@@ -36,7 +36,7 @@ def customer(clean_state: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Usa
     set_overrides("cus_1", OverrideChange(spend_cap=Decimal(1000)))
     ingest_events(batch([event(quantity=298)]))  # the plan's hard limit is 300
     recorder = UsageRecorder(StubBroker(), flush_interval=3600, batch_size=100_000)
-    monkeypatch.setattr("tasks.recorder._default", recorder)
+    monkeypatch.setattr("tasks.producer._default", recorder)
     yield recorder
     recorder.close(timeout=5)
 
