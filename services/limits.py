@@ -23,6 +23,7 @@ from pricing.aggregations import MetricState, metric_event_name
 from pricing.charges import PercentageCharge, PercentageState
 from pricing.charges.base import ChargeResult, MetricUsage
 from pricing.errors import UserError, echo
+from pricing.events import checked_number
 from pricing.invoicing import PricedSegment, compose
 from pricing.limits import LimitDecision, Pending, decide
 from pricing.metering import Segment, SegmentState, charge_key, segment_usage
@@ -80,10 +81,16 @@ def prospective_units(
 
 
 def check_quantity(quantity: object) -> Decimal:
+    """The requested quantity within the event contract's bounds (finite, below 10^18, its
+    decimal places), not negative; UserError on `quantity` otherwise."""
     try:
-        number = parse_decimal(quantity)
-    except (ValueError, ArithmeticError):
-        raise UserError("quantity", f"not a number: {echo(quantity)}") from None
+        number = checked_number(parse_decimal(quantity))
+    except (ValueError, ArithmeticError) as error:
+        reason = str(error)
+        raise UserError(
+            "quantity",
+            reason if ", got" in reason or ": " in reason else f"{reason}, got {echo(quantity)}",
+        ) from None
     if number < 0:
         raise UserError("quantity", f"must not be negative, got {echo(quantity)}")
     return number
