@@ -32,6 +32,7 @@ def use(quantity: int, metric: str = "api_calls") -> None:
     ingest_events(batch([event(metric, quantity=quantity)]))
 
 
+@pytest.mark.date_sensitive  # resets_at and the base fee follow the clock's period
 def test_the_hard_limit_allows_exactly_the_limit_and_not_one_more() -> None:
     use(299)
     last = check_limit("cus_1", "api_calls")
@@ -68,6 +69,7 @@ def test_throttle_turns_on_at_the_share_of_included_usage() -> None:
     assert decision.throttle and decision.allowed  # 95: throttled, not refused
 
 
+@pytest.mark.date_sensitive  # resets_at and the base fee follow the clock's period
 def test_the_spend_cap_prices_the_request_with_the_tiers() -> None:
     set_overrides("cus_1", OverrideChange(metric="api_calls", hard_limit=Decimal(10_000)))
     use(250)  # 10.00 base + 100 × 0.10 + 50 × 0.05 = 22.50
