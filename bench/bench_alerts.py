@@ -10,7 +10,8 @@ has no alert rules (`alerts: []`), then N events over C customers on the same pl
 default rules (80/95/100 % of each metric's included usage; storage and bandwidth cross theirs
 during the run, so alerts are written too); the tables and counters are emptied between
 phases, and the figure is the median of the rounds. Phase 2 (latency): the producer records a
-steady background load at F × the rules-on rate of phase 1 (default half), and K times a
+steady background load at F × the rules-on rate of phase 1 (default half) over its own
+customers (`--load-customers`, default 100), and K times a
 probe customer records the one event that crosses 80 %; the latency is from just before that
 `record_usage` call to the moment its outbox row is visible (polled every 2 ms).
 """
@@ -78,7 +79,7 @@ def _alert_count() -> int:
 
 
 def _throughput(events: int, customers: list[str], timeout: float) -> float:
-    from tasks.recorder import flush_usage, record_usage
+    from tasks.producer import flush_usage, record_usage
 
     _empty()
     _, started = run_producers(2, events, customers, record_usage)
@@ -130,9 +131,9 @@ def _outbox_seen(customer_id: str, deadline: float) -> float:
 
 def phase_latency(args: argparse.Namespace, rate: float) -> None:
     """p50/p99 from record_usage of the crossing event to its outbox row, under load."""
-    from tasks.recorder import record_usage
+    from tasks.producer import record_usage
 
-    background = _customers("load", PLAN_OFF, args.customers)
+    background = _customers("load", PLAN_OFF, args.load_customers)
     probes = _customers("probe", PLAN_PROBE, args.probes)
     _empty()
     load = rate * args.load_share
@@ -178,10 +179,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--events", type=int, default=200_000, help="events per phase")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of off/on")
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
-    parser.add_argument("--threads", type=int, default=1, help="threads per worker process")
-    parser.add_argument("--batch-size", type=int, default=5000, help="events per message")
+    parser.add_argument("--threads", type=int, default=4, help="threads per worker process")
+    parser.add_argument(
+        "--batch-size", type=int, help="events per message (default: the recorder's)"
+    )
     parser.add_argument("--customers", type=int, default=1000, help="customers per phase")
     parser.add_argument("--probes", type=int, default=200, help="crossings timed")
+    parser.add_argument(
+        "--load-customers", type=int, default=100, help="customers of the steady load"
+    )
     parser.add_argument("--load-share", type=float, default=0.5, help="of the measured rate")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per phase")
     args = parser.parse_args(argv)
@@ -194,12 +200,13 @@ def main(argv: list[str] | None = None) -> None:
     logs = Path(tempfile.mkdtemp(prefix="meterline-bench-"))
     try:
         from storage.redis_client import get_redis
-        from tasks.recorder import configure_recorder
+        from tasks.producer import configure_recorder
 
         print(f"machine: {common.machine_line()}")
         print(
             f"settings: {args.customers} customers per phase, {args.workers} worker processes × "
-            f"{args.threads} threads, batch size {args.batch_size}; worker logs in {logs}"
+            f"{args.threads} threads, batch size {args.batch_size or 'default'}; "
+            f"worker logs in {logs}"
         )
         get_redis().delete("dramatiq:__heartbeats__")
         with common.dramatiq_workers(
@@ -210,7 +217,8 @@ def main(argv: list[str] | None = None) -> None:
             log_file=logs / "workers.log",
         ):
             common.wait_for_consumers(get_redis(), args.workers)
-            configure_recorder(batch_size=args.batch_size)
+            if args.batch_size:
+                configure_recorder(batch_size=args.batch_size)
             rate = phase_throughput(args)
             phase_latency(args, rate)
     finally:
@@ -221,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
 def _close_clients() -> None:
     from storage import db
     from storage.redis_client import reset_redis
-    from tasks.recorder import default_recorder
+    from tasks.producer import default_recorder
 
     default_recorder().close(timeout=10)
     db.close_pool()
