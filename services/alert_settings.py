@@ -111,7 +111,7 @@ def rules_json(customer_id: str, at: datetime | None = None) -> dict[str, Any]:
     if segment is None:
         raise NotFound(f"customer {customer_id!r} has no plan now")
     overrides = store.read_overrides([customer_id]).get(customer_id)
-    rules: RuleSet = customer_rules(segment, overrides or NO_OVERRIDES)
+    rules: RuleSet = customer_rules(segment, overrides or NO_OVERRIDES, customer_id)
     fired = {
         (a.kind, a.metric, a.threshold, a.basis)
         for a in store.fired_in(customer_id, segment.period.start)

@@ -29,8 +29,10 @@ from typing import Any
 
 from pricing.aggregations import LEVEL_AGGREGATIONS
 from pricing.alerts import NO_OVERRIDES, AlertOverrides, Rule, RuleSet, reached, rules_for
+from pricing.limits import NO_OVERRIDES as NO_LIMIT_OVERRIDES
 from pricing.metering import Segment, metric_quantity
 from pricing.money import format_decimal, format_money
+from services.overrides import limits_for, overrides_of
 from services.usage import UsageReport, carried_in, segment_counters, segment_report
 from storage import alerts as store
 from storage import db
@@ -141,10 +143,14 @@ db.register_cache(_clear_caches)
 _plan_rules: dict[int, tuple[Any, RuleSet]] = {}
 
 
-def customer_rules(segment: Segment, overrides: AlertOverrides) -> RuleSet:
-    """The rules of a customer on the segment's plan (cached per plan when not overridden)."""
+def customer_rules(
+    segment: Segment, overrides: AlertOverrides, customer_id: str | None = None
+) -> RuleSet:
+    """The rules of a customer on the segment's plan (cached per plan when not overridden):
+    its thresholds, and `limit.reached` for each metric with a hard limit (the plan's, or the
+    customer's own: `meter limits set`)."""
     plan = segment.plan
-    limits = hard_limits(segment, overrides)
+    limits = hard_limits(segment, customer_id)
     if not overrides.empty or limits:
         return rules_for(plan, overrides, limits)
     cached = _plan_rules.get(id(plan))
@@ -154,10 +160,15 @@ def customer_rules(segment: Segment, overrides: AlertOverrides) -> RuleSet:
     return cached[1]
 
 
-def hard_limits(segment: Segment, overrides: AlertOverrides) -> dict[str, Decimal]:
-    """The metrics' hard limits (units per period), for `limit.reached`: none until plans
-    have `hard_limit`."""
-    return {}
+def hard_limits(segment: Segment, customer_id: str | None) -> dict[str, Decimal]:
+    """Each metric's hard limit (units per period) as `check_limit` applies it."""
+    own = overrides_of(customer_id) if customer_id is not None else NO_LIMIT_OVERRIDES
+    found: dict[str, Decimal] = {}
+    for metric in segment.plan.metrics:
+        limit = limits_for(segment.plan, metric, own).hard_limit
+        if limit is not None:
+            found[metric] = limit
+    return found
 
 
 @dataclass(frozen=True)
@@ -209,7 +220,7 @@ def _watch(key: SegmentKey, context: CustomerContext, overrides: AlertOverrides)
         return None  # the history changed meanwhile: the next batch sees the new segments
     if len(_watches) >= _fired.limit:
         _watches.clear()
-    rules = customer_rules(segment, overrides)
+    rules = customer_rules(segment, overrides, context.customer_id)
     carries = segment.start > segment.period.start and any(
         metric.aggregation in LEVEL_AGGREGATIONS for metric in segment.plan.metrics.values()
     )

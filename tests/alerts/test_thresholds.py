@@ -163,3 +163,24 @@ def test_a_new_period_fires_again() -> None:
         (D("0.8"), billing_period(current.start - timedelta(hours=1)).start),
         (D("0.8"), current.start),
     ]
+
+
+def test_a_hard_limit_reached_exactly_at_the_boundary() -> None:
+    """used == hard_limit is the limit reached (one more unit would not be allowed):
+    `limit.reached` once per period, and the usage past it is still recorded."""
+    setup_customer(
+        "cus_l",
+        PLAN.replace("code: metered", "code: capped")
+        + "alerts: []\nlimits: {api_calls: {hard_limit: 12000}}\n",
+    )
+    send(calls(11999, customer_id="cus_l"))
+    assert [r for r in fired("cus_l") if r[0] == "limit"] == []
+    send(calls(1, customer_id="cus_l"))
+    rows = [r for r in alert_rows("cus_l") if r["kind"] == "limit"]
+    assert [(r["threshold"], r["topic"]) for r in rows] == [(D(12000), "limit.reached")]
+    assert rows[0]["payload"]["limit"] == "12000" and rows[0]["payload"]["used"] == "12000"
+    send(calls(500, customer_id="cus_l"))
+    assert len([r for r in fired("cus_l") if r[0] == "limit"]) == 1
+    from services.usage import current_usage
+
+    assert current_usage("cus_l").metrics["api_calls"].used == D(12500)
