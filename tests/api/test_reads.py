@@ -57,10 +57,14 @@ def test_limits(client: TestClient, key_for: Callable[[str], Headers]) -> None:
     ingest("cus_a", 120, "now")
     answer = client.get("/v1/customers/cus_a/limits/api_calls", headers=key_for("ingest"))
     assert answer.status_code == 200
-    assert answer.json() | {"used": "120"} == {
+    document = answer.json() | {"used": "120"}
+    kept = ("customer_id", "metric", "used", "included", "remaining", "exceeded")
+    assert {k: document[k] for k in kept} == {
         "customer_id": "cus_a", "metric": "api_calls", "used": "120", "included": "100",
         "remaining": "0", "exceeded": True,
     }  # fmt: skip
+    # check_limit's whole answer (additive): no hard limit or cap in this plan, so allowed.
+    assert (document["allowed"], document["reason"], document["limit"]) == (True, None, None)
     unknown = client.get("/v1/customers/cus_a/limits/nope", headers=key_for("ops"))
     assert unknown.status_code == 404
     assert unknown.json()["error"]["field"] == "metric"
