@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from api import dashboards, errors
 from api.body_limit import BodyLimit
+from api.nul_guard import NulGuard
 from api.routers import analytics, customers, events, invoices, ops
 
 TITLE = "Meterline"
@@ -47,6 +48,7 @@ def create_app(*, start_broker: bool = True) -> FastAPI:
     for module in (events, customers, invoices, ops, analytics):
         app.include_router(module.router)
     app.include_router(dashboards.router)
+    app.add_middleware(NulGuard)
     app.add_middleware(BodyLimit, max_bytes=get_settings().METER_API_MAX_BODY_BYTES)
     return app
 
