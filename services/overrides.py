@@ -22,7 +22,6 @@ from storage import db
 from storage.catalog import limits as store
 from storage.catalog.cache import catalog
 from storage.errors import NotFound
-from storage.redis_client import get_redis
 
 OVERRIDES_TTL = 60.0  # seconds; a backstop only: the revision key invalidates at once
 
@@ -62,7 +61,7 @@ db.register_cache(override_cache.clear)
 
 def overrides_of(customer_id: str) -> LimitOverrides:
     """The customer's overrides, checked against the revision key (one Redis GET)."""
-    revision = store.decode_revision(get_redis().get(store.revision_key(customer_id)))
+    revision = store.read_revision(customer_id)
     return override_cache.current(customer_id, revision)
 
 

@@ -31,6 +31,11 @@ def decode_revision(raw: bytes | str | None) -> str:
     return raw.decode() if isinstance(raw, bytes) else raw
 
 
+def read_revision(customer_id: str) -> str:
+    """The customer's current revision ("" when none was ever set or the key expired)."""
+    return decode_revision(get_redis().get(revision_key(customer_id)))
+
+
 def bump_revision(customer_id: str) -> None:
     get_redis().set(revision_key(customer_id), uuid.uuid4().hex, ex=REVISION_TTL)
 
