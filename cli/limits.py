@@ -23,8 +23,7 @@ class Field(StrEnum):
 def _number(raw: str | None, option: str) -> Decimal | None:
     if raw is None:
         return None
-    from pricing.fields import plan_number
-    from pricing.limits import parse_share
+    from pricing.fields import parse_share, plan_number
 
     try:
         return parse_share(raw) if option == "--throttle-at" else plan_number(raw)

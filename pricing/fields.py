@@ -84,13 +84,16 @@ def _fraction(value: object) -> Decimal:
     return number
 
 
-def _share(value: object) -> Decimal:
-    """An alert threshold as a share of included usage: 0.8 is 80 %; above 1 is allowed
-    (1.5 fires at 150 %), up to 100."""
+def parse_share(value: object) -> Decimal:
+    """A share of included usage, written as a decimal: 0.8 is 80 %; above 1 is allowed
+    (1.5 is 150 %), up to 100. Alert thresholds and `throttle_at` are both shares."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        raise ValueError(f'write a share as a decimal ("0.95" for 95 %), got {echo(value)}')
     number = plan_number(value)
     if not 0 < number <= 100:
         raise ValueError(
-            f"a share of included usage (0.8 is 80 %) above 0 and at most 100, got {echo(value)}"
+            "a share of included usage (0.8 is 80 %) greater than 0 and at most 100,"
+            f" got {echo(value)}"
         )
     return number
 
@@ -124,6 +127,6 @@ NonNegativeDecimal = Annotated[Decimal, BeforeValidator(_non_negative)]
 PositiveDecimal = Annotated[Decimal, BeforeValidator(_positive)]
 Percent = Annotated[Decimal, BeforeValidator(_percent)]
 Fraction = Annotated[Decimal, BeforeValidator(_fraction)]
-Share = Annotated[Decimal, BeforeValidator(_share)]
+Share = Annotated[Decimal, BeforeValidator(parse_share)]
 Count = Annotated[int, BeforeValidator(_count)]
 ValueText = Annotated[str, BeforeValidator(value_text)]

@@ -17,29 +17,14 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic import BaseModel, ConfigDict
 
-from pricing.errors import echo
-from pricing.fields import NonNegativeDecimal, plan_number
+from pricing.fields import NonNegativeDecimal, Share
 from pricing.money import format_decimal, format_money
 
 Reason = Literal["hard_limit", "spend_cap"]
-
-
-def parse_share(value: object) -> Decimal:
-    """A share of the included usage written as a decimal, the way the plan writes alert
-    thresholds ("0.95" is 95 %; above 1 throttles past the allowance)."""
-    if isinstance(value, str) and value.strip().endswith("%"):
-        raise ValueError(f'write a share as a decimal ("0.95" for 95 %), got {echo(value)}')
-    number = plan_number(value)
-    if number <= 0:
-        raise ValueError("must be greater than 0 (a share of the included usage)")
-    return number
-
-
-Share = Annotated[Decimal, BeforeValidator(parse_share)]
 
 
 class MetricLimits(BaseModel):

@@ -14,7 +14,7 @@ from typing import Any
 
 from pricing.alerts import EVERY_METRIC, NO_OVERRIDES, RuleSet
 from pricing.errors import UserError, echo
-from pricing.fields import plan_number
+from pricing.fields import parse_share, plan_number
 from pricing.money import format_decimal, format_money
 from pricing.periods import period_for_label
 from services.alerts import customer_rules, forget_overrides
@@ -30,14 +30,9 @@ def parse_shares(text: str, option: str) -> tuple[Decimal, ...]:
     shares = []
     for value in values:
         try:
-            number = plan_number(value)
+            shares.append(parse_share(value))
         except ValueError as error:
             raise UserError(option, str(error)) from None
-        if not 0 < number <= 100:
-            raise UserError(
-                option, f"a share of included usage (0.8 is 80 %) above 0, got {echo(value)}"
-            )
-        shares.append(number)
     return _distinct(shares, option)
 
 
