@@ -100,6 +100,40 @@ EVENTS_RESPONSE: dict[str, Any] = {
 }
 
 
+_TEXT_OR_NULL: dict[str, Any] = {"type": ["string", "null"]}
+
+ALERT: dict[str, Any] = {
+    "type": "object",
+    "required": [
+        "id", "customer_id", "kind", "metric", "threshold", "basis", "value", "period",
+        "period_start", "period_end", "plan", "estimated_bill", "currency", "triggered_at",
+        "outbox_id",
+    ],
+    "properties": {
+        "id": {"type": "integer"},
+        "customer_id": {"type": "string"},
+        "kind": {"type": "string", "description": "usage, spend or limit"},
+        "metric": {**_TEXT_OR_NULL, "description": "null for a spend alert"},
+        "threshold": {"type": "string", "description": "share of `basis`, or an amount"},
+        "basis": {**_TEXT_OR_NULL, "description": "the included usage a share is of"},
+        "value": {"type": "string", "description": "what was reached when it fired"},
+        "period": _TEXT_OR_NULL,
+        "period_start": {"type": "string", "format": "date-time"},
+        "period_end": {"type": ["string", "null"], "format": "date-time"},
+        "plan": _TEXT_OR_NULL,
+        "estimated_bill": _TEXT_OR_NULL,
+        "currency": _TEXT_OR_NULL,
+        "triggered_at": {"type": "string", "format": "date-time"},
+        "outbox_id": {"type": ["integer", "null"]},
+    },
+}  # fmt: skip
+
+ALERTS_RESPONSE: dict[str, Any] = {
+    "description": "alerts fired, oldest first (`meter alerts list --json`)",
+    "content": {"application/json": {"schema": {"type": "array", "items": ALERT}}},
+}
+
+
 def json_object(description: str) -> dict[str, Any]:
     """A 200 answer holding a JSON object (the CLI's `--json` document)."""
     return {

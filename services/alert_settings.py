@@ -141,8 +141,10 @@ def rules_json(customer_id: str, at: datetime | None = None) -> dict[str, Any]:
 
 
 def list_alerts(customer_id: str | None, period: str | None) -> list[store.StoredAlert]:
+    """Alerts fired, oldest first; `period` is a label, YYYY-MM (monthly) or YYYY (yearly)."""
     if period is not None:
-        period_for_label(period)  # the label's form: YYYY-MM (monthly) or YYYY (yearly)
+        yearly = len(period) == 4 and period.isascii() and period.isdigit()
+        period_for_label(period, interval="year" if yearly else "month")  # UserError otherwise
     return store.find(customer_id=customer_id, period_label=period)
 
 

@@ -1,7 +1,8 @@
 """A customer's usage, limits and invoices: `/v1/customers/{customer_id}/...`.
 
-Readable with an ops key or that customer's own key; limits also with an ingest key (what a
-producer gates its requests on). The documents are the CLI's `--json` ones.
+Readable with an ops key or that customer's own key (usage, alerts, invoices); limits also
+with an ingest key (what a producer gates its requests on). The documents are the CLI's
+`--json` ones.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from fastapi import APIRouter
 
 from api.auth import LimitKey, ReaderKey, path_id
 from api.errors import responses
-from api.schemas import json_array, json_object
+from api.schemas import ALERTS_RESPONSE, json_array, json_object
 
 router = APIRouter(prefix="/v1/customers/{customer_id}", tags=["customers"])
 
@@ -45,6 +46,21 @@ def limit(customer_id: str, metric: str, key: LimitKey, quantity: str = "1") -> 
     path_id("metric", metric)
     check = check_limit(customer_id, metric, quantity)
     return {**check.to_json(), "exceeded": check.exceeded}
+
+
+@router.get(
+    "/alerts",
+    summary="Alerts fired for the customer",
+    responses={200: ALERTS_RESPONSE, **_ERRORS},
+)
+def alerts(customer_id: str, key: ReaderKey, period: str | None = None) -> list[dict[str, Any]]:
+    """Usage, spend and limit alerts fired for the customer, oldest first: every period, or
+    only `period` (YYYY-MM, or YYYY on a yearly plan). The `meter alerts list --json` fields."""
+    from services.alert_settings import alert_json, list_alerts
+    from storage.catalog.customers import get_customer
+
+    get_customer(customer_id)  # 404 for an unknown customer, not an empty list
+    return [alert_json(alert) for alert in list_alerts(customer_id, period)]
 
 
 @router.get(

@@ -134,3 +134,41 @@ def test_analytics(client: TestClient, key_for: Callable[[str], Headers], invoic
     assert (
         client.get("/v1/analytics/near-limit", headers=key_for("customer:cus_a")).status_code == 403
     )
+
+
+def test_alerts_this_period_and_past_ones(
+    client: TestClient, key_for: Callable[[str], Headers], stub_broker: object
+) -> None:
+    from services.alert_settings import alert_json, list_alerts
+
+    last = billing_period(in_previous_period())
+    ingest("cus_a", 500, "last", at=in_previous_period())  # 80, 95 and 100 % of 100 included
+    ingest("cus_a", 90, "now")  # 80 % only
+    ingest("cus_b", 100, "b")
+    this = billing_period(datetime.now(UTC)).label
+    own = key_for("customer:cus_a")
+
+    every = client.get("/v1/customers/cus_a/alerts", headers=own)
+    assert every.status_code == 200
+    assert every.json() == [alert_json(alert) for alert in list_alerts("cus_a", None)]
+    fired = [(a["period"], a["kind"], a["metric"], a["threshold"]) for a in every.json()]
+    assert fired == [
+        (last.label, "usage", "api_calls", "0.8"), (last.label, "usage", "api_calls", "0.95"),
+        (last.label, "usage", "api_calls", "1"), (this, "usage", "api_calls", "0.8"),
+    ]  # fmt: skip
+    assert {a["customer_id"] for a in every.json()} == {"cus_a"}
+    now = client.get(f"/v1/customers/cus_a/alerts?period={this}", headers=own).json()
+    assert [(a["threshold"], a["value"], a["basis"]) for a in now] == [("0.8", "90", "100")]
+    past = client.get(f"/v1/customers/cus_a/alerts?period={last.label}", headers=own).json()
+    assert [a["threshold"] for a in past] == ["0.8", "0.95", "1"]
+
+    ops = key_for("ops")
+    assert [
+        a["customer_id"] for a in client.get("/v1/customers/cus_b/alerts", headers=ops).json()
+    ] == ["cus_b"] * 3
+    assert client.get("/v1/customers/cus_b/alerts", headers=own).status_code == 403
+    assert client.get("/v1/customers/cus_a/alerts", headers=key_for("ingest")).status_code == 403
+    bad = client.get("/v1/customers/cus_a/alerts?period=2026-13", headers=own)
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "period"
+    assert client.get("/v1/customers/cus_a/alerts?period=2026", headers=own).json() == []
+    assert client.get("/v1/customers/cus_nobody/alerts", headers=ops).status_code == 404
