@@ -7,10 +7,14 @@ invoices, and nothing of anyone else's.
 
 from __future__ import annotations
 
+import hashlib
+import threading
+import time
 from datetime import UTC, datetime
 
 from pricing.errors import UserError, echo
 from pricing.events import MAX_ID_LENGTH, text_problem
+from storage import db
 from storage.catalog import api_keys
 from storage.catalog.api_keys import ApiKey
 from storage.catalog.customers import get_customer
@@ -20,6 +24,7 @@ __all__ = [
     "authenticate",
     "create",
     "id_problem",
+    "key_cache",
     "list_keys",
     "may_check_limits",
     "may_ingest",
@@ -54,12 +59,60 @@ def list_keys() -> list[ApiKey]:
 
 
 def revoke(key_id: str, now: datetime | None = None) -> ApiKey:
-    return api_keys.revoke_key(key_id, now or datetime.now(UTC))
+    revoked = api_keys.revoke_key(key_id, now or datetime.now(UTC))
+    key_cache.forget(revoked.id)  # at once in this process; elsewhere within the cache's TTL
+    return revoked
 
 
-def authenticate(key: str) -> ApiKey | None:
-    """The live key `key` is, or None (unknown, wrong secret, revoked, malformed)."""
-    return api_keys.authenticate(key)
+class KeyCache:
+    """Live keys this process has checked, trusted for `METER_API_KEY_CACHE_SECONDS` from the
+    check (a monotonic clock): a request with a cached key costs a SHA-256 and a dictionary
+    lookup instead of a PostgreSQL round trip. Only live keys are kept; a key revoked in
+    another process is refused at most that many seconds later (in this one, at once).
+    Entries are found by the SHA-256 of the whole key text, so the secrets are not kept."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._keys: dict[bytes, tuple[float, ApiKey]] = {}
+
+    def clear(self) -> None:
+        with self._lock:
+            self._keys.clear()
+
+    def forget(self, key_id: str) -> None:
+        with self._lock:
+            for digest in [d for d, (_, key) in self._keys.items() if key.id == key_id]:
+                del self._keys[digest]
+
+    def authenticate(self, text: str, ttl: float, now_s: float) -> ApiKey | None:
+        digest = hashlib.sha256(text.encode(errors="surrogatepass")).digest()
+        with self._lock:
+            cached = self._keys.get(digest)
+        if cached is not None and cached[0] > now_s:
+            return cached[1]
+        key = api_keys.authenticate(text)
+        with self._lock:
+            if key is None or ttl <= 0:
+                self._keys.pop(digest, None)
+            else:
+                if len(self._keys) >= self.limit:
+                    self._keys.clear()
+                self._keys[digest] = (now_s + ttl, key)
+        return key
+
+
+key_cache = KeyCache()
+db.register_cache(key_cache.clear)
+
+
+def authenticate(key: str, now_s: float | None = None) -> ApiKey | None:
+    """The live key `key` is, or None (unknown, wrong secret, revoked, malformed); `now_s` is
+    a `time.monotonic()` reading (now)."""
+    from storage.settings import get_settings
+
+    ttl = get_settings().METER_API_KEY_CACHE_SECONDS
+    return key_cache.authenticate(key, ttl, time.monotonic() if now_s is None else now_s)
 
 
 def id_problem(value: str) -> str | None:

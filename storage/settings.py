@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     # key may make per minute (0: no limit).
     METER_API_MAX_BODY_BYTES: int = Field(default=16 * 1024 * 1024, ge=1024)
     METER_API_RATE_LIMIT: int = Field(default=6000, ge=0)
+    # How long a web process trusts a key it has checked before asking PostgreSQL again: a key
+    # revoked elsewhere stops working within this many seconds (0: ask on every request).
+    METER_API_KEY_CACHE_SECONDS: float = Field(default=2.0, ge=0, le=60)
     # Who sends the invoices (printed on every invoice and credit note, fixed on an invoice
     # when it is finalized). The address may span lines: a newline or a literal "\\n" breaks it.
     METER_SELLER_NAME: str | None = None

@@ -126,3 +126,50 @@ def test_a_bug_is_a_bare_500(
     answer = client.get("/v1/customers/cus_a/usage", headers=key_for("ops"))
     assert answer.status_code == 500
     assert answer.json() == {"error": {"field": "", "reason": "internal error"}}
+
+
+def test_checked_keys_are_cached_and_a_revocation_elsewhere_counts_within_the_ttl(
+    db: psycopg.Connection, customers: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A live key is looked up in PostgreSQL once per METER_API_KEY_CACHE_SECONDS (2 s by
+    default); revoked by another process, it is refused from that bound on; revoked in this
+    process, at once. A wrong secret for a cached key's id is never served from the cache."""
+    from storage.catalog import api_keys as store
+
+    lookups: list[str] = []
+    real = store.authenticate
+
+    def counted(text: str) -> api_keys.ApiKey | None:
+        lookups.append(text)
+        return real(text)
+
+    monkeypatch.setattr(store, "authenticate", counted)
+    key, text = api_keys.create("ops")
+    assert api_keys.authenticate(text, now_s=100.0) == key
+    assert api_keys.authenticate(text, now_s=101.9) == key
+    assert len(lookups) == 1  # the second answer came from the cache
+    assert api_keys.authenticate(text[:-1] + ("A" if text[-1] != "A" else "B"), 101.9) is None
+
+    db.execute("UPDATE api_keys SET revoked_at = now() WHERE id = %s", (key.id,))  # elsewhere
+    assert api_keys.authenticate(text, now_s=101.99) == key  # still inside the bound
+    assert api_keys.authenticate(text, now_s=102.0) is None  # 2 s after the check: refused
+    assert api_keys.authenticate(text, now_s=102.5) is None  # and not cached as live again
+
+    other, other_text = api_keys.create("ingest")
+    assert api_keys.authenticate(other_text, now_s=200.0) == other
+    api_keys.revoke(other.id)  # in this process: at once
+    assert api_keys.authenticate(other_text, now_s=200.1) is None
+
+
+def test_a_zero_ttl_asks_postgresql_every_time(
+    client: TestClient,
+    customers: list[str],
+    env_setting: Callable[[str, str], None],
+    db: psycopg.Connection,
+) -> None:
+    env_setting("METER_API_KEY_CACHE_SECONDS", "0")
+    key, text = api_keys.create("ops")
+    headers = {"Authorization": f"Bearer {text}"}
+    assert client.get("/v1/customers/cus_a/usage", headers=headers).status_code == 200
+    db.execute("UPDATE api_keys SET revoked_at = now() WHERE id = %s", (key.id,))
+    assert client.get("/v1/customers/cus_a/usage", headers=headers).status_code == 401
