@@ -1,8 +1,10 @@
 """Server-rendered dashboards (Jinja2, no front-end build), from the same app and services.
 
 `/dashboard/login` takes an API key and keeps it in an HTTP-only, same-site cookie; then a
-customer key sees its customer's page (a gauge per metric against its included usage, the
-estimated bill, refreshed from `GET /v1/customers/{id}/usage` every 2 s, and its invoices),
+customer key sees its customer's page (a gauge per metric against its included usage and,
+where one is set, its hard limit or throttle point; the estimated bill against the spend cap;
+refreshed from `GET /v1/customers/{id}/usage` every 2 s; the alerts fired this period; its
+invoices),
 and an ops key the ops page (ingest health, customers near their limits, failed invoice jobs
 with a retry button, dead webhooks with a redeliver button). Pages are left out of the OpenAPI
 document: they are for people.
@@ -93,6 +95,7 @@ def logout() -> Response:
 @router.get("/customers/{customer_id}")
 def customer_page(customer_id: str, request: Request) -> Response:
     from services.invoice_lifecycle import list_invoices
+    from services.overrides import limits_table
     from services.usage import current_usage
 
     key = _page_key(request)
@@ -100,21 +103,86 @@ def customer_page(customer_id: str, request: Request) -> Response:
         return RedirectResponse(_LOGIN, status_code=303)
     if not api_keys.may_read(key, customer_id):
         raise ApiError(403, "scope", "this key cannot read this customer")
-    usage = current_usage(customer_id).to_json()
+    report = current_usage(customer_id)
+    usage = report.to_json()
+    limits = limits_table(customer_id)
     return _render(
         "customer.html",
         usage=usage,
-        gauges=[_gauge(name, m) for name, m in usage["metrics"].items()],
+        gauges=[
+            _gauge(name, m, limits["metrics"].get(name, {})) for name, m in usage["metrics"].items()
+        ],
+        spend=_spend(usage["estimated_total"], limits["spend_cap"]),
+        alerts=_alerts(customer_id, report.segment.period.start),
         invoices=[i.to_json() for i in reversed(list_invoices(customer_id=customer_id))],
         ops=key.scope == "ops",
     )
 
 
-def _gauge(name: str, metric: dict[str, str]) -> dict[str, Any]:
-    """What a gauge draws: the share of the included units used (None without any)."""
+@router.get("/customers/{customer_id}/alerts")
+def customer_alerts(customer_id: str, request: Request) -> Response:
+    """The page's table of this period's alerts (what its refresh puts in place)."""
+    from services.usage import current_usage
+
+    key = _page_key(request)
+    if key is None or not api_keys.may_read(key, customer_id):
+        raise ApiError(403, "scope", "this key cannot read this customer")
+    start = current_usage(customer_id).segment.period.start
+    return _render("alerts.html", alerts=_alerts(customer_id, start))
+
+
+def _share(part: Decimal, whole: Decimal | None) -> float | None:
+    """`part` as a share of `whole` (None without a whole; full when the whole is 0)."""
+    if whole is None:
+        return None
+    return float(part / whole) if whole > 0 else 1.0
+
+
+def _number(text: str | None) -> Decimal | None:
+    return None if text is None else Decimal(text)
+
+
+def _gauge(name: str, metric: dict[str, str], limits: dict[str, Any]) -> dict[str, Any]:
+    """What a gauge draws: the share of the included units used (None without any), and the
+    share of the hard limit (or, without one, of the throttle point) with the throttle
+    point's place on that bar."""
     used, included = Decimal(metric["used"]), Decimal(metric["included"])
-    share = float(used / included) if included > 0 else None
-    return {"name": name, **metric, "share": share}
+    hard, throttle = _number(limits.get("hard_limit")), _number(limits.get("throttle_units"))
+    ceiling = hard if hard is not None else throttle
+    return {
+        "name": name,
+        **metric,
+        "share": float(used / included) if included > 0 else None,
+        "hard_limit": limits.get("hard_limit"),
+        "throttle_units": limits.get("throttle_units"),
+        "limit_share": _share(used, ceiling),
+        "throttle_mark": _share(throttle, ceiling) if throttle is not None else None,
+    }
+
+
+def _spend(estimated_total: str, spend_cap: str | None) -> dict[str, Any] | None:
+    """The estimated bill against the spend cap (None without a cap)."""
+    if spend_cap is None:
+        return None
+    return {"cap": spend_cap, "share": _share(Decimal(estimated_total), Decimal(spend_cap))}
+
+
+def _alerts(customer_id: str, period_start: datetime) -> list[dict[str, Any]]:
+    """This period's alerts, newest first, each with what it says in words."""
+    from pricing.money import format_decimal
+    from services.alert_settings import alerts_of_period
+
+    alerts = alerts_of_period(customer_id, period_start)
+    for alert in alerts:
+        threshold = alert["threshold"]
+        if alert["kind"] == "usage":
+            share = format_decimal(Decimal(threshold) * 100)
+            alert["text"] = f"{share}% of the {alert['basis']} included reached"
+        elif alert["kind"] == "spend":
+            alert["text"] = f"estimated bill reached {threshold} {alert['currency'] or ''}"
+        else:
+            alert["text"] = f"hard limit of {threshold} reached"
+    return list(reversed(alerts))
 
 
 @router.get("/ops")

@@ -134,6 +134,7 @@ class LimitDecision:
     estimated_total: Decimal | None = None  # with the quantity; only when a spend cap applies
     spend_cap: Decimal | None = None
     currency: str = ""
+    throttle_units: Decimal | None = None  # the usage from which `throttle` is true
 
     @property
     def exceeded(self) -> bool:
@@ -156,6 +157,9 @@ class LimitDecision:
             "pending": format_decimal(self.pending),
             "included": format_decimal(self.included),
             "limit": None if self.limit is None else format_decimal(self.limit),
+            "throttle_units": (
+                None if self.throttle_units is None else format_decimal(self.throttle_units)
+            ),
             "remaining": format_decimal(self.remaining),
             "resets_at": self.resets_at.isoformat(),
         }
@@ -206,4 +210,5 @@ def decide(
         estimated_total=estimated_total if limits.spend_cap is not None else None,
         spend_cap=limits.spend_cap,
         currency=currency,
+        throttle_units=units,
     )

@@ -185,3 +185,9 @@ def fired_this_period(report: UsageReport) -> dict[str, list[str]]:
         if text not in found.setdefault(key, []):
             found[key].append(text)
     return found
+
+
+def alerts_of_period(customer_id: str, period_start: datetime) -> list[dict[str, Any]]:
+    """The alerts fired in one of a customer's billing periods (`meter alerts list --json`'s
+    fields), in the order they fired."""
+    return [alert_json(alert) for alert in store.fired_in(customer_id, period_start)]

@@ -178,3 +178,63 @@ def test_ops_page_numbers_and_retry(web: str, browser: Any, shots: Path) -> None
     assert f"notification {dead} due again" in page.inner_text("#done")
     assert httpx.get(f"{web}/v1/ops/notifications?dead=true", headers=headers).json() == []
     assert page.locator(f'tr[data-notification="{dead}"]').count() == 0
+
+
+def test_customer_page_limits_spend_cap_and_alerts(web: str, browser: Any, shots: Path) -> None:
+    """The gauge's second bar (used against the hard limit, the throttle point marked), the
+    estimated bill against the spend cap and this period's alerts, each equal to the API's,
+    and following new usage past the hard limit and the cap."""
+    from services.overrides import set_overrides
+    from storage.catalog.limits import OverrideChange
+
+    setup_customer("cus_lim")
+    limits = OverrideChange(
+        metric="api_calls", hard_limit=Decimal(150), throttle_at=Decimal("0.95")
+    )
+    set_overrides("cus_lim", limits)
+    set_overrides("cus_lim", OverrideChange(spend_cap=Decimal("14.00")))
+    ingest("cus_lim", 120, "lim")  # 80, 95 and 100 % of 100 included; past the throttle (95)
+    _, key = api_keys.create("customer:cus_lim")
+    headers = {"Authorization": f"Bearer {key}"}
+    page = sign_in(browser, web, key)
+
+    usage = httpx.get(f"{web}/v1/customers/cus_lim/usage", headers=headers).json()
+    check = httpx.get(f"{web}/v1/customers/cus_lim/limits/api_calls?quantity=0", headers=headers)
+    limit = check.json()
+    card = page.locator('[data-metric="api_calls"]')
+    assert card.locator(".hard-limit").inner_text() == limit["limit"] == "150"
+    assert card.locator(".throttle-units").inner_text() == limit["throttle_units"] == "95"
+    assert card.locator(".limit-pct").inner_text() == "80%"  # 120 of 150
+    assert "warn" in (card.locator(".limit").get_attribute("class") or "")  # throttled
+    assert card.locator(".limit .mark").get_attribute("style") == "left: 63.3%"  # 95 / 150
+    assert page.locator('[data-metric="peak_gb"] .limit').count() == 0  # no limit, no bar
+    assert page.inner_text("#spend-cap .cap") == limit["spend_cap"] == "14.00"
+    assert limit["estimated_total"] == usage["estimated_total"]
+    share = Decimal(usage["estimated_total"]) / Decimal("14.00")
+    assert page.inner_text("#spend-cap .cap-pct") == f"{share * 100:.0f}%"
+    assert "warn" in (page.get_attribute("#spend-cap", "class") or "")
+
+    label = billing_period(datetime.now(UTC)).label
+    alerts = httpx.get(f"{web}/v1/customers/cus_lim/alerts?period={label}", headers=headers)
+    fired = alerts.json()
+    assert [a["threshold"] for a in fired] == ["0.8", "0.95", "1"]
+    rows = page.locator("#alerts tr[data-alert]")
+    assert [r.get_attribute("data-alert") for r in rows.all()] == [
+        str(a["id"]) for a in reversed(fired)
+    ]
+    assert "95% of the 100 included reached" in page.inner_text("#alerts")
+    page.screenshot(path=str(shots / "customer-limits.png"), full_page=True)
+
+    ingest("cus_lim", 40, "past")  # 160: past the hard limit (an alert) and the spend cap
+    page.wait_for_function(
+        "document.querySelectorAll('#alerts tr[data-alert]').length === 4", timeout=10_000
+    )
+    assert card.locator(".limit-pct").inner_text() == "107%"
+    assert "over" in (card.locator(".limit").get_attribute("class") or "")
+    usage = httpx.get(f"{web}/v1/customers/cus_lim/usage", headers=headers).json()
+    assert Decimal(usage["estimated_total"]) > Decimal("14.00")
+    assert page.inner_text("#estimated-total") == usage["estimated_total"]
+    assert "over" in (page.get_attribute("#spend-cap", "class") or "")
+    newest = page.locator("#alerts tr[data-alert]").first
+    assert "hard limit of 150 reached" in newest.inner_text()
+    page.screenshot(path=str(shots / "customer-limits-over.png"), full_page=True)
