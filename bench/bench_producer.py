@@ -1,4 +1,5 @@
-"""What `record_usage()` costs a web request, against what a Dramatiq send per event would cost.
+"""What `record_usage()` costs a web request, against what a Dramatiq send per event would cost,
+with the spool (METER_SPOOL_DIR, a temporary directory here) off and on in the same run.
 
 Runs against a real Redis broker (REDIS_URL / BROKER_URL, or --url; the embedded Redis when
 none is configured) under its own key namespace, so no running worker consumes the benchmark's
@@ -13,7 +14,9 @@ GIL as it does in production.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -56,8 +59,8 @@ def timer_overhead_ns() -> float:
     return statistics.median(samples)
 
 
-def bench_recorder(broker: RedisBroker, events: int) -> dict[str, Any]:
-    recorder = configure_recorder(broker=broker)
+def bench_recorder(broker: RedisBroker, events: int, spool: str | None = None) -> dict[str, Any]:
+    recorder = configure_recorder(broker=broker, spool_dir=spool)
     record_usage("cus_warmup", "api_calls")  # starts the flusher thread
     flush_usage()
     started = time.perf_counter()
@@ -122,6 +125,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         overhead = timer_overhead_ns()
         recorder = bench_recorder(broker, args.events)
+        spool_dir = tempfile.mkdtemp(prefix="meterline-bench-spool-")
+        try:
+            spooled = bench_recorder(broker, args.events, spool_dir)
+        finally:
+            shutil.rmtree(spool_dir, ignore_errors=True)
         send_median, send_p99 = bench_direct_send(broker, args.baseline)
     finally:
         clean_up(broker)
@@ -134,11 +142,19 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"{'record_usage(..., 12.5, event_id, properties)':46} {rich_median:10.2f} {rich_p99:10.2f}"
     )
+    spool_median, spool_p99 = spooled["simple"]
+    spool_rich_median, spool_rich_p99 = spooled["rich"]
+    print(f"{'  the same, spool on (METER_SPOOL_DIR)':46} {spool_median:10.2f} {spool_p99:10.2f}")
+    print(f"{'  rich, spool on':46} {spool_rich_median:10.2f} {spool_rich_p99:10.2f}")
     print(f"{'actor.send(event), one message per event':46} {send_median:10.2f} {send_p99:10.2f}")
     print(
         f"record_usage is {send_median / simple_median:.0f}x cheaper per call (median); "
         f"{recorder['events']} events in {recorder['batches']} messages, "
         f"{recorder['throughput']:,.0f} events/s recorded and enqueued end to end"
+    )
+    print(
+        f"spool on: {spool_median / simple_median:.2f}x the median of spool off; "
+        f"{spooled['throughput']:,.0f} events/s recorded, spooled and enqueued end to end"
     )
 
 

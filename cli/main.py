@@ -25,6 +25,7 @@ from cli import (
     reconcile,
     replay,
     scheduler,
+    spool,
     stats,
     usage,
     web,
@@ -56,6 +57,7 @@ app.command("worker")(worker.worker)
 app.command("scheduler")(scheduler.scheduler)
 app.command("web")(web.web)
 app.add_typer(api_keys.app, name="api-keys")
+app.add_typer(spool.app, name="spool")
 
 ops_app = typer.Typer(
     help="Operations: ingest stats, failed jobs, webhook deliveries.", no_args_is_help=True

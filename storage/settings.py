@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     # the embedded PostgreSQL (a fresh checkout just runs), off against a configured
     # DATABASE_URL, where `meter db migrate` runs once per release.
     METER_AUTO_MIGRATE: bool | None = None
+    # Producers: a local directory where `record_usage` appends each event before returning,
+    # so a killed process loses nothing (tasks/spool.py). Unset: no spool.
+    METER_SPOOL_DIR: Path | None = None
     # The HTTP API (`meter web`): the largest request body it reads, and how many requests one
     # key may make per minute (0: no limit).
     METER_API_MAX_BODY_BYTES: int = Field(default=16 * 1024 * 1024, ge=1024)

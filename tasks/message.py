@@ -50,7 +50,8 @@ import msgspec
 
 from pricing.events import PropertyValue
 
-Stamp = int | datetime  # time.time_ns() at record time, or the caller's timestamp in UTC
+#: time.time_ns() at record time, or the caller's timestamp in UTC (as text from a spool).
+Stamp = int | datetime | str
 #: A recorded event waiting in the buffer: (event_id, customer_id, metric, quantity, stamp,
 #: properties), checked by `record()`; turned into JSON in the flusher thread, not in record().
 Buffered = tuple[str, str, str, int | float | Decimal, Stamp, dict[str, PropertyValue] | None]
@@ -98,6 +99,8 @@ def format_timestamp(stamp: Stamp) -> str:
         micros = stamp // 1000
         seconds, fraction = divmod(micros, 1_000_000)
         return f"{_utc_second(seconds)}.{fraction:06d}+00:00"
+    if isinstance(stamp, str):
+        return stamp
     return stamp.isoformat(timespec="microseconds")
 
 

@@ -9,9 +9,9 @@ trip (~230 µs on Redis), so batching is the whole game.
 
 The id and the timestamp are fixed at record time, so a batch that is re-sent after a broker
 failure carries the same ids and timestamps: the ledger's dedup (and its partitioning by the
-event's period) relies on it. A broker outage is retried with exponential backoff, forever,
-never dropping a batch; meanwhile the buffer fills and, once it holds `max_buffer` unsent
-events, `record()` waits up to `block_timeout` and then raises `BufferFull`.
+event's period) relies on it. A broker outage is retried forever (`tasks.batch_sender`);
+meanwhile the buffer fills and, once it holds `max_buffer` unsent events, `record()` waits up
+to `block_timeout` and then raises `BufferFull`.
 
 The message format (a contract: non-Python producers may enqueue it themselves) is described
 and built in `tasks.message`; the event's rules are `pricing.events`'.
@@ -19,7 +19,12 @@ and built in `tasks.message`; the event's rules are `pricing.events`'.
 Stopping: `atexit` sends what is buffered at a normal exit, and the first recorder to start in
 the main thread installs a SIGTERM handler that sends it before the process stops; servers that
 stop their workers themselves have hooks. See `tasks.shutdown`. A SIGKILLed process loses what
-it had buffered: at most one flush interval of events.
+it had buffered (at most one flush interval of events) unless the spool is on: with
+`METER_SPOOL_DIR` (or `spool_dir=`), every event is appended to this process's spool file
+before `record()` returns, the sender thread reads its batches from that file instead of the
+in-memory buffer, and the files of dead processes are claimed and sent (`tasks.spool`).
+Split by job: the sender thread is `tasks.flusher`, one batch's enqueue `tasks.batch_sender`,
+the account kept for `check_limit` `tasks.pending`, the spool file `tasks.spool`.
 
 Delivery is at least once: the same batch may arrive twice (a re-send after a failure whose
 first attempt did reach the broker); the ingest actor skips events whose ``event_id`` it has.
@@ -36,13 +41,13 @@ import secrets
 import string
 import threading
 import time
-import uuid
 import weakref
 from collections import deque
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import dramatiq
@@ -57,10 +62,12 @@ from pricing.events import (
     check_timestamp,
 )
 from pricing.limits import Pending
-from tasks.broker import get_broker
-from tasks.message import BatchMessage, Buffered, Stamp, encode_event
-from tasks.names import INGEST_EVENTS, INGEST_QUEUE
+from tasks.batch_sender import BatchSender
+from tasks.flusher import Flusher, FlushMarker
+from tasks.message import Buffered, Stamp
+from tasks.pending import UnseenUsage
 from tasks.shutdown import install_sigterm_handler, main_thread_section
+from tasks.spool import SpoolFile, encode_row
 
 log = logging.getLogger(f"meterline.{__name__}")
 
@@ -68,8 +75,6 @@ log = logging.getLogger(f"meterline.{__name__}")
 # the ingest worker would reject, so a bad event fails in the caller, never in a batch.
 _MAX_INT_QUANTITY = int(MAX_QUANTITY)  # an int: the common int quantity compares to it fastest
 
-RETRY_FIRST_DELAY = 0.05  # seconds before the first re-send; doubles up to RETRY_MAX_DELAY
-RETRY_MAX_DELAY = 5.0
 EXIT_FLUSH_TIMEOUT = 10.0  # how long interpreter exit waits for buffered events to be sent
 _LIVENESS_POLL = 0.5  # flush() re-checks that the flusher thread is alive this often
 
@@ -94,10 +99,7 @@ class RecorderStats:
     sent_batches: int
     send_failures: int  # failed enqueue attempts, each one retried
     buffered: int  # recorded, not yet enqueued
-
-
-class _FlushMarker(threading.Event):
-    """Queued by flush(): set once every event appended before it has been enqueued."""
+    claimed: int = 0  # events of dead processes' spool files this recorder sent
 
 
 #: A batch goes when full or when the interval has passed. Big batches cost ingest less per
@@ -107,7 +109,7 @@ DEFAULT_BATCH_SIZE = 20_000
 DEFAULT_FLUSH_INTERVAL = 0.2
 
 
-class UsageRecorder:
+class UsageRecorder(Flusher):
     """Buffers usage events in this process and sends them to the ingest queue in batches.
 
     Parameters:
@@ -115,8 +117,10 @@ class UsageRecorder:
       batch_size: events per message.
       flush_interval: seconds a partial batch may wait before it is sent.
       max_buffer: unsent events held before `record()` waits for room. Concurrent threads may
-        overshoot it by at most one event each: the check takes no lock.
+        overshoot it by at most one event each: the check takes no lock. (With the spool, the
+        disk holds the unsent events: no limit.)
       block_timeout: seconds `record()` waits for room before raising `BufferFull`.
+      spool_dir: the spool directory; default the `METER_SPOOL_DIR` setting (unset: none).
     """
 
     def __init__(
@@ -127,18 +131,24 @@ class UsageRecorder:
         flush_interval: float = DEFAULT_FLUSH_INTERVAL,
         max_buffer: int = 100_000,
         block_timeout: float = 5.0,
+        spool_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         if batch_size < 1 or max_buffer < 1 or flush_interval <= 0 or block_timeout < 0:
             raise ValueError(
                 "batch_size and max_buffer must be >= 1, flush_interval > 0, block_timeout >= 0"
             )
-        self._broker = broker
-        self._declared_on: dramatiq.Broker | None = None
+        if spool_dir is None:
+            from storage.settings import get_settings
+
+            spool_dir = get_settings().METER_SPOOL_DIR
+        self._spool_dir = None if spool_dir is None else Path(spool_dir)
+        self._sender = BatchSender(broker)
         self._batch_size = batch_size
         self._flush_interval = flush_interval
         self._max_buffer = max_buffer
         self._block_timeout = block_timeout
         self._closed = False
+        self._spool: SpoolFile | None = None
         self._reset()
         _live_recorders.add(self)
 
@@ -147,8 +157,14 @@ class UsageRecorder:
 
     def _reset(self) -> None:
         """Fresh per-process state: at construction and in a forked child (the parent keeps,
-        and sends, the events it had buffered)."""
-        self._buf: deque[Buffered | _FlushMarker] = deque()
+        and sends, the events it had buffered, and keeps its spool file)."""
+        if self._spool is not None:
+            self._spool.forget_in_child()
+        self._spool = None
+        self._spool_fd = -1  # record() appends here when >= 0 (the spool is open)
+        self._spool_waiters: list[FlushMarker] = []
+        self._next_claim = 0.0
+        self._buf: deque[Buffered | FlushMarker] = deque()
         self._lock = threading.Lock()  # thread start and flush-marker count; not per record
         self._wake = threading.Event()
         self._space = threading.Condition(threading.Lock())
@@ -162,12 +178,12 @@ class UsageRecorder:
         self._markers = 0  # flush markers in the buffer, not events
         self._sent_events = 0
         self._sent_batches = 0
-        self._send_failures = 0
-        # check_limit's view: per customer × metric, [events, quantity] recorded and not yet
-        # seen ingested; per sent batch, (sent at, its sums) until its marker is seen.
-        self._unseen: dict[tuple[str, str], list[Any]] = {}
-        self._unseen_lock = threading.Lock()
-        self._outstanding: dict[str, tuple[float, dict[tuple[str, str], list[Any]]]] = {}
+        self._claimed = 0
+        self._unseen = UnseenUsage()  # check_limit's view (tasks.pending)
+
+    @property
+    def _outstanding(self) -> dict[str, Any]:
+        return self._unseen.outstanding
 
     def record(
         self,
@@ -179,8 +195,9 @@ class UsageRecorder:
         timestamp: datetime | None = None,
         properties: dict[str, Any] | None = None,
     ) -> str:
-        """Validate one event and buffer it; returns its `event_id`. Raises ValueError naming
-        the bad field (nothing is buffered), or BufferFull if the broker is down too long."""
+        """Validate one event and buffer it (with the spool: append it to the spool file);
+        returns its `event_id`. Raises ValueError naming the bad field (nothing is buffered),
+        or BufferFull if the broker is down too long (never with the spool)."""
         # Fast paths first: the common call must stay in the low microseconds. A plain ASCII
         # id without NUL needs no more; anything else gets the contract's full check.
         if (
@@ -212,18 +229,28 @@ class UsageRecorder:
         checked = None if properties is None else check_properties(properties)
         if not self._running:
             self._start()
-        buf = self._buf
-        if len(buf) + self._inflight >= self._max_buffer:
+        spool_fd = self._spool_fd
+        if spool_fd < 0 and len(self._buf) + self._inflight >= self._max_buffer:
             self._wait_for_space()
         key = (customer_id, metric)
-        with self._unseen_lock:  # counted before it can be sent: never below what is pending
-            sums = self._unseen.get(key)
+        unseen = self._unseen
+        with unseen.lock:  # counted before it can be sent: never below what is pending
+            sums = unseen.sums.get(key)
             if sums is None:
-                self._unseen[key] = [1, quantity]
+                unseen.sums[key] = [1, quantity]
             else:
                 sums[0] += 1
                 sums[1] += quantity
-        buf.append((event_id, customer_id, metric, quantity, stamp, checked))
+        item = (event_id, customer_id, metric, quantity, stamp, checked)
+        if spool_fd >= 0:
+            try:
+                os.write(spool_fd, encode_row(item))  # in the page cache when we return
+            except BaseException:
+                self._unseen.forget(key, quantity)
+                raise
+            return event_id
+        buf = self._buf
+        buf.append(item)
         if len(buf) >= self._batch_size and not self._wake.is_set():
             with main_thread_section():  # Event.set holds the lock the sender waits on
                 self._wake.set()
@@ -235,10 +262,14 @@ class UsageRecorder:
         thread = self._thread
         if thread is None or not thread.is_alive():
             return self._pending() == 0
-        marker = _FlushMarker()
+        marker = FlushMarker()
         with main_thread_section(), self._lock:
-            self._markers += 1
-            self._buf.append(marker)
+            if self._spool is not None:
+                marker.target = os.fstat(self._spool.fd).st_size
+                self._spool_waiters.append(marker)
+            else:
+                self._markers += 1
+                self._buf.append(marker)
             self._urgent = True
             self._wake.set()
         deadline = math.inf if timeout is None else time.monotonic() + timeout
@@ -255,7 +286,8 @@ class UsageRecorder:
 
     def close(self, timeout: float | None = None) -> bool:
         """Send everything buffered and stop the thread; later `record()` calls raise.
-        Returns False (and logs) if events were still unsent when `timeout` elapsed."""
+        Returns False (and logs) if events were still unsent when `timeout` elapsed (with the
+        spool, they stay in its file, for the next recorder on this host to claim)."""
         with main_thread_section(), self._lock:
             self._closed = True
             self._running = False
@@ -267,69 +299,27 @@ class UsageRecorder:
         thread.join(timeout)
         left = self._pending()
         if left:
-            log.error("recorder closed with %d events not yet enqueued (still retrying)", left)
+            log.error("recorder_closed_unsent events=%d (still retrying)", left)
+        elif self._spool is not None and not thread.is_alive():
+            self._spool.close(remove=True)
+            self._spool, self._spool_fd = None, -1
         return left == 0
 
     def pending(self, customer_id: str, metric: str) -> Pending:
         """What this recorder holds for a customer × event name that it has not seen
         ingested: buffered, in flight, or sent without an ingest marker yet (see
         `services.limits`). Batches older than `PENDING_WINDOW` are forgotten here."""
-        key = (customer_id, metric)
-        self._expire(time.monotonic() - PENDING_WINDOW)
-        with self._unseen_lock:
-            sums = self._unseen.get(key)
-            if sums is None:
-                return Pending()
-            batches = tuple(
-                (batch_id, part[0], Decimal(part[1]))
-                for batch_id, (_, parts) in self._outstanding.items()
-                if (part := parts.get(key)) is not None
-            )
-            return Pending(sums[0], Decimal(sums[1]), batches)
+        self._unseen.expire(time.monotonic() - PENDING_WINDOW)
+        return self._unseen.pending((customer_id, metric))
 
     def ingested(self, batch_ids: Collection[str]) -> None:
         """These batches are in the counters: stop counting their events as pending."""
-        with self._unseen_lock:
-            for batch_id in batch_ids:
-                entry = self._outstanding.pop(batch_id, None)
-                if entry is not None:
-                    self._subtract(entry[1])
-
-    def _expire(self, before: float) -> None:
-        if not self._outstanding:
-            return
-        with self._unseen_lock:
-            old = []
-            for batch_id, (sent_at, _) in self._outstanding.items():  # oldest first
-                if sent_at >= before:
-                    break
-                old.append(batch_id)
-            for batch_id in old:
-                self._subtract(self._outstanding.pop(batch_id)[1])
-
-    def _subtract(self, parts: dict[tuple[str, str], list[Any]]) -> None:
-        for key, (count, total) in parts.items():
-            sums = self._unseen.get(key)
-            if sums is None:
-                continue
-            sums[0] -= count
-            sums[1] -= total
-            if sums[0] <= 0:
-                del self._unseen[key]
+        self._unseen.ingested(batch_ids)
 
     def _sent(self, batch_id: str, events: list[Buffered]) -> None:
-        parts: dict[tuple[str, str], list[Any]] = {}
-        for event in events:
-            part = parts.get((event[1], event[2]))
-            if part is None:
-                parts[(event[1], event[2])] = [1, event[3]]
-            else:
-                part[0] += 1
-                part[1] += event[3]
         now = time.monotonic()
-        with self._unseen_lock:
-            self._outstanding[batch_id] = (now, parts)
-        self._expire(now - PENDING_WINDOW)
+        self._unseen.sent(batch_id, events, now)
+        self._unseen.expire(now - PENDING_WINDOW)
 
     @property
     def stats(self) -> RecorderStats:
@@ -341,11 +331,14 @@ class UsageRecorder:
             recorded=sent_events + buffered,
             sent_events=sent_events,
             sent_batches=sent_batches,
-            send_failures=self._send_failures,
+            send_failures=self._sender.failures,
             buffered=buffered,
+            claimed=self._claimed,
         )
 
     def _pending(self) -> int:
+        if self._spool is not None:
+            return self._spool.unsent_events() + self._inflight
         return len(self._buf) - self._markers + self._inflight
 
     def _start(self) -> None:
@@ -353,6 +346,9 @@ class UsageRecorder:
             if self._closed:
                 raise RuntimeError("recorder is closed")
             if not self._running:
+                if self._spool_dir is not None and self._spool is None:
+                    self._spool = SpoolFile(self._spool_dir, self._prefix)
+                    self._spool_fd = self._spool.fd
                 self._thread = threading.Thread(
                     target=self._run, name="meterline-recorder", daemon=True
                 )
@@ -374,89 +370,6 @@ class UsageRecorder:
                         f"{self._block_timeout}s; is the broker reachable?"
                     )
                 self._space.wait(remaining)
-
-    def _run(self) -> None:
-        """The flusher thread: full batches as soon as they fill, partial ones when the
-        interval elapses or someone waits (flush, close, a full buffer)."""
-        while True:
-            timed_out = not self._wake.wait(self._flush_interval)
-            self._wake.clear()
-            partial = timed_out or self._urgent or self._stopping
-            self._urgent = False
-            try:
-                self._drain(partial)
-            except Exception:  # a bug, not an outage: enqueue failures are retried in _send
-                log.exception("recorder flusher failed: %d events lost", self._inflight)
-                self._inflight = 0
-            if self._stopping and not self._buf:
-                return
-
-    def _drain(self, partial: bool) -> None:
-        while self._buf and (partial or len(self._buf) >= self._batch_size):
-            events, marker = self._take_batch()
-            try:
-                if events:
-                    self._send(events)
-            finally:
-                if marker is not None:
-                    with self._lock:
-                        self._markers -= 1
-                    marker.set()
-
-    def _take_batch(self) -> tuple[list[Buffered], _FlushMarker | None]:
-        """Up to batch_size events off the buffer, stopping at a flush marker (returned, to be
-        set once the events before it are sent)."""
-        buf = self._buf
-        count = min(len(buf), self._batch_size)
-        # Counted as in flight before they leave the buffer: record() never sees false room.
-        self._inflight = count
-        events: list[Buffered] = []
-        for _ in range(count):
-            item = buf.popleft()
-            if isinstance(item, _FlushMarker):
-                self._inflight = len(events)
-                return events, item
-            events.append(item)
-        return events, None
-
-    def _send(self, events: list[Buffered]) -> None:
-        """Enqueue one message for `events`, retrying the same message until it goes."""
-        batch_id = str(uuid.uuid4())
-        batch = {"batch_id": batch_id, "events": [encode_event(e) for e in events]}
-        message: dramatiq.Message[Any] = BatchMessage(
-            queue_name=INGEST_QUEUE, actor_name=INGEST_EVENTS, args=(batch,), kwargs={}, options={}
-        )
-        delay = RETRY_FIRST_DELAY
-        failures = 0
-        self._sent(batch_id, events)  # before it can be ingested and marked
-        while True:
-            try:
-                self._ingest_broker().enqueue(message)
-                break
-            except Exception as exc:
-                failures += 1
-                self._send_failures += 1
-                log.warning(
-                    "enqueue of batch %s (%d events) failed (attempt %d), retry in %.2fs: %s: %s",
-                    batch["batch_id"], len(events), failures, delay, type(exc).__name__, exc,
-                )  # fmt: skip
-                time.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_DELAY)
-        if failures:
-            log.info("batch %s enqueued after %d failed attempts", batch["batch_id"], failures)
-        with self._space:
-            self._sent_events += len(events)
-            self._sent_batches += 1
-            self._inflight = 0
-            self._space.notify_all()
-
-    def _ingest_broker(self) -> dramatiq.Broker:
-        if self._broker is None:
-            self._broker = get_broker()
-        if self._declared_on is not self._broker:
-            self._broker.declare_queue(INGEST_QUEUE)
-            self._declared_on = self._broker
-        return self._broker
 
 
 # --- process-wide plumbing: fork and exit ---------------------------------
