@@ -19,8 +19,6 @@ thresholds have all fired costs a dictionary lookup.
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,20 +26,20 @@ from decimal import Decimal
 from typing import Any
 
 from pricing.aggregations import LEVEL_AGGREGATIONS
-from pricing.alerts import NO_OVERRIDES, AlertOverrides, Rule, RuleSet, reached, rules_for
+from pricing.alerts import AlertOverrides, Rule, RuleSet, reached, rules_for
 from pricing.limits import NO_OVERRIDES as NO_LIMIT_OVERRIDES
-from pricing.metering import Segment, metric_quantity
+from pricing.limits import LimitOverrides
+from pricing.metering import Segment, SegmentState, metric_quantity
 from pricing.money import format_decimal, format_money
-from services.overrides import limits_for, overrides_of
-from services.usage import UsageReport, carried_in, segment_counters, segment_report
+from services.alert_cache import AlertOverrideCache, FiredKeys, SegmentKey
+from services.overrides import limits_for, overrides_of, overrides_of_many
+from services.usage import UsageReport, carried_in, segment_report, segments_counters
 from storage import alerts as store
 from storage import db
 from storage.catalog.cache import CustomerContext, catalog
 from storage.usage import rollups
 
 log = logging.getLogger(f"meterline.{__name__}")
-
-SegmentKey = tuple[str, datetime]
 
 
 @dataclass(frozen=True)
@@ -55,75 +53,10 @@ class Fired:
     period_start: datetime
 
 
-class _Fired:
-    """Rule keys known to have fired, per customer × period start, for this process.
-
-    Filled from what this process wrote, what a conflicting write proved, and (once per
-    segment) the alerts already stored. Bounded: cleared when it grows past `limit` segments.
-    """
-
-    def __init__(self, limit: int = 200_000) -> None:
-        self.limit = limit
-        self._lock = threading.Lock()
-        self._keys: dict[SegmentKey, set[tuple[Any, ...]]] = {}
-
-    def clear(self) -> None:
-        with self._lock:
-            self._keys.clear()
-
-    def known(self, key: SegmentKey) -> set[tuple[Any, ...]] | None:
-        with self._lock:
-            return self._keys.get(key)
-
-    def add(self, key: SegmentKey, rule_keys: Iterable[tuple[Any, ...]]) -> None:
-        with self._lock:
-            if len(self._keys) >= self.limit and key not in self._keys:
-                self._keys.clear()
-            self._keys.setdefault(key, set()).update(rule_keys)
+_fired = FiredKeys()
 
 
-_fired = _Fired()
-
-
-class _Overrides:
-    """Customers' alert overrides, cached for `ttl` seconds (as the catalog caches plans): a
-    `meter alerts set` reaches running workers within that time."""
-
-    def __init__(self, ttl: float = 5.0) -> None:
-        self.ttl = ttl
-        self._lock = threading.Lock()
-        self._cache: dict[str, tuple[float, AlertOverrides]] = {}
-
-    def clear(self) -> None:
-        with self._lock:
-            self._cache.clear()
-
-    def forget(self, ids: Iterable[str]) -> None:
-        with self._lock:
-            for customer_id in ids:
-                self._cache.pop(customer_id, None)
-
-    def get(self, ids: Iterable[str]) -> dict[str, AlertOverrides]:
-        now = time.monotonic()
-        found: dict[str, AlertOverrides] = {}
-        missing: list[str] = []
-        with self._lock:
-            for customer_id in ids:
-                cached = self._cache.get(customer_id)
-                if cached and cached[0] > now:
-                    found[customer_id] = cached[1]
-                else:
-                    missing.append(customer_id)
-        if missing:
-            loaded = store.read_overrides(missing)
-            with self._lock:
-                for customer_id in missing:
-                    found[customer_id] = loaded.get(customer_id, NO_OVERRIDES)
-                    self._cache[customer_id] = (now + self.ttl, found[customer_id])
-        return found
-
-
-_overrides = _Overrides()
+_overrides = AlertOverrideCache()
 
 
 def forget_overrides(customer_ids: Iterable[str]) -> None:
@@ -144,13 +77,16 @@ _plan_rules: dict[int, tuple[Any, RuleSet]] = {}
 
 
 def customer_rules(
-    segment: Segment, overrides: AlertOverrides, customer_id: str | None = None
+    segment: Segment,
+    overrides: AlertOverrides,
+    customer_id: str | None = None,
+    own: LimitOverrides | None = None,
 ) -> RuleSet:
     """The rules of a customer on the segment's plan (cached per plan when not overridden):
     its thresholds, and `limit.reached` for each metric with a hard limit (the plan's, or the
-    customer's own: `meter limits set`)."""
+    customer's own: `meter limits set`; `own` when the caller has read them)."""
     plan = segment.plan
-    limits = hard_limits(segment, customer_id)
+    limits = hard_limits(segment, customer_id, own)
     if not overrides.empty or limits:
         return rules_for(plan, overrides, limits)
     cached = _plan_rules.get(id(plan))
@@ -160,9 +96,12 @@ def customer_rules(
     return cached[1]
 
 
-def hard_limits(segment: Segment, customer_id: str | None) -> dict[str, Decimal]:
+def hard_limits(
+    segment: Segment, customer_id: str | None, own: LimitOverrides | None = None
+) -> dict[str, Decimal]:
     """Each metric's hard limit (units per period) as `check_limit` applies it."""
-    own = overrides_of(customer_id) if customer_id is not None else NO_LIMIT_OVERRIDES
+    if own is None:
+        own = overrides_of(customer_id) if customer_id is not None else NO_LIMIT_OVERRIDES
     found: dict[str, Decimal] = {}
     for metric in segment.plan.metrics:
         limit = limits_for(segment.plan, metric, own).hard_limit
@@ -211,16 +150,24 @@ class _Pending:
 _watches: dict[SegmentKey, _Watch] = {}
 
 
-def _watch(key: SegmentKey, context: CustomerContext, overrides: AlertOverrides) -> _Watch | None:
+def _cached_watch(
+    key: SegmentKey, context: CustomerContext, overrides: AlertOverrides
+) -> _Watch | None:
     cached = _watches.get(key)
     if cached is not None and cached.context is context and cached.overrides is overrides:
         return cached
+    return None
+
+
+def _watch(
+    key: SegmentKey, context: CustomerContext, overrides: AlertOverrides, own: LimitOverrides
+) -> _Watch | None:
     segment = catalog.segment(context, key[1])
     if segment is None or segment.start != key[1]:
         return None  # the history changed meanwhile: the next batch sees the new segments
     if len(_watches) >= _fired.limit:
         _watches.clear()
-    rules = customer_rules(segment, overrides, context.customer_id)
+    rules = customer_rules(segment, overrides, context.customer_id, own)
     carries = segment.start > segment.period.start and any(
         metric.aggregation in LEVEL_AGGREGATIONS for metric in segment.plan.metrics.values()
     )
@@ -240,19 +187,25 @@ def check_segments(
     watching = _pending(touched)
     if not watching:
         return []
+    # The segments to look at closer (those that may have reached a level, and every one
+    # with spend rules), their counters read in one Redis round trip.
+    closer = _maybe_reached([(w, p) for w, p in watching if not p.spend])
+    closer += [(w, p) for w, p in watching if p.spend]
+    lives = segments_counters([(w.period_key[0], w.segment) for w, _ in closer])
     due: list[tuple[_Watch, UsageReport, list[Rule]]] = []
-    for watch, pending in _maybe_reached([(w, p) for w, p in watching if not p.spend]):
-        used = _used(watch, list(pending.lowest))
-        reached_now = reached(_rules(pending.rules), used, None)
-        if reached_now:
-            due.append((watch, segment_report(watch.context, watch.segment, now), reached_now))
-    for watch, pending in watching:  # spend: priced as `meter usage` prices it
-        if pending.spend:
-            report = segment_report(watch.context, watch.segment, now)
+    for (watch, pending), live in zip(closer, lives, strict=True):
+        if pending.spend:  # priced as `meter usage` prices it
+            report = segment_report(watch.context, watch.segment, now, live)
             used = {name: m.used for name, m in report.metrics.items()}
             reached_now = reached(_rules(pending.rules), used, report.estimated_total)
             if reached_now:
                 due.append((watch, report, reached_now))
+            continue
+        used = _used(watch, list(pending.lowest), live)
+        reached_now = reached(_rules(pending.rules), used, None)
+        if reached_now:
+            report = segment_report(watch.context, watch.segment, now, live)
+            due.append((watch, report, reached_now))
     return _write(due, now) if due else []
 
 
@@ -263,10 +216,16 @@ def _pending(touched: Iterable[tuple[str, datetime, datetime]]) -> list[tuple[_W
         return []
     contexts = catalog.customers({customer_id for customer_id, _ in keys})
     overrides = _overrides.get(contexts)
+    known = [key for key in keys if key[0] in contexts]
+    cached = [_cached_watch(key, contexts[key[0]], overrides[key[0]]) for key in known]
+    # The segments seen first (or again after their customer was re-read): the customers'
+    # limit overrides in one round trip, not one per customer.
+    fresh = [key for key, watch in zip(known, cached, strict=True) if watch is None]
+    own = overrides_of_many(list(dict.fromkeys(c for c, _ in fresh))) if fresh else {}
     watches: list[_Watch] = []
-    for key in keys:
-        context = contexts.get(key[0])
-        watch = _watch(key, context, overrides[key[0]]) if context is not None else None
+    for key, watch in zip(known, cached, strict=True):
+        if watch is None:
+            watch = _watch(key, contexts[key[0]], overrides[key[0]], own[key[0]])
         if watch is not None and not watch.rules.empty:
             watches.append(watch)
     unknown = [w.period_key for w in watches if _fired.known(w.period_key) is None]
@@ -319,10 +278,13 @@ def _maybe_reached(
     return found + [watching[i] for i in hits]
 
 
-def _used(watch: _Watch, names: list[str]) -> dict[str, Decimal]:
-    """The used quantity of these metrics exactly as `meter usage` computes it."""
+def _used(
+    watch: _Watch, names: list[str], live: tuple[int, SegmentState, dict[str, int]]
+) -> dict[str, Decimal]:
+    """The used quantity of these metrics exactly as `meter usage` computes it, from the
+    segment's counters (`live`)."""
     customer_id, segment = watch.period_key[0], watch.segment
-    _, state, unique_counts = segment_counters(customer_id, segment)
+    _, state, unique_counts = live
     carried = carried_in(customer_id, watch.context, segment)
     return {
         name: metric_quantity(segment.plan, name, state, unique_counts, segment, carried)

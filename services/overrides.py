@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from pricing.errors import UserError, echo
-from pricing.limits import EffectiveLimits, LimitOverrides, effective_limits
+from pricing.limits import NO_OVERRIDES, EffectiveLimits, LimitOverrides, effective_limits
 from pricing.metering import Segment
 from pricing.money import format_money
 from pricing.plans import Plan, included_usage
@@ -54,6 +55,30 @@ class OverrideCache:
     def current(self, customer_id: str, revision: str) -> LimitOverrides:
         return self.get(customer_id, revision) or self.load(customer_id, revision)
 
+    def current_of(self, revisions: dict[str, str]) -> dict[str, LimitOverrides]:
+        """`current` for many customers: the ones not cached at their revision are read in
+        one round trip."""
+        found: dict[str, LimitOverrides] = {}
+        missing: list[str] = []
+        for customer_id, revision in revisions.items():
+            cached = self.get(customer_id, revision)
+            if cached is None:
+                missing.append(customer_id)
+            else:
+                found[customer_id] = cached
+        if missing:
+            loaded = store.read_overrides_of(missing)
+            expires = time.monotonic() + self.ttl
+            with self._lock:
+                for customer_id in missing:
+                    found[customer_id] = loaded.get(customer_id, NO_OVERRIDES)
+                    self._entries[customer_id] = (
+                        revisions[customer_id],
+                        expires,
+                        found[customer_id],
+                    )
+        return found
+
 
 override_cache = OverrideCache()
 db.register_cache(override_cache.clear)
@@ -63,6 +88,12 @@ def overrides_of(customer_id: str) -> LimitOverrides:
     """The customer's overrides, checked against the revision key (one Redis GET)."""
     revision = store.read_revision(customer_id)
     return override_cache.current(customer_id, revision)
+
+
+def overrides_of_many(customer_ids: Sequence[str]) -> dict[str, LimitOverrides]:
+    """`overrides_of` for many customers: one Redis round trip for their revisions, and one
+    PostgreSQL query for those whose overrides are not cached at that revision."""
+    return override_cache.current_of(store.read_revisions(customer_ids))
 
 
 def limits_for(plan: Plan, metric: str, overrides: LimitOverrides) -> EffectiveLimits:

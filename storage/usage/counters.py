@@ -300,6 +300,27 @@ def read_segment_and(
     return _segment_counters(fields, unique_metrics, cards), extra
 
 
+def read_segments(
+    segments: Sequence[tuple[str, datetime, Sequence[str]]],
+) -> list[SegmentCounters | None]:
+    """`read_segment` of many (customer, segment start, unique metrics) in one round trip."""
+    if not segments:
+        return []
+    pipe = get_redis().pipeline(transaction=False)
+    for customer_id, start, unique_metrics in segments:
+        pipe.hgetall(segment_key(customer_id, start))
+        for metric in unique_metrics:
+            pipe.scard(unique_key(customer_id, start, metric))
+    replies = iter(pipe.execute())
+    found: list[SegmentCounters | None] = []
+    for _, _, unique_metrics in segments:
+        fields = _decode(next(replies))
+        cards = [next(replies) for _ in unique_metrics]
+        usable = "_v" in fields and int(fields.get("_p", 0)) == 0
+        found.append(_segment_counters(fields, unique_metrics, cards) if usable else None)
+    return found
+
+
 def _segment_counters(
     fields: dict[str, str], unique_metrics: Sequence[str], cards: Sequence[int]
 ) -> SegmentCounters:
