@@ -17,29 +17,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Any
 
 from pricing.aggregations import MetricState
-from pricing.decoding import decode_batch
-from pricing.events import Event, Rejection, event_json
-from pricing.metering import (
-    Segment,
-    SegmentDelta,
-    SegmentState,
-    build_deltas,
-    check_event,
-    plan_index,
-)
+from pricing.events import Event, Rejection
+from pricing.metering import SegmentDelta, SegmentState, build_deltas
 from pricing.periods import local_date
-from pricing.plans import Plan
+from services.classify import Classified
+from services.classify import classify as _classify
 from storage import db
-from storage.catalog.cache import CustomerContext, catalog
+from storage.catalog.cache import catalog
 from storage.ledger import batch_write, batches
 from storage.ledger import events as ledger
 from storage.ledger import locks as ingest_locks
 from storage.ledger.batch_write import Route
-from storage.settings import get_settings
 from storage.usage import rollups
 from storage.usage.counters import CounterDelta
 
@@ -54,169 +46,12 @@ class IngestOutcome:
     redelivered: bool = False
     # Only for a redelivered batch: the (customer, segment start, end) it touched.
     segments: list[tuple[str, datetime, datetime]] = field(default_factory=list)
+    # The customers the batch names, valid as keys (None for a redelivered batch).
+    named: set[str] | None = None
 
     @property
     def rejected_total(self) -> int:
         return sum(self.rejected.values())
-
-
-def _segment_for(
-    cache: dict[str, list[tuple[datetime, datetime, Segment]]],
-    context: CustomerContext,
-    at: datetime,
-) -> Segment | None:
-    """The customer's segment at `at`, remembered for the batch with its bounds in UTC (the
-    events' zone: comparing datetimes of one zone is the cheap case)."""
-    found = cache.setdefault(context.customer_id, [])
-    for start, end, segment in found:
-        if start <= at < end:
-            return segment
-    fresh = catalog.segment(context, at)
-    if fresh is not None:
-        found.append((fresh.start.astimezone(UTC), fresh.end.astimezone(UTC), fresh))
-    return fresh
-
-
-#: Aggregations PostgreSQL derives from the event's quantity alone (`batch_write`).
-_PLAIN_AGGREGATIONS = frozenset({"sum", "count", "max", "latest"})
-
-
-def _route(segment: Segment, customer_id: str, name: str) -> Route:
-    """Where the segment's events of this name are folded: in SQL when every metric reading
-    them is plain (its aggregation of the quantity, no filter, field or percentage charge)."""
-    return Route(
-        customer_id,
-        segment.start,
-        segment.end,
-        segment.timezone,
-        name,
-        _plain_keys(segment.plan, name),
-    )
-
-
-def _plain_keys(plan: Plan, name: str) -> tuple[str, ...]:
-    """The plain metrics reading `name`, or () when any metric reading it is not plain;
-    remembered per plan object (plans are immutable), like `plan_index`."""
-    cached = _plain_cache.get(id(plan))
-    if cached is None or cached[0] is not plan:
-        if len(_plain_cache) > 64:  # a plan is read again every few seconds: keep a few dozen
-            _plain_cache.clear()
-        cached = _plain_cache[id(plan)] = (plan, {})
-    keys = cached[1].get(name)
-    if keys is None:
-        readers = plan_index(plan).get(name, ())
-        plain = all(
-            r.metric.aggregation in _PLAIN_AGGREGATIONS
-            and r.metric.filter is None
-            and r.metric.field is None
-            and not r.percentage
-            for r in readers
-        )
-        keys = cached[1][name] = tuple(r.key for r in readers) if plain and readers else ()
-    return keys
-
-
-_plain_cache: dict[int, tuple[Plan, dict[str, tuple[str, ...]]]] = {}
-
-
-@dataclass
-class _Classified:
-    accepted: list[tuple[Event, Segment]]
-    rejections: list[Rejection]
-    duplicates: int
-    contexts: dict[str, CustomerContext]
-    routes: dict[tuple[int, str], Route]  # by (id of the segment, event name)
-
-
-def _classify(
-    raw_events: Sequence[Any], now: datetime, *, where: list[int] | None = None
-) -> _Classified:
-    """Every event of the batch: accepted (with its segment), a duplicate within the batch, or
-    rejected with its reason. One pass; what is the same for many events (the customer's
-    segment, how a plan reads an event name) is looked up once per batch, and an event whose
-    customer and segment were seen already takes the short path (same checks, same order).
-    `where`, when given, receives the position of each accepted event, in order."""
-    settings = get_settings()
-    earliest = now - timedelta(days=settings.METER_ACCEPT_PAST_DAYS)
-    latest = now + timedelta(seconds=settings.METER_ACCEPT_FUTURE_SECONDS)
-    parsed, rejections = decode_batch(raw_events)
-    positions = _positions(len(raw_events), rejections)
-    contexts = catalog.customers({e.customer_id for e in parsed})
-    accepted: list[tuple[Event, Segment]] = []
-    segments: dict[str, list[tuple[datetime, datetime, Segment]]] = {}
-    routes: dict[tuple[int, str], Route] = {}
-    seen: set[tuple[str, str]] = set()
-    duplicates = 0
-    for position, event in zip(positions, parsed, strict=True):
-        customer_id = event.customer_id
-        at = event.timestamp
-        segment: Segment | None = None
-        if earliest <= at <= latest:  # a known customer's known segment: no lookup
-            for start, end, candidate in segments.get(customer_id, ()):
-                if start <= at < end:
-                    segment = candidate
-                    break
-        reason: tuple[str, str] | None = None
-        if segment is None:
-            reason, segment = _judge(contexts, segments, event, earliest, latest)
-        if segment is not None:
-            route_key = (id(segment), event.metric)
-            route = routes.get(route_key)
-            # A plain route's only check is the sign (check_event says which reason).
-            if route is None or not route.keys or event.quantity < 0:
-                reason = check_event(segment.plan, event)
-                if reason is None and route is None:
-                    routes[route_key] = _route(segment, customer_id, event.metric)
-        if reason is not None or segment is None:
-            code, detail = reason or ("invalid_event", "")
-            rejections.append(Rejection(code, detail, event_json(event), position))
-            continue
-        key = (customer_id, event.event_id)
-        if key in seen:
-            duplicates += 1
-            continue
-        seen.add(key)
-        accepted.append((event, segment))
-        if where is not None:
-            where.append(position)
-    return _Classified(accepted, rejections, duplicates, contexts, routes)
-
-
-def _judge(
-    contexts: dict[str, CustomerContext],
-    segments: dict[str, list[tuple[datetime, datetime, Segment]]],
-    event: Event,
-    earliest: datetime,
-    latest: datetime,
-) -> tuple[tuple[str, str] | None, Segment | None]:
-    """The long path: the customer, the window, the segment, in that order; (reason, None)
-    for the first that fails, else (None, the segment)."""
-    customer_id = event.customer_id
-    context = contexts.get(customer_id)
-    if context is None:
-        return ("unknown_customer", f"customer_id: no customer {customer_id!r}"), None
-    if not earliest <= event.timestamp <= latest:
-        return (
-            "timestamp_out_of_window",
-            f"timestamp: {event.timestamp.isoformat()} is outside the accepted window "
-            f"{earliest.isoformat()} – {latest.isoformat()}",
-        ), None
-    segment = _segment_for(segments, context, event.timestamp)
-    if segment is None:
-        return (
-            "no_subscription",
-            f"timestamp: customer {customer_id!r} has no plan at {event.timestamp.isoformat()}",
-        ), None
-    return None, segment
-
-
-def _positions(count: int, rejections: Sequence[Rejection]) -> Sequence[int]:
-    """Where the events that met the contract sit in their batch, in order (decode_batch
-    keeps the order of the events it accepts and gives each rejection its position)."""
-    if not rejections:
-        return range(count)
-    refused = {r.position for r in rejections}
-    return [position for position in range(count) if position not in refused]
 
 
 def ingest_batch(
@@ -273,7 +108,7 @@ class _Redelivered(Exception):
 
 
 def _write(
-    conn: db.Connection, batch_id: str, found: _Classified, events: list[Event], now: datetime
+    conn: db.Connection, batch_id: str, found: Classified, events: list[Event], now: datetime
 ) -> IngestOutcome:
     # Sent in the caller's pipeline; the first fetch below is their one round trip.
     rejected = batches.record_rejections(conn, batch_id, found.rejections, now)
@@ -308,6 +143,7 @@ def _write(
         duplicates=found.duplicates + len(events) - result.accepted,
         rejected=rejected,
         deltas=_counter_deltas(result, python_deltas),
+        named=found.named,
     )
     batch_changed(conn, outcome.deltas, now)
     return outcome

@@ -15,6 +15,7 @@ import dramatiq
 
 from pricing.events import MAX_ID_LENGTH, text_problem
 from services.alerts import check_segments
+from services.classify import valid_customer_ids
 from services.ingest import ingest_batch
 from storage.ledger.batches import mark_counters_applied, record_failed_batch
 from storage.payloads import exact_json
@@ -68,7 +69,8 @@ def ingest_events(batch: Any) -> None:
     # Producers' check_limit stops counting this batch as pending: every customer it names
     # (accepted events are in the counters now; rejected ones never will be). At once: until
     # the marker is there, a producer counts the batch twice (its own and the counters').
-    mark_counted(outcome.batch_id, _customers_named(batch["events"]))
+    named = outcome.named if outcome.named is not None else valid_customer_ids(batch["events"])
+    mark_counted(outcome.batch_id, named)
     mark_counters_applied(outcome.batch_id)
     # Alerts, from the rollups the batch committed: a redelivery evaluates the same segments
     # again (an alert is written once whoever gets there first): a kill before this loses none.
@@ -82,17 +84,6 @@ def ingest_events(batch: Any) -> None:
             request_invoice_refresh(customer_id, start)
     if outcome.rejected:
         log.info("batch %s: rejected %s", outcome.batch_id, outcome.rejected)
-
-
-def _customers_named(events: list[Any]) -> set[str]:
-    return {
-        customer_id
-        for item in events
-        if isinstance(item, dict)
-        and isinstance(customer_id := item.get("customer_id"), str)
-        and 0 < len(customer_id) <= MAX_ID_LENGTH
-        and text_problem(customer_id) is None  # no NUL, no lone surrogate: a valid key
-    }
 
 
 @dramatiq.actor(actor_name=names.INGEST_FAILED, queue_name=names.INGEST_QUEUE, max_retries=100)
