@@ -6,9 +6,11 @@ the local month its period starts. A voided invoice is left out and the invoice 
 its period counts, so a period is counted once. Adjustment lines (late usage for an earlier
 period) count where they are invoiced: on the later invoice, in its month.
 
-Every read goes through `_INVOICES`, which the partial index `invoices_reported_idx` covers
-(monthly labels by range; yearly ones by year), and through the lines' covering index
-`invoice_lines_reported_idx`: index-only scans, never the documents.
+The reports read the pre-aggregates of migration 0017 (`storage.analytics.revenue_months`,
+kept when an invoice is finalized or voided): one row per month × currency × customer × plan
+(`_INVOICES`) and one per month × currency × line kind × metric (`_LINES`), each by a range of
+its primary key; never an invoice, a line or a document. `billed` (the backtest's) reads one
+period's invoices through the partial index `invoices_reported_idx`.
 """
 
 from __future__ import annotations
@@ -42,26 +44,19 @@ def report() -> Iterator[db.Connection]:
         yield conn
 
 
-#: The reported invoices of months %(first)s..%(last)s, with `month` (YYYY-MM) and `months`
-#: (how many months the period covers: 1, or 12 for a yearly plan).
-_INVOICES = sql.SQL("""(
-    SELECT i.id, i.customer_id, i.currency, i.plan_code, i.subtotal, i.tax, i.total,
-           i.period_label AS month, 1 AS months
-    FROM invoices i
-    WHERE i.status IN ('finalized', 'paid') AND i.period_label BETWEEN %(first)s AND %(last)s
-    UNION ALL
-    SELECT * FROM (
-        SELECT i.id, i.customer_id, i.currency, i.plan_code, i.subtotal, i.tax, i.total,
-               to_char(i.period_start AT TIME ZONE i.timezone, 'YYYY-MM') AS month, 12 AS months
-        FROM invoices i
-        WHERE i.status IN ('finalized', 'paid') AND length(i.period_label) = 4
-          AND i.period_label BETWEEN left(%(first)s, 4) AND left(%(last)s, 4)
-    ) yearly WHERE month BETWEEN %(first)s AND %(last)s
-)""")
+#: The reported invoices of months %(first)s..%(last)s, one row per month × currency ×
+#: customer × plan × months (1, or 12 for a yearly plan): `invoices`, `subtotal`, `tax`,
+#: `total`, `base_fee` (its base fee lines), `lines` (all its lines). The pre-aggregate
+#: `revenue_months` (`storage.analytics.revenue_months`), read by its primary key's range.
+_INVOICES = sql.SQL("(SELECT * FROM revenue_months WHERE month BETWEEN %(first)s AND %(last)s)")
+
+#: The reported invoice lines of months %(first)s..%(last)s per month × currency × kind ×
+#: metric ('' for none): `lines`, `amount`, `quantity` (`revenue_month_lines`).
+_LINES = sql.SQL("(SELECT * FROM revenue_month_lines WHERE month BETWEEN %(first)s AND %(last)s)")
 
 #: What a line is about: its metric (usage lines and usage adjustments), else its kind
 #: (base_fee, minimum_true_up, or an adjustment of one of them).
-_SUBJECT = sql.SQL("coalesce(l.metric, l.kind)")
+_SUBJECT = sql.SQL("CASE WHEN l.metric = '' THEN l.kind ELSE l.metric END")
 
 
 @dataclass(frozen=True)
@@ -85,16 +80,15 @@ def revenue(first: str, last: str, by: str | None = None) -> list[RevenueRow]:
     ('YYYY-MM', inclusive). By plan: the plan each invoice's period ended under."""
     if by == "metric":
         query = sql.SQL(
-            "SELECT i.month, i.currency, {subject}, count(*), sum(l.amount), 0, 0"
-            " FROM {invoices} i JOIN invoice_lines l ON l.invoice_id = i.id"
-            " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
-        ).format(subject=_SUBJECT, invoices=_INVOICES)
+            "SELECT l.month, l.currency, {subject}, sum(l.lines), sum(l.amount), 0, 0"
+            " FROM {lines} l GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+        ).format(subject=_SUBJECT, lines=_LINES)
     else:
         group = {None: sql.SQL("''"), "customer": sql.SQL("i.customer_id")}.get(
             by, sql.SQL("i.plan_code")
         )
         query = sql.SQL(
-            "SELECT i.month, i.currency, {group}, count(*), sum(i.subtotal), sum(i.tax),"
+            "SELECT i.month, i.currency, {group}, sum(i.invoices), sum(i.subtotal), sum(i.tax),"
             " sum(i.total) FROM {invoices} i GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
         ).format(group=group, invoices=_INVOICES)
     with report() as conn:
@@ -129,49 +123,56 @@ class MrrRow:
 #: of the trailing window; a yearly invoice spread as a twelfth over its 12 months. Then each
 #: customer's MRR in a month against the month before (a FULL JOIN: absent is 0).
 _MRR = sql.SQL("""
-WITH invoiced AS (
-    SELECT i.customer_id, i.currency,
-           split_part(i.month, '-', 1)::int * 12 + split_part(i.month, '-', 2)::int - 1 AS at,
-           i.months,
-           coalesce(sum(l.amount) FILTER (WHERE l.kind = 'base_fee'), 0) AS base,
-           coalesce(sum(l.amount), 0) AS subtotal
-    FROM {invoices} i LEFT JOIN invoice_lines l ON l.invoice_id = i.id
-    GROUP BY i.customer_id, i.currency, i.month, i.months
+WITH yearly AS (
+    SELECT i.customer_id, i.currency, i.at, sum(i.base_fee) AS base, sum(i.lines) AS subtotal
+    FROM {invoices} i WHERE i.months = 12
+    GROUP BY i.customer_id, i.currency, i.at
 ), monthly AS (
     SELECT customer_id, currency, at, sum(base) AS base, sum(usage) AS usage FROM (
-        SELECT customer_id, currency, at, base, subtotal - base AS usage
-        FROM invoiced WHERE months = 1
+        SELECT i.customer_id, i.currency, i.at, i.base_fee, i.lines - i.base_fee
+        FROM {invoices} i WHERE i.months = 1
         UNION ALL
         SELECT customer_id, currency, at + k, base / 12, (subtotal - base) / 12
-        FROM invoiced CROSS JOIN generate_series(0, 11) AS k WHERE months = 12
-    ) spread
+        FROM yearly CROSS JOIN generate_series(0, 11) AS k
+    ) spread (customer_id, currency, at, base, usage)
     GROUP BY 1, 2, 3
 ), mrr AS (
     SELECT customer_id, currency, at,
            base + avg(usage) OVER (PARTITION BY customer_id, currency ORDER BY at
                                    RANGE BETWEEN %(window)s PRECEDING AND CURRENT ROW) AS mrr
     FROM monthly
-), moved AS (
-    SELECT coalesce(a.customer_id, b.customer_id) AS customer_id,
-           coalesce(a.currency, b.currency) AS currency,
-           coalesce(a.at, b.at + 1) AS at,
-           coalesce(a.mrr, 0) AS now, coalesce(b.mrr, 0) AS before
-    FROM mrr a FULL JOIN mrr b
-      ON a.customer_id = b.customer_id AND a.currency = b.currency AND a.at = b.at + 1
+), linked AS (
+    SELECT customer_id, currency, at, mrr,
+           CASE WHEN lag(at) OVER w = at - 1 THEN lag(mrr) OVER w END AS before,
+           lead(at) OVER w IS DISTINCT FROM at + 1 AS last_in_run
+    FROM mrr WINDOW w AS (PARTITION BY customer_id, currency ORDER BY at)
+), moved AS MATERIALIZED (
+    SELECT customer_id, currency, at, now, before FROM (
+        SELECT customer_id, currency, at, mrr AS now, coalesce(before, 0) AS before
+        FROM linked
+        UNION ALL
+        SELECT customer_id, currency, at + 1, 0, mrr FROM linked WHERE last_in_run
+    ) both_ends WHERE at BETWEEN %(first_at)s AND %(last_at)s
+), totals AS (
+    SELECT at, currency,
+           count(*) FILTER (WHERE now > 0) AS customers, sum(now) AS now, sum(before) AS before,
+           coalesce(sum(now) FILTER (WHERE before <= 0 AND now > 0), 0) AS new,
+           coalesce(sum(now - before) FILTER (WHERE before > 0 AND now > before), 0) AS expansion,
+           coalesce(sum(before - now) FILTER (WHERE now > 0 AND now < before), 0) AS contraction,
+           coalesce(sum(before) FILTER (WHERE now <= 0 AND before > 0), 0) AS churned
+    FROM moved GROUP BY at, currency
+), named AS (
+    SELECT at, currency,
+           array_agg(customer_id ORDER BY customer_id) FILTER (WHERE now > 0) AS new,
+           array_agg(customer_id ORDER BY customer_id) FILTER (WHERE now <= 0) AS churned
+    FROM moved WHERE (before <= 0 AND now > 0) OR (now <= 0 AND before > 0)
+    GROUP BY at, currency
 )
-SELECT to_char(make_date(at / 12, at %% 12 + 1, 1), 'YYYY-MM'), currency,
-       count(*) FILTER (WHERE now > 0), sum(now), sum(before),
-       coalesce(sum(now) FILTER (WHERE before <= 0 AND now > 0), 0),
-       coalesce(sum(now - before) FILTER (WHERE before > 0 AND now > before), 0),
-       coalesce(sum(before - now) FILTER (WHERE now > 0 AND now < before), 0),
-       coalesce(sum(before) FILTER (WHERE now <= 0 AND before > 0), 0),
-       coalesce(array_agg(customer_id ORDER BY customer_id)
-                FILTER (WHERE before <= 0 AND now > 0), '{{}}'),
-       coalesce(array_agg(customer_id ORDER BY customer_id)
-                FILTER (WHERE now <= 0 AND before > 0), '{{}}')
-FROM moved
-WHERE at BETWEEN %(first_at)s AND %(last_at)s
-GROUP BY 1, 2 ORDER BY 1, 2
+SELECT to_char(make_date(t.at / 12, t.at %% 12 + 1, 1), 'YYYY-MM'), t.currency, t.customers,
+       t.now, t.before, t.new, t.expansion, t.contraction, t.churned,
+       coalesce(n.new, '{{}}'), coalesce(n.churned, '{{}}')
+FROM totals t LEFT JOIN named n ON n.at = t.at AND n.currency = t.currency
+ORDER BY t.at, t.currency
 """)
 
 
@@ -275,11 +276,8 @@ def customer_months(first: str, last: str) -> list[CustomerMonth]:
     """Per customer × month × currency, the base fees and the rest of the subtotal, months
     first..last (what `pricing.analytics.mrr_by_customer` takes)."""
     query = sql.SQL(
-        "SELECT customer_id, month, currency, max(months), sum(base), sum(subtotal) - sum(base)"
-        " FROM (SELECT i.customer_id, i.month, i.currency, i.months, i.subtotal,"
-        "  coalesce((SELECT sum(l.amount) FROM invoice_lines l WHERE l.invoice_id = i.id"
-        "            AND l.kind = 'base_fee'), 0) AS base"
-        " FROM {invoices} i) t GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+        "SELECT customer_id, month, currency, max(months), sum(base_fee),"
+        " sum(subtotal) - sum(base_fee) FROM {invoices} i GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
     ).format(invoices=_INVOICES)
     with report() as conn:
         rows = conn.execute(query, {"first": first, "last": last}).fetchall()
@@ -307,12 +305,10 @@ def usage_lines(first: str, last: str) -> tuple[list[MetricLines], dict[str, Dec
     × currency, months first..last; and the invoiced subtotal per currency."""
     params = {"first": first, "last": last}
     lines = sql.SQL(
-        "SELECT i.currency, l.metric, sum(l.amount), sum(coalesce(l.quantity, 0)),"
-        " count(*)"
-        " FROM {invoices} i JOIN invoice_lines l ON l.invoice_id = i.id"
-        " WHERE l.metric IS NOT NULL AND l.kind IN ('usage', 'adjustment')"
+        "SELECT l.currency, l.metric, sum(l.amount), sum(l.quantity), sum(l.lines)"
+        " FROM {lines} l WHERE l.metric <> '' AND l.kind IN ('usage', 'adjustment')"
         " GROUP BY 1, 2 ORDER BY 1, 2"
-    ).format(invoices=_INVOICES)
+    ).format(lines=_LINES)
     totals = sql.SQL("SELECT i.currency, sum(i.subtotal) FROM {invoices} i GROUP BY 1").format(
         invoices=_INVOICES
     )

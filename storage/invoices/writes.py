@@ -17,6 +17,7 @@ from psycopg.types.json import Jsonb
 
 from pricing.invoicing import BilledLine, InvoiceDraft, InvoiceLine
 from storage import db
+from storage.analytics import revenue_months
 from storage.invoices.records import COLUMNS, Invoice, dict_cursor, select_invoices
 
 _NUMBER_SEQUENCE = "invoices"
@@ -168,7 +169,7 @@ def set_finalized(
     due_date: date | None = None,
 ) -> Invoice:
     """Make the invoice final with `number`, issued at `at`, with the parties and terms it is
-    issued with and its due date."""
+    issued with and its due date; the revenue pre-aggregates count it from now on."""
     conn.execute(
         "UPDATE invoices SET status = 'finalized', number = %s, finalized_at = %s,"
         " issued_details = %s, due_date = %s, updated_at = now() WHERE id = %s",
@@ -180,13 +181,17 @@ def set_finalized(
             invoice_id,
         ),
     )
+    revenue_months.add(conn, invoice_id)
     return select_invoices(conn, "id = %s", (invoice_id,))[0]
 
 
 def set_status(
     conn: db.Connection, invoice_id: str, status: str, stamp: str, at: datetime
 ) -> Invoice:
-    """Move the invoice to `status`, its `stamp` column (paid_at, voided_at) set to `at`."""
+    """Move the invoice to `status`, its `stamp` column (paid_at, voided_at) set to `at`. A
+    void invoice leaves the revenue pre-aggregates (if it was counted: finalized or paid)."""
+    if status == "void":
+        revenue_months.take_away(conn, invoice_id)
     conn.execute(
         sql.SQL(
             "UPDATE invoices SET status = %s, {stamp} = %s, updated_at = now() WHERE id = %s"
