@@ -141,9 +141,13 @@ def prorate(amount: Decimal, days: int, period_days: int, currency: str) -> Deci
         return round_money(amount * days / period_days, currency)
 
 
-def price_segment(priced: PricedSegment, *, name_plan: bool = False) -> list[InvoiceLine]:
+def price_segment(
+    priced: PricedSegment, *, name_plan: bool = False, documents: bool = True
+) -> list[InvoiceLine]:
     """The lines of one segment: base fee (prorated), one usage line per charge, minimum
-    true-up (minimum prorated). `name_plan` labels each line with its plan (several segments)."""
+    true-up (minimum prorated). `name_plan` labels each line with its plan (several segments).
+    Without `documents` the lines' documents are left empty (the amounts are the same): for
+    reports that want the totals of thousands of customers, not what each line says."""
     segment = priced.segment
     plan = segment.plan
     currency = plan.currency
@@ -163,16 +167,18 @@ def price_segment(priced: PricedSegment, *, name_plan: bool = False) -> list[Inv
         extra = {"plan": plan.code, "plan_version": segment.plan_version}
     result = []
     for line in lines:
-        document = {**line.to_json(), **extra}
-        if line.kind != "usage" and days < period_days:
-            document["proration"] = {"days": days, "period_days": period_days}
+        document: dict[str, Any] = {}
+        if documents:
+            document = {**line.to_json(), **extra}
+            if line.kind != "usage" and days < period_days:
+                document["proration"] = {"days": days, "period_days": period_days}
         result.append(
             InvoiceLine(
                 kind=line.kind,
                 amount=line.amount,
                 tax_rate=plan.tax_rate,
                 segment_start=segment.start,
-                document=_amount_last(document),
+                document=_amount_last(document) if documents else document,
                 metric=line.metric,
                 model=line.model,
                 quantity=line.quantity,
@@ -249,12 +255,15 @@ def compose(
     segments: Sequence[PricedSegment],
     adjustments: Sequence[InvoiceLine] = (),
     rerated_versions: Mapping[str, int] | None = None,
+    *,
+    documents: bool = True,
 ) -> InvoiceDraft:
     """The invoice of `period`: each segment's lines, then the adjustments for earlier periods.
 
     Subtotal is the sum of the rounded lines; tax is computed per tax rate (lines priced under
     plans with different rates) on the sum of that rate's lines, rounded once per rate.
     `rerated_versions` are the rollup versions of earlier segments the adjustments priced.
+    Without `documents`, the lines carry no document (`price_segment`).
     """
     if not segments:
         raise UserError(
@@ -269,7 +278,11 @@ def compose(
         )
     currency = currencies.pop()
     name_plan = len(segments) > 1
-    lines = [line for priced in segments for line in price_segment(priced, name_plan=name_plan)]
+    lines = [
+        line
+        for priced in segments
+        for line in price_segment(priced, name_plan=name_plan, documents=documents)
+    ]
     lines += adjustments
     with exact_arithmetic():
         subtotal = round_money(sum((line.amount for line in lines), start=Decimal(0)), currency)

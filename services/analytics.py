@@ -93,7 +93,7 @@ def current_estimate(now: datetime, customer_ids: Iterable[str] | None = None) -
     by_currency: dict[str, dict[str, Any]] = {}
     labels = set()
     for period in periods:
-        draft = repricing.as_billed(period, usage)
+        draft = repricing.as_billed(period, usage, documents=False)
         labels.add(period.period.label)
         found = by_currency.setdefault(
             draft.currency, {"customers": 0, "revenue": Decimal(0), "total": Decimal(0)}

@@ -56,14 +56,14 @@ def backtest(
         if bill is not None:
             currency, billed = bill["currency"], bill["own"]
         else:  # not invoiced yet: priced as its invoice will be
-            as_billed = repricing.as_billed(period, usage)
+            as_billed = repricing.as_billed(period, usage, documents=False)
             currency, billed = as_billed.currency, as_billed.subtotal
         if currency != plan.currency:
             skipped[period.customer_id] = (
                 f"billed in {currency}, plan {plan.code!r} is in {plan.currency}"
             )
             continue
-        candidate = repricing.under_plan(plan, period, usage)
+        candidate = repricing.under_plan(plan, period, usage, documents=False)
         difference = candidate.subtotal - billed
         rows.append(
             {

@@ -75,13 +75,24 @@ def periods_for_label(
 
 
 def read_usage(periods: Sequence[CustomerPeriod]) -> dict[SegmentKey, SegmentUsage]:
-    """The rollups of every segment of these periods, in one read."""
-    return read_segment_usage([key for period in periods for key in period.keys])
+    """The rollups of every segment of these periods, in one read (the distinct values only
+    when a plan of theirs counts some)."""
+    plans = {id(s.plan): s.plan for period in periods for s in period.segments}.values()
+    uniques = any(
+        metric.aggregation == "unique_count" for plan in plans for metric in plan.metrics.values()
+    )
+    return read_segment_usage([key for period in periods for key in period.keys], uniques=uniques)
 
 
-def as_billed(period: CustomerPeriod, usage: Mapping[SegmentKey, SegmentUsage]) -> InvoiceDraft:
+def as_billed(
+    period: CustomerPeriod,
+    usage: Mapping[SegmentKey, SegmentUsage],
+    *,
+    documents: bool = True,
+) -> InvoiceDraft:
     """The period priced as its invoice prices it: each segment under its own plan, starting
-    from the levels the earlier segments left (`services.invoicing._priced`)."""
+    from the levels the earlier segments left (`services.invoicing._priced`). Without
+    `documents` the lines carry amounts only (the totals of many customers)."""
     found = [usage[key] for key in period.keys]
     levels = carried_levels(
         [(segment, u.state) for segment, u in zip(period.segments, found, strict=True)]
@@ -93,7 +104,7 @@ def as_billed(period: CustomerPeriod, usage: Mapping[SegmentKey, SegmentUsage]) 
             segment.plan, segment_use.state, counts, segment, carried
         )
         priced.append(PricedSegment(segment, quantities, results, 0))
-    return compose(period.customer_id, period.period, priced)
+    return compose(period.customer_id, period.period, priced, documents=documents)
 
 
 def usage_at(
@@ -115,7 +126,11 @@ def usage_at(
 
 
 def under_plan(
-    plan: Plan, period: CustomerPeriod, usage: Mapping[SegmentKey, SegmentUsage]
+    plan: Plan,
+    period: CustomerPeriod,
+    usage: Mapping[SegmentKey, SegmentUsage],
+    *,
+    documents: bool = True,
 ) -> InvoiceDraft:
     """The period priced as if `plan` had been in force for all of it: the usage of every
     segment merged (the same events, read by the same metric definitions), one segment from
@@ -133,7 +148,10 @@ def under_plan(
     segment = Segment(plan, 0, period.period, first.start, last.end, first.timezone)
     quantities, results = segment_usage(plan, state, _unique_counts(plan, uniques), segment)
     return compose(
-        period.customer_id, period.period, [PricedSegment(segment, quantities, results, 0)]
+        period.customer_id,
+        period.period,
+        [PricedSegment(segment, quantities, results, 0)],
+        documents=documents,
     )
 
 

@@ -10,6 +10,7 @@ from decimal import Decimal
 
 from pricing.aggregations import MetricState
 from pricing.metering import SegmentState
+from storage import db
 from storage.analytics.invoiced import report
 
 #: A segment of a customer: (customer id, segment start).
@@ -55,7 +56,7 @@ SELECT r.customer_id, r.period_start, r.metric, r.event_count, r.total, r.maximu
        r.latest_event_id, r.latest_value, r.weighted_v, r.weighted_vt,
        NULLIF(r.charge_state, '{}'::jsonb)
 FROM usage_rollups r
-JOIN unnest(%s::text[], %s::timestamptz[]) AS k(customer_id, period_start)
+JOIN unnest(%s::text[], %s::text[]::timestamptz[]) AS k(customer_id, period_start)
   ON r.customer_id = k.customer_id AND r.period_start = k.period_start
 """
 
@@ -68,13 +69,17 @@ class SegmentUsage:
     uniques: dict[str, set[str]]
 
 
-def segment_usage(keys: Sequence[SegmentKey]) -> dict[SegmentKey, SegmentUsage]:
+def segment_usage(
+    keys: Sequence[SegmentKey], *, uniques: bool = True
+) -> dict[SegmentKey, SegmentUsage]:
     """The rollups of many customers' segments, in one read-only transaction of two
-    statements; a segment with no usage gets an empty state."""
+    statements (one without `uniques`: no plan of these segments counts distinct values); a
+    segment with no usage gets an empty state. The segment starts travel as text (ISO 8601
+    with offset), which psycopg sends far faster than 10,000 datetimes."""
     found: dict[SegmentKey, SegmentUsage] = {}
     if not keys:
         return found
-    customers, starts = [k[0] for k in keys], [k[1] for k in keys]
+    customers, starts = [k[0] for k in keys], [k[1].isoformat() for k in keys]
     states: dict[SegmentKey, SegmentState] = {key: SegmentState() for key in keys}
     with report() as conn:
         for row in conn.execute(_STATES, (customers, starts)).fetchall():
@@ -91,14 +96,21 @@ def segment_usage(keys: Sequence[SegmentKey]) -> dict[SegmentKey, SegmentUsage]:
             )
             for charge_key, charge in (row[11] or {}).items():
                 state.charges[charge_key] = SegmentState.charge_from_json(charge)
-        uniques: dict[SegmentKey, dict[str, set[str]]] = {}
-        for customer_id, start, metric, value in conn.execute(
-            "SELECT u.customer_id, u.period_start, u.metric, u.value FROM usage_rollup_uniques u"
-            " JOIN unnest(%s::text[], %s::timestamptz[]) AS k(customer_id, period_start)"
-            " ON u.customer_id = k.customer_id AND u.period_start = k.period_start",
-            (customers, starts),
-        ):
-            uniques.setdefault((customer_id, start), {}).setdefault(metric, set()).add(value)
+        values = _uniques(conn, customers, starts) if uniques else {}
     for key in keys:
-        found[key] = SegmentUsage(states[key], uniques.get(key, {}))
+        found[key] = SegmentUsage(states[key], values.get(key, {}))
+    return found
+
+
+def _uniques(
+    conn: db.Connection, customers: list[str], starts: list[str]
+) -> dict[SegmentKey, dict[str, set[str]]]:
+    found: dict[SegmentKey, dict[str, set[str]]] = {}
+    for customer_id, start, metric, value in conn.execute(
+        "SELECT u.customer_id, u.period_start, u.metric, u.value FROM usage_rollup_uniques u"
+        " JOIN unnest(%s::text[], %s::text[]::timestamptz[]) AS k(customer_id, period_start)"
+        " ON u.customer_id = k.customer_id AND u.period_start = k.period_start",
+        (customers, starts),
+    ):
+        found.setdefault((customer_id, start), {}).setdefault(metric, set()).add(value)
     return found
