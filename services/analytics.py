@@ -280,13 +280,22 @@ def near_limit(threshold: Decimal, now: datetime) -> dict[str, Any]:
     periods = repricing.periods_at(load_contexts().values(), now)
     usage = repricing.read_usage(periods)
     found: list[NearLimit] = []
+    allowances: dict[tuple[int, str], tuple[Decimal, Decimal | None]] = {}
     for period in periods:
         current = repricing.usage_at(period, usage, now)
         if current is None:
             continue
         segment, quantities = current
         for metric, used in quantities.items():
-            row = _near(period.customer_id, segment.plan, metric, used.quantity, threshold)
+            key = (id(segment.plan), metric)  # the catalog's plans are shared objects
+            if key not in allowances:
+                allowances[key] = (
+                    included_usage(segment.plan, metric),
+                    hard_limit(segment.plan, metric),
+                )
+            row = _near(
+                period.customer_id, segment.plan, metric, used.quantity, threshold, allowances[key]
+            )
             if row is not None:
                 found.append(row)
     found.sort(key=lambda r: (-max(r.share_of_included or 0, r.share_of_limit or 0), r.customer_id))
@@ -298,10 +307,16 @@ def near_limit(threshold: Decimal, now: datetime) -> dict[str, Any]:
 
 
 def _near(
-    customer_id: str, plan: Plan, metric: str, used: Decimal, threshold: Decimal
+    customer_id: str,
+    plan: Plan,
+    metric: str,
+    used: Decimal,
+    threshold: Decimal,
+    allowance: tuple[Decimal, Decimal | None] | None = None,
 ) -> NearLimit | None:
-    included = included_usage(plan, metric)
-    limit = hard_limit(plan, metric)
+    """The row of `metric` if `used` is at or above `threshold`; `allowance` (the included
+    usage and the hard limit of `metric` under `plan`) when the caller knows it already."""
+    included, limit = allowance or (included_usage(plan, metric), hard_limit(plan, metric))
     of_included = share(used, included) if included else None
     of_limit = share(used, limit) if limit else None
     if max(of_included or 0, of_limit or 0) < threshold:

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from psycopg import sql
 
@@ -59,8 +59,7 @@ _LINES = sql.SQL("(SELECT * FROM revenue_month_lines WHERE month BETWEEN %(first
 _SUBJECT = sql.SQL("CASE WHEN l.metric = '' THEN l.kind ELSE l.metric END")
 
 
-@dataclass(frozen=True)
-class RevenueRow:
+class RevenueRow(NamedTuple):
     """Invoiced amounts of one month × currency × group (a plan, metric or customer; "" when
     not grouped). `tax` and `total` are known per invoice only: 0 when grouped by metric, where
     `invoices` counts the lines (an invoice has one line per metric, and one base fee per plan
@@ -94,7 +93,7 @@ def revenue(first: str, last: str, by: str | None = None) -> list[RevenueRow]:
     with report() as conn:
         rows = conn.execute(query, {"first": first, "last": last}).fetchall()
     return [
-        RevenueRow(r[0], r[1].strip(), r[2], int(r[3]), Decimal(r[4]), Decimal(r[5]), Decimal(r[6]))
+        RevenueRow(r[0], r[1].strip(), r[2], int(r[3]), r[4], Decimal(r[5]), Decimal(r[6]))
         for r in rows
     ]
 

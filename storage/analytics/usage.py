@@ -58,6 +58,7 @@ SELECT r.customer_id, r.period_start, r.metric, r.event_count, r.total, r.maximu
 FROM usage_rollups r
 JOIN unnest(%s::text[], %s::text[]::timestamptz[]) AS k(customer_id, period_start)
   ON r.customer_id = k.customer_id AND r.period_start = k.period_start
+WHERE r.period_start BETWEEN %s AND %s
 """
 
 
@@ -82,7 +83,10 @@ def segment_usage(
     customers, starts = [k[0] for k in keys], [k[1].isoformat() for k in keys]
     states: dict[SegmentKey, SegmentState] = {key: SegmentState() for key in keys}
     with report() as conn:
-        for row in conn.execute(_STATES, (customers, starts)).fetchall():
+        # The range of starts lets PostgreSQL read only those periods' rollups (by
+        # usage_rollups_period_idx) instead of hashing every rollup ever written.
+        earliest, latest = min(k[1] for k in keys), max(k[1] for k in keys)
+        for row in conn.execute(_STATES, (customers, starts, earliest, latest)).fetchall():
             state = states[(row[0], row[1])]
             state.metrics[row[2]] = MetricState(
                 count=int(row[3]),
@@ -96,21 +100,23 @@ def segment_usage(
             )
             for charge_key, charge in (row[11] or {}).items():
                 state.charges[charge_key] = SegmentState.charge_from_json(charge)
-        values = _uniques(conn, customers, starts) if uniques else {}
+        at = [k[1] for k in keys]
+        values = _uniques(conn, customers, starts, at) if uniques else {}
     for key in keys:
         found[key] = SegmentUsage(states[key], values.get(key, {}))
     return found
 
 
 def _uniques(
-    conn: db.Connection, customers: list[str], starts: list[str]
+    conn: db.Connection, customers: list[str], starts: list[str], starts_at: list[datetime]
 ) -> dict[SegmentKey, dict[str, set[str]]]:
     found: dict[SegmentKey, dict[str, set[str]]] = {}
     for customer_id, start, metric, value in conn.execute(
         "SELECT u.customer_id, u.period_start, u.metric, u.value FROM usage_rollup_uniques u"
         " JOIN unnest(%s::text[], %s::text[]::timestamptz[]) AS k(customer_id, period_start)"
-        " ON u.customer_id = k.customer_id AND u.period_start = k.period_start",
-        (customers, starts),
+        " ON u.customer_id = k.customer_id AND u.period_start = k.period_start"
+        " WHERE u.period_start BETWEEN %s AND %s",
+        (customers, starts, min(starts_at), max(starts_at)),
     ):
         found.setdefault((customer_id, start), {}).setdefault(metric, set()).add(value)
     return found
