@@ -120,7 +120,7 @@ class MrrRow:
 #: reference implementation `mrr_by_customer`, which tests hold this to): per month, the base
 #: fee lines invoiced for it plus the mean of the rest of the subtotal over the invoiced months
 #: of the trailing window; a yearly invoice spread as a twelfth over its 12 months. Then each
-#: customer's MRR in a month against the month before (a FULL JOIN: absent is 0).
+#: customer's MRR in a month against the month before (window lag/lead: absent is 0).
 _MRR = sql.SQL("""
 WITH yearly AS (
     SELECT i.customer_id, i.currency, i.at, sum(i.base_fee) AS base, sum(i.lines) AS subtotal
