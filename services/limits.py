@@ -3,7 +3,9 @@
 For gating in the request path: the customer and plan come from the in-process catalog, the
 overrides from a cache whose revision is read with the counters, and the counters, that
 revision and the recorder's batch markers in ONE pipelined Redis round trip; no SQL when the
-caches are warm. Pricing runs only when a spend cap applies.
+caches are warm. Pricing runs only when a spend cap applies, and then prices amounts only
+(`pricing.estimate`, no invoice documents), again only for the charges whose usage changed
+since the customer's previous check (a memo per customer and plan version).
 
 What is counted: the live counters plus what this process recorded and has not yet seen
 ingested (`InFlight`, kept by the producer's recorder). A batch's events stop counting as
@@ -14,6 +16,7 @@ reasons) are `pricing.limits`'.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Collection
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -23,14 +26,15 @@ from pricing.aggregations import MetricState, metric_event_name
 from pricing.charges import PercentageCharge, PercentageState
 from pricing.charges.base import ChargeResult, MetricUsage
 from pricing.errors import UserError, echo
+from pricing.estimate import ChargeMemo, estimate_total
 from pricing.events import checked_number
-from pricing.invoicing import PricedSegment, compose
 from pricing.limits import LimitDecision, Pending, decide
 from pricing.metering import Segment, SegmentState, charge_key, segment_usage
 from pricing.money import parse_decimal
 from pricing.plans import MetricDefinition
 from services.overrides import current_segment, limits_for, override_cache
 from services.usage import carried_in, segment_counters
+from storage import db
 from storage.catalog import limits as override_store
 from storage.catalog.cache import catalog
 from storage.errors import NotFound
@@ -47,6 +51,34 @@ class InFlight(Protocol):
 
     def ingested(self, batch_ids: Collection[str]) -> None: ...
 
+
+class _Memos:
+    """Each customer's `ChargeMemo` for the plan version it is on: a spend-cap check prices
+    again only the charges whose usage changed since the customer's previous check (usually
+    just the requested metric's). Bounded: cleared when it holds `limit` customers."""
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._memos: dict[str, ChargeMemo] = {}
+
+    def clear(self) -> None:
+        with self._lock:
+            self._memos.clear()
+
+    def get(self, customer_id: str, segment: Segment) -> ChargeMemo:
+        with self._lock:
+            memo = self._memos.get(customer_id)
+            if memo is None or not memo.fits(segment):
+                if len(self._memos) >= self.limit:
+                    self._memos.clear()
+                memo = ChargeMemo(segment.plan.code, segment.plan_version)
+                self._memos[customer_id] = memo
+            return memo
+
+
+_memos = _Memos()
+db.register_cache(_memos.clear)
 
 #: Aggregations to which pending events add (an upper bound with a filter or for uniques).
 _ADDITIVE = frozenset({"sum", "count", "unique_count"})
@@ -118,7 +150,7 @@ def check_limit(
         if in_flight is not None
         else Pending()
     )
-    version, state, uniques, revision, seen = _read_live(customer_id, segment, pending)
+    _, state, uniques, revision, seen = _read_live(customer_id, segment, pending)
     if in_flight is not None and seen:
         in_flight.ingested(seen)
     pending = pending.without(seen)
@@ -134,8 +166,7 @@ def check_limit(
         extra = amount + (added if definition.aggregation == "sum" else Decimal(0))
         usage = {**usage, metric: MetricUsage(prospective)}
         results = _with_request(segment, state, uniques, carried, metric, extra, at, results)
-        priced = PricedSegment(segment, usage, results, version)
-        estimated = compose(customer_id, segment.period, [priced]).total
+        estimated = estimate_total(segment, usage, results, _memos.get(customer_id, segment))
     return decide(
         customer_id,
         limits,

@@ -173,3 +173,38 @@ def test_usage_past_the_hard_limit_is_still_recorded_and_counted() -> None:
     decision = check_limit("cus_1", "api_calls", 0)
     assert (decision.used, decision.remaining, decision.allowed) == (307, 0, False)
     assert current_usage("cus_1").metrics["api_calls"].used == 307
+
+
+def test_the_spend_cap_estimate_follows_every_metric_and_a_plan_change() -> None:
+    """check_limit remembers each charge's amount per customer (`pricing.estimate.ChargeMemo`):
+    usage of another metric, or a move to another plan, is priced anew; every estimate equals
+    what `meter usage` shows."""
+    from services.customers import change_plan
+    from tests.limits.helpers import PLAN as CAPPED
+
+    set_overrides("cus_1", OverrideChange(metric="api_calls", hard_limit=Decimal(10_000)))
+
+    def estimate() -> Decimal:
+        check = check_limit("cus_1", "api_calls", 0)
+        assert check.estimated_total is not None
+        assert check.estimated_total == current_usage("cus_1").estimated_total
+        return check.estimated_total
+
+    use(150)
+    assert estimate() == Decimal("15.00")  # 10.00 + 50 × 0.10
+    use(8, "storage")  # peak_gb 8: 3 × 1.00, a charge the checked metric does not touch
+    assert estimate() == Decimal("18.00")
+    use(20, "storage")
+    assert estimate() == Decimal("30.00")  # peak 20: 15 × 1.00
+    use(10)
+    assert estimate() == Decimal("31.00")
+    dearer = CAPPED.replace("code: capped", "code: dearer").replace(
+        'unit_amount: "1.00"', 'unit_amount: "2.00"'
+    )
+    setup_capped("cus_other", dearer)  # installs the plan
+    change_plan("cus_1", "dearer")
+    # The new plan's segment at the same peak as before: the memo's input for that charge is
+    # unchanged, only the plan version tells that 15 units now cost 2.00 each.
+    use(20, "storage")
+    assert check_limit("cus_1", "api_calls", 0).reason == "spend_cap"
+    assert estimate() > Decimal("30.00")
