@@ -10,7 +10,9 @@ every 50 ms) while the main thread calls `tasks.check_limit` `--calls` times, 1 
 each call reads the counters, the overrides revision and the recorder's batch markers in one
 Redis round trip and counts the events the recorder holds. The baseline, in the same run, is
 what a limit check without live counters would do per request: read the customer's rollups
-from PostgreSQL (`storage.usage.rollups.snapshot`) and price them. At the end the recorder is
+from PostgreSQL (`storage.usage.rollups.snapshot`) and price them; the yardstick, while the
+recorder still runs, is the check's Redis round trip alone (the floor under its latency).
+At the end the recorder is
 flushed, the worker drains the queue, and check_limit's `used` must equal the ledger's count.
 """
 
@@ -94,6 +96,18 @@ class Bounds:
             self.doubled += 1
 
 
+def counters_read(customer_id: str) -> Any:
+    """The one Redis round trip a check makes (the segment's counters and the overrides
+    revision, parsed), alone: the floor under check_limit's latency."""
+    from services.usage import current_usage
+    from storage.catalog import limits as override_store
+    from storage.usage import counters
+
+    start = current_usage(customer_id).segment.start
+    revision = [override_store.revision_key(customer_id)]
+    return lambda: counters.read_segment_and(customer_id, start, [], revision)
+
+
 def spaced_calls(count: int, gap: float, call: Any) -> tuple[list[float], list[float]]:
     """Wall-clock and CPU (this thread's) seconds of each call, `gap` seconds apart."""
     samples, cpu = [], []
@@ -137,10 +151,14 @@ def measure(customer: str, args: argparse.Namespace, logs: Path) -> bool:
         time.sleep(1.0)  # batches are flowing and being ingested
         bounds = Bounds(producer, args.events)
         busy_samples, busy_cpu = spaced_calls(args.calls, 0.001, lambda: bounds.check(customer))
+        read = counters_read(customer)
+        bare_samples, bare_cpu = spaced_calls(args.calls, 0.001, read)
         producer.stop.set()
         producer.join()
         busy = show(f"check_limit, recording {args.rate}/s meanwhile", busy_samples)
         show("  the same calls, CPU time of the calling thread", busy_cpu)
+        show("yardstick: its Redis round trip alone, meanwhile", bare_samples)
+        show("  the same reads, CPU time of the calling thread", bare_cpu)
         print(
             f"every busy call counted all this process had recorded, and nothing twice: "
             f"{'yes' if not bounds.violations else 'NO'} "
