@@ -36,6 +36,9 @@ def worker(
 
     # Read by dramatiq.worker at import in the processes exec'd below.
     os.environ["dramatiq_worker_timeout"] = str(get_settings().METER_WORKER_IDLE_POLL_MS)  # noqa: SIM112
+    from workers.metrics import prepare_run
+
+    prepare_run(get_settings())  # the run's Prometheus directory and endpoint (port 0: none)
     args = [sys.executable, "-m", "dramatiq", "workers.app"]
     args += ["--processes", str(processes), "--threads", str(threads)]
     if queues:

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     # Producers: a local directory where `record_usage` appends each event before returning,
     # so a killed process loses nothing (tasks/spool.py). Unset: no spool.
     METER_SPOOL_DIR: Path | None = None
+    # `meter worker`'s Prometheus endpoint (workers/metrics.py); port 0 turns it off.
+    METER_METRICS_HOST: str = "127.0.0.1"
+    METER_METRICS_PORT: int = Field(default=9191, ge=0, le=65535)
     # The HTTP API (`meter web`): the largest request body it reads, and how many requests one
     # key may make per minute (0: no limit).
     METER_API_MAX_BODY_BYTES: int = Field(default=16 * 1024 * 1024, ge=1024)

@@ -26,7 +26,7 @@ from services.periods import PeriodNotEnded
 from storage.invoices import jobs as invoice_jobs
 from storage.invoices import refresh_markers
 from storage.invoices.jobs import Job, JobKey
-from tasks import names
+from tasks import metrics, names
 
 log = logging.getLogger(f"meterline.{__name__}")
 
@@ -81,6 +81,7 @@ def run_jobs_inline(
 def generate_invoice(customer_id: str, period_start: str) -> None:
     """Generate (or recompute the draft of) one customer × period's invoice."""
     jobs_service.run_invoice_job(customer_id, datetime.fromisoformat(period_start))
+    metrics.invoice_generated()
 
 
 @dramatiq.actor(actor_name=names.INVOICE_JOB_FAILED, queue_name=names.BILLING_QUEUE, max_retries=20)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,7 +21,7 @@ from services.ingest import ingest_batch
 from storage.ledger.batches import mark_counters_applied, record_failed_batch
 from storage.payloads import exact_json
 from storage.usage.counters import apply_deltas, mark_counted, reload_segments
-from tasks import names
+from tasks import metrics, names
 from tasks.billing import request_invoice_refresh
 from tasks.retry_log import last_error, summarised_failures
 
@@ -59,6 +60,7 @@ def ingest_events(batch: Any) -> None:
     # One instant for the whole message: the accepted window and "has this segment ended"
     # are judged against the same now.
     now = datetime.now(UTC)
+    started = time.perf_counter()
     outcome = ingest_batch(batch_identity(batch), batch["events"], now=now)
     if outcome.redelivered:
         touched = outcome.segments
@@ -75,13 +77,19 @@ def ingest_events(batch: Any) -> None:
     # Alerts, from the rollups the batch committed: a redelivery evaluates the same segments
     # again (an alert is written once whoever gets there first): a kill before this loses none.
     # (The worker's PromptDelivery middleware sends a delivery run for the rows written.)
-    check_segments(touched, now=now)
+    metrics.alerts_fired(len(check_segments(touched, now=now)))
     # Late usage for a segment that has ended: its draft invoice is recomputed (a finalized
     # one is left alone; the next invoice carries an adjustment). One refresh waits per
     # customer × segment, however many batches ask for it.
     for customer_id, start, end in touched:
         if end <= now:
             request_invoice_refresh(customer_id, start)
+    seconds = time.perf_counter() - started
+    metrics.batch_ingested(outcome.accepted, outcome.duplicates, outcome.rejected, seconds)
+    log.info("batch_ingested batch=%s events=%d accepted=%d duplicates=%d rejected=%d "
+             "redelivered=%s duration_ms=%.1f", outcome.batch_id, len(batch["events"]),
+             outcome.accepted, outcome.duplicates, outcome.rejected_total, outcome.redelivered,
+             seconds * 1000)  # fmt: skip
     if outcome.rejected:
         log.info("batch %s: rejected %s", outcome.batch_id, outcome.rejected)
 

@@ -10,7 +10,7 @@ import dramatiq
 
 from services.notifications import deliver_configured
 from storage.settings import get_settings
-from tasks import names
+from tasks import metrics, names
 
 
 @dramatiq.actor(
@@ -22,7 +22,8 @@ from tasks import names
 def deliver_notifications() -> None:
     """Deliver pending outbox rows; retries are the outbox's own (per row, with backoff), so
     the message itself is not retried: the scheduler sends the next one in seconds."""
-    deliver_configured(get_settings())
+    report = deliver_configured(get_settings())
+    metrics.webhooks_delivered(report.delivered, report.failed)
 
 
 def request_delivery() -> None:

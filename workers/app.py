@@ -26,6 +26,10 @@ import tasks.ingest  # noqa: E402  (declares the actors on the broker above)
 import tasks.maintenance  # noqa: E402
 import tasks.notify  # noqa: E402
 from tasks.retry_log import install_log_summaries  # noqa: E402
+from workers.metrics import install_metrics  # noqa: E402
 
 # Dramatiq logs a message with its arguments: an ingest batch is named, never printed.
 install_log_summaries(tasks.ingest.ingest_events, tasks.ingest.ingest_failed)
+# Prometheus: Dramatiq's middleware and the engine's metrics, when `meter worker` made this run
+# a metrics directory (workers/metrics.py).
+install_metrics(broker)
