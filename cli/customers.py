@@ -88,7 +88,7 @@ def cancel(
     if as_json:
         print_json(_describe(customer))
     else:
-        assert customer.ends_at is not None
+        assert customer.ends_at is not None  # noqa: S101 (invariant for mypy, not validation)
         console.print(
             f"customer [bold]{customer.id}[/bold]: subscription ends {customer.ends_at.isoformat()}"
         )

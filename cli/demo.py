@@ -191,7 +191,7 @@ def _burst(count: int) -> None:
     from pricing.periods import billing_period
     from tasks import record_usage
 
-    rng = random.Random(42)
+    rng = random.Random(42)  # noqa: S311 (demo data, not security)
     users = [f"user{i}" for i in range(40)]
     # customer, metric, quantity(), properties() or None
     shapes: list[tuple[str, str, Callable[[], float], Callable[[], dict[str, str]] | None]] = [

@@ -56,7 +56,7 @@ def _parse_period(start: str | None, end: str | None) -> Any:
         )
         raise CliError(f"{missing}: required with {given}")
     first, last = parse_time(start, "--period-start"), parse_time(end, "--period-end")
-    assert first is not None and last is not None
+    assert first is not None and last is not None  # noqa: S101 (invariant for mypy, not validation)
     if last <= first:
         raise CliError(
             f"--period-end: must be after --period-start ({first.isoformat()}), "

@@ -43,7 +43,7 @@ def worker(
     args += ["--processes", str(processes), "--threads", str(threads)]
     if queues:
         args += ["--queues", *queues]
-    os.execv(sys.executable, args)
+    os.execv(sys.executable, args)  # noqa: S606 (re-exec this interpreter, fixed arguments)
 
 
 def _check_database() -> None:

@@ -324,7 +324,7 @@ def carry_over(metric: MetricDefinition, ended: MetricState, start: datetime) ->
 
 def _latest_key(state: MetricState) -> tuple[datetime, str]:
     """Which event is the latest: the greatest timestamp, ties broken by the greatest id."""
-    assert state.latest_at is not None and state.latest_event_id is not None
+    assert state.latest_at is not None and state.latest_event_id is not None  # noqa: S101 (invariant for mypy, not validation)
     return state.latest_at, state.latest_event_id
 
 

@@ -173,7 +173,7 @@ def checked_number(value: Decimal, places: int = QUANTITY_PLACES) -> Decimal:
     if value.adjusted() >= MAX_QUANTITY_DIGITS:
         raise ValueError(f"must be less than 10^{MAX_QUANTITY_DIGITS} in absolute value")
     exponent = value.as_tuple().exponent
-    assert isinstance(exponent, int)  # finite
+    assert isinstance(exponent, int)  # finite  # noqa: S101 (invariant for mypy, not validation)
     if exponent >= -places:
         return value
     exact = value.quantize(Decimal(1).scaleb(-places), context=_EXACT)
@@ -278,7 +278,7 @@ def _digits(value: Decimal) -> int:
     """How many digits `value` has written without an exponent (computed, not written out:
     Decimal("1e999999999") would take a gigabyte)."""
     exponent = value.as_tuple().exponent
-    assert isinstance(exponent, int)  # finite
+    assert isinstance(exponent, int)  # finite  # noqa: S101 (invariant for mypy, not validation)
     return max(value.adjusted() + 1, 1) + max(-exponent, 0)
 
 
@@ -382,5 +382,5 @@ def _plain_value(value: object) -> PropertyValue:
         return int(value)
     if isinstance(value, float):
         return float(value)
-    assert isinstance(value, Decimal)  # property_problem allows nothing else
+    assert isinstance(value, Decimal)  # property_problem allows nothing else  # noqa: S101 (invariant for mypy, not validation)
     return format(value, "f")  # money stays exact: a Decimal is sent as a decimal string

@@ -194,7 +194,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
     "0.10"), fields left at their default omitted, so that equal plans give equal dicts and
     `load_plan(yaml.safe_dump(plan_to_dict(p))) == p`."""
     canonical = _canonical(plan)
-    assert isinstance(canonical, dict)
+    assert isinstance(canonical, dict)  # noqa: S101 (invariant for mypy, not validation)
     return canonical
 
 
@@ -256,7 +256,7 @@ def _canonical(value: object) -> object:
 def _charge_identity(charge: BaseModel) -> str:
     """What makes two charges the same price, whatever they are called."""
     canonical = _canonical(charge)
-    assert isinstance(canonical, dict)
+    assert isinstance(canonical, dict)  # noqa: S101 (invariant for mypy, not validation)
     return json.dumps({k: v for k, v in canonical.items() if k != "name"}, sort_keys=True)
 
 

@@ -274,7 +274,7 @@ def _span(bounds: Sequence[Decimal | None], index: int, currency: str | None) ->
     if lower is None and upper is None:
         return "all"
     if lower is None:
-        assert upper is not None
+        assert upper is not None  # noqa: S101 (invariant for mypy, not validation)
         return f"first {show(upper)}"
     if upper is None:
         return f"above {show(lower)}"

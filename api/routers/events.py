@@ -103,7 +103,7 @@ def accept(raw_events: list[Any]) -> dict[str, Any]:
             503, "broker", "events not queued in time; send them again with the same event_id"
         )
     for rejection in screening.rejected:
-        assert rejection.position is not None
+        assert rejection.position is not None  # noqa: S101 (invariant for mypy, not validation)
         statuses[rejection.position] = _rejected(rejection)
     for position, status in enumerate(statuses):
         if status is None:  # an event id already seen in this request: counted once

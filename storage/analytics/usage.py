@@ -29,7 +29,7 @@ def daily(metric: str, first: date, last: date, customer_id: str | None = None) 
     """Per local day first..last (inclusive): events and the sum of their values for `metric`,
     over every customer or one. Days without usage are absent."""
     query = (
-        "SELECT day, sum(event_count), sum(total), count(*) FROM usage_daily"
+        "SELECT day, sum(event_count), sum(total), count(*) FROM usage_daily"  # noqa: S608 (constant SQL text; values are parameters)
         " WHERE metric = %(metric)s AND day BETWEEN %(first)s AND %(last)s"
         + (" AND customer_id = %(customer)s" if customer_id is not None else "")
         + " GROUP BY day ORDER BY day"

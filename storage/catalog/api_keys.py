@@ -62,13 +62,13 @@ def create_key(
         row = (
             tx.cursor(row_factory=dict_row)
             .execute(
-                f"INSERT INTO api_keys (id, secret_hash, scope, customer_id, name)"
+                f"INSERT INTO api_keys (id, secret_hash, scope, customer_id, name)"  # noqa: S608 (constant SQL text; values are parameters)
                 f" VALUES (%s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
                 (key_id, _hash(secret), scope, customer_id, name),
             )
             .fetchone()
         )
-    assert row is not None
+    assert row is not None  # noqa: S101 (invariant for mypy, not validation)
     return ApiKey(**row), f"{PREFIX}{key_id}_{secret}"
 
 
@@ -83,7 +83,7 @@ def authenticate(key: str) -> ApiKey | None:
         row = (
             conn.cursor(row_factory=dict_row)
             .execute(
-                f"SELECT {_COLUMNS}, secret_hash FROM api_keys"
+                f"SELECT {_COLUMNS}, secret_hash FROM api_keys"  # noqa: S608 (constant SQL text; values are parameters)
                 " WHERE id = %s AND revoked_at IS NULL",
                 (key_id,),
             )
@@ -100,7 +100,7 @@ def list_keys(*, conn: db.Connection | None = None) -> list[ApiKey]:
     with db.transaction(conn) as tx:
         rows = (
             tx.cursor(row_factory=dict_row)
-            .execute(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at, id")
+            .execute(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at, id")  # noqa: S608 (constant SQL text; values are parameters)
             .fetchall()
         )
     return [ApiKey(**row) for row in rows]
@@ -113,7 +113,7 @@ def revoke_key(key_id: str, now: datetime, *, conn: db.Connection | None = None)
         row = (
             tx.cursor(row_factory=dict_row)
             .execute(
-                "UPDATE api_keys SET revoked_at = coalesce(revoked_at, %s)"
+                "UPDATE api_keys SET revoked_at = coalesce(revoked_at, %s)"  # noqa: S608 (constant SQL text; values are parameters)
                 f" WHERE id = %s RETURNING {_COLUMNS}",
                 (now, key_id),
             )

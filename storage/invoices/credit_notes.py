@@ -82,7 +82,7 @@ def insert(conn: db.Connection, note: Mapping[str, Any]) -> CreditNote:
         )
         .fetchone()
     )
-    assert row is not None
+    assert row is not None  # noqa: S101 (invariant for mypy, not validation)
     return CreditNote(**row)
 
 

@@ -147,7 +147,7 @@ def resolve_invoice_id(text: str) -> str:
             row = conn.execute(
                 "SELECT count(*) FROM invoices WHERE starts_with(id, %s)", (text,)
             ).fetchone()
-            assert row is not None
+            assert row is not None  # noqa: S101 (invariant for mypy, not validation)
             shown = ", ".join(r[0] for r in rows[:_SHOWN_MATCHES])
             more = ", ..." if row[0] > _SHOWN_MATCHES else ""
             raise InvalidInput(

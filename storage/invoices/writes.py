@@ -98,7 +98,7 @@ def write_draft(
 def stored(cursor: psycopg.Cursor[dict[str, Any]]) -> Invoice:
     """The invoice a `write_draft` cursor returned."""
     row = cursor.fetchone()
-    assert row is not None
+    assert row is not None  # noqa: S101 (invariant for mypy, not validation)
     return Invoice(**row)
 
 
@@ -155,7 +155,7 @@ def next_number(conn: db.Connection, sequence: str = _NUMBER_SEQUENCE) -> int:
     whose lock is held until `conn`'s transaction ends: numbers are taken one after the
     other, and a rollback gives it back."""
     row = conn.execute(_NEXT_NUMBER, (sequence,)).fetchone()
-    assert row is not None
+    assert row is not None  # noqa: S101 (invariant for mypy, not validation)
     return int(row[0])
 
 

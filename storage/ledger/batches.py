@@ -39,7 +39,7 @@ WITH batch AS (
     WHERE batch_id = %(batch_id)s
     RETURNING received_at, accepted, duplicates
 )
-"""
+"""  # noqa: S608 (constant SQL text; values are parameters)
     + TOTALS_ON_OUTCOME
 )
 
@@ -91,7 +91,7 @@ def stored_outcome(conn: db.Connection, batch_id: str) -> StoredOutcome:
         "SELECT accepted, duplicates, segments FROM ingest_batches WHERE batch_id = %s",
         (batch_id,),
     ).fetchone()
-    assert row is not None  # claimed before, in a committed transaction
+    assert row is not None  # claimed before, in a committed transaction  # noqa: S101 (invariant for mypy, not validation)
     segments = [
         (customer, datetime.fromisoformat(start), datetime.fromisoformat(end))
         for customer, start, end in (row[2] or [])

@@ -38,7 +38,7 @@ RETENTION = 40 * 86400  # counters outlive their segment by the late-event windo
 def customer_tag(customer_id: str) -> str:
     """The Redis Cluster hash tag of every key of a customer."""
     if "{" in customer_id or "}" in customer_id:
-        return hashlib.sha1(customer_id.encode()).hexdigest()
+        return hashlib.sha1(customer_id.encode(), usedforsecurity=False).hexdigest()
     return customer_id
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -79,6 +80,25 @@ def test_embedded_redis_keeps_its_data_across_a_restart(own_data_dir: Path) -> N
     assert restarted.get("counter") == b"7"
     restarted.close()
     assert (own_data_dir / "redis" / "appendonly.aof").exists()
+
+
+def test_the_embedded_redis_keeps_its_files_to_its_owner(own_data_dir: Path) -> None:
+    """Its AOF holds the queued batches (customer ids, properties): never world-readable."""
+    (own_data_dir / "redis").mkdir(parents=True, mode=0o755)
+    older = own_data_dir / "redis" / "dump.rdb"
+    older.write_bytes(b"")
+    older.chmod(0o644)  # what an older version left
+    client = redis_lib.Redis.from_url(redis_url())
+    client.set("queued", "event")
+    client.bgrewriteaof()
+    client.close()
+    stop_embedded()  # saves: every file it writes exists now
+    redis_dir = own_data_dir / "redis"
+    assert stat.S_IMODE(redis_dir.stat().st_mode) == 0o700
+    entries = [redis_dir, *redis_dir.rglob("*")]
+    assert any("appendonly" in entry.name for entry in entries)
+    loose = {str(e): oct(e.stat().st_mode) for e in entries if e.stat().st_mode & 0o077}
+    assert loose == {}
 
 
 def test_concurrent_starts_share_one_redis(own_data_dir: Path) -> None:

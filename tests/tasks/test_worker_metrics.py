@@ -77,7 +77,7 @@ def test_a_scrape_shows_the_engines_counts_summed_over_worker_processes(
     recorder = UsageRecorder(make_broker(), batch_size=25, flush_interval=0.05)
     for i in range(150):
         recorder.record("cus_1", "api_calls", event_id=f"e{i}")
-    for i in range(5):
+    for _ in range(5):
         recorder.record("cus_nobody", "api_calls")
     assert recorder.flush(timeout=30)
     for i in range(10):
