@@ -13,6 +13,7 @@ ingest actor calls `request_invoice_refresh` for usage whose segment has already
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -80,8 +81,12 @@ def run_jobs_inline(
 )
 def generate_invoice(customer_id: str, period_start: str) -> None:
     """Generate (or recompute the draft of) one customer × period's invoice."""
-    jobs_service.run_invoice_job(customer_id, datetime.fromisoformat(period_start))
+    started = time.perf_counter()
+    invoice_id = jobs_service.run_invoice_job(customer_id, datetime.fromisoformat(period_start))
     metrics.invoice_generated()
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    log.info("invoice_generated customer=%s period_start=%s invoice=%s duration_ms=%.1f",
+             customer_id, period_start, invoice_id, elapsed_ms)  # fmt: skip
 
 
 @dramatiq.actor(actor_name=names.INVOICE_JOB_FAILED, queue_name=names.BILLING_QUEUE, max_retries=20)

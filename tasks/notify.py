@@ -6,11 +6,16 @@ loop) and `verify_signature`, which a receiver uses.
 
 from __future__ import annotations
 
+import logging
+import time
+
 import dramatiq
 
 from services.notifications import deliver_configured
 from storage.settings import get_settings
 from tasks import metrics, names
+
+log = logging.getLogger(f"meterline.{__name__}")
 
 
 @dramatiq.actor(
@@ -22,8 +27,12 @@ from tasks import metrics, names
 def deliver_notifications() -> None:
     """Deliver pending outbox rows; retries are the outbox's own (per row, with backoff), so
     the message itself is not retried: the scheduler sends the next one in seconds."""
+    started = time.perf_counter()
     report = deliver_configured(get_settings())
     metrics.webhooks_delivered(report.delivered, report.failed)
+    if report.delivered or report.failed:
+        log.info("webhook_run delivered=%d failed=%d dead=%d duration_ms=%.1f", report.delivered,
+                 report.failed, report.dead, (time.perf_counter() - started) * 1000)  # fmt: skip
 
 
 def request_delivery() -> None:
