@@ -1,13 +1,19 @@
 """The recorder's account, for `check_limit`, of the usage it holds and has not seen ingested.
 
 Per customer × event name: [events, quantity] recorded and not yet seen in the counters
-(`sums`, added to by `record()` itself, under `lock`); per sent batch: when it was sent and its
-own sums, until the ingest's marker for it is seen (`ingested`) or the window passes.
+(`sums`); per sent batch: when it was sent and its own sums, until the ingest's marker for it
+is seen (`ingested`) or the window passes.
+
+`record()` takes no lock for it: it appends (customer, metric, quantity) to `journal` (a
+deque: one atomic append, ~0.1 µs instead of a lock and a dict update), before the event can
+be sent. Every reader folds the journal into `sums` first, under `lock`: the batch's own
+account (`sent`, in the sender thread) therefore always finds its events already counted.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Collection, Sequence
 from decimal import Decimal
 from typing import Any
@@ -23,12 +29,29 @@ class UnseenUsage:
 
     def __init__(self) -> None:
         self.sums: Sums = {}
+        self.journal: deque[tuple[str, str, Any]] = deque()  # recorded, not yet in sums
         self.lock = threading.Lock()
         #: batch id -> (monotonic time sent, its sums); oldest first (dicts keep order).
         self.outstanding: dict[str, tuple[float, Sums]] = {}
 
+    def _fold(self) -> None:
+        """Move the journal into `sums` (the caller holds `lock`)."""
+        journal, sums = self.journal, self.sums
+        while True:
+            try:
+                customer_id, metric, quantity = journal.popleft()
+            except IndexError:
+                return
+            counted = sums.get((customer_id, metric))
+            if counted is None:
+                sums[(customer_id, metric)] = [1, quantity]
+            else:
+                counted[0] += 1
+                counted[1] += quantity
+
     def pending(self, key: tuple[str, str]) -> Pending:
         with self.lock:
+            self._fold()
             sums = self.sums.get(key)
             if sums is None:
                 return Pending()
@@ -50,10 +73,12 @@ class UnseenUsage:
                 part[0] += 1
                 part[1] += event[3]
         with self.lock:
+            self._fold()
             self.outstanding[batch_id] = (now, parts)
 
     def ingested(self, batch_ids: Collection[str]) -> None:
         with self.lock:
+            self._fold()
             for batch_id in batch_ids:
                 entry = self.outstanding.pop(batch_id, None)
                 if entry is not None:
@@ -62,6 +87,7 @@ class UnseenUsage:
     def forget(self, key: tuple[str, str], quantity: Any) -> None:
         """A recorded event that could not be kept after all (its spool write failed)."""
         with self.lock:
+            self._fold()
             self._subtract({key: [1, quantity]})
 
     def expire(self, before: float) -> None:
@@ -69,6 +95,7 @@ class UnseenUsage:
         if not self.outstanding:
             return
         with self.lock:
+            self._fold()
             old = []
             for batch_id, (sent_at, _) in self.outstanding.items():  # oldest first
                 if sent_at >= before:

@@ -232,21 +232,14 @@ class UsageRecorder(Flusher):
         spool_fd = self._spool_fd
         if spool_fd < 0 and len(self._buf) + self._inflight >= self._max_buffer:
             self._wait_for_space()
-        key = (customer_id, metric)
-        unseen = self._unseen
-        with unseen.lock:  # counted before it can be sent: never below what is pending
-            sums = unseen.sums.get(key)
-            if sums is None:
-                unseen.sums[key] = [1, quantity]
-            else:
-                sums[0] += 1
-                sums[1] += quantity
+        # check_limit's account, before the event can be sent: never below what is pending.
+        self._unseen.journal.append((customer_id, metric, quantity))
         item = (event_id, customer_id, metric, quantity, stamp, checked)
         if spool_fd >= 0:
             try:
                 os.write(spool_fd, encode_row(item))  # in the page cache when we return
             except BaseException:
-                self._unseen.forget(key, quantity)
+                self._unseen.forget((customer_id, metric), quantity)
                 raise
             return event_id
         buf = self._buf
