@@ -67,6 +67,9 @@ def pytest_configure(config: pytest.Config) -> None:
     starts nothing: actors wait on a placeholder broker, and the first test that sends
     resolves the session's broker through `tasks.broker.get_broker`.)"""
     os.environ["METER_DATA_DIR"] = tempfile.mkdtemp(prefix="meterline-test-")
+    # `meter worker` started by a test serves no metrics unless the test gives it a port of its
+    # own: sessions of several engineers share this machine, and 9191 is one port.
+    os.environ.setdefault("METER_METRICS_PORT", "0")
     reset_settings()
 
 
