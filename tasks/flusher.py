@@ -72,6 +72,7 @@ class Flusher:
                 else:
                     self._drain(partial)
             except Exception:  # a bug, not an outage: enqueue failures are retried in _send
+                # (With the spool nothing is lost: the unsent lines are read again.)
                 log.exception("recorder flusher failed: %d events lost", self._inflight)
                 self._inflight = 0
             if self._stopping and self._drained():

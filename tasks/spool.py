@@ -174,9 +174,6 @@ class SpoolFile:
         self.trimmed = 0
         self.can_trim = True
 
-    def unsent_bytes(self) -> int:
-        return os.fstat(self.fd).st_size - self.sent
-
     def unsent_events(self) -> int:
         """Complete lines not yet sent (for stats: reads them)."""
         count, offset = 0, self.sent
