@@ -238,8 +238,9 @@ class UsageRecorder(Flusher):
         if spool_fd >= 0:
             try:
                 os.write(spool_fd, encode_row(item))  # in the page cache when we return
-            except BaseException:
-                self._unseen.forget((customer_id, metric), quantity)
+            except BaseException:  # ENOSPC, ...: not recorded, so not pending either
+                with main_thread_section():
+                    self._unseen.forget((customer_id, metric), quantity)
                 raise
             return event_id
         buf = self._buf
