@@ -38,7 +38,7 @@ LEFT JOIN (SELECT invoice_id, sum(amount) FILTER (WHERE kind = 'base_fee') AS ba
            FROM invoice_lines {{lines_of}} GROUP BY invoice_id) l ON l.invoice_id = i.id
 WHERE {_REPORTED} {{one}}
 GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5
-"""
+"""  # noqa: S608 (constant SQL text; values are parameters)
 
 _LINE_ROWS = f"""
 SELECT {_MONTH}, i.currency, l.kind, coalesce(l.metric, ''), count(*) * %(sign)s,
@@ -46,7 +46,7 @@ SELECT {_MONTH}, i.currency, l.kind, coalesce(l.metric, ''), count(*) * %(sign)s
 FROM invoices i JOIN invoice_lines l ON l.invoice_id = i.id
 WHERE {_REPORTED} {{one}}
 GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
-"""
+"""  # noqa: S608 (constant SQL text; values are parameters)
 
 # Rows are added in key order, so two transactions that touch the same rows lock them in the
 # same order (no deadlock); a row whose count falls to 0 is deleted.
