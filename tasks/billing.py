@@ -28,6 +28,7 @@ from storage.invoices import jobs as invoice_jobs
 from storage.invoices import refresh_markers
 from storage.invoices.jobs import Job, JobKey
 from tasks import metrics, names
+from tasks.broker import broker_of
 
 log = logging.getLogger(f"meterline.{__name__}")
 
@@ -173,6 +174,6 @@ def enqueue_jobs(jobs: Sequence[Job], now: datetime | None = None) -> None:
     invoice_jobs.attach_messages(
         ((job.id, message.message_id) for job, message in messages), now or datetime.now(UTC)
     )
-    broker = generate_invoice.broker
+    broker = broker_of(generate_invoice)
     for _, message in messages:
         broker.enqueue(message)

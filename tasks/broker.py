@@ -15,6 +15,7 @@ placeholder, and `install` moves every one of them onto the real broker.
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import dramatiq
 import dramatiq.broker
@@ -106,3 +107,12 @@ def get_broker() -> dramatiq.Broker:
         if _broker is None:
             return install(make_broker())
         return _broker
+
+
+def broker_of(actor: dramatiq.Actor[..., Any]) -> dramatiq.Broker:
+    """The broker `actor` sends to. An actor still on the placeholder (a CLI process that
+    installed none: `meter periods close`, `meter ops retry`) gets the configured one, as the
+    producer's first send does; an actor a test moved to a broker of its own keeps it."""
+    if actor.broker is _PLACEHOLDER:
+        get_broker()  # installs the configured broker and moves the actors onto it
+    return actor.broker

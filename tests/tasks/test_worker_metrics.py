@@ -17,8 +17,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tasks import UsageRecorder
 from tasks.broker import make_broker
-from tests.metering.helpers import setup_customer
+from tests.metering.helpers import in_previous_period, setup_customer
 from tests.metering.test_worker_faults import ROOT, _scalar, _worker_env, wait_for
+from tests.webhook_receiver import receiver
 
 
 def free_port() -> int:
@@ -74,6 +75,10 @@ def test_a_scrape_shows_the_engines_counts_summed_over_worker_processes(
     setup_customer()
     port = free_port()
     env = {**_worker_env(), "METER_METRICS_PORT": str(port), "METER_DATA_DIR": str(tmp_path)}
+    hook = receiver()
+    hooks = hook.__enter__()
+    hooks.statuses.extend([500] * 50)  # every delivery in this test fails
+    env.update(METER_WEBHOOK_URL=hooks.url, METER_WEBHOOK_SECRET="whsec_metrics_test")
     recorder = UsageRecorder(make_broker(), batch_size=25, flush_interval=0.05)
     for i in range(150):
         recorder.record("cus_1", "api_calls", event_id=f"e{i}")
@@ -86,13 +91,26 @@ def test_a_scrape_shows_the_engines_counts_summed_over_worker_processes(
     recorder.close()
     batches = recorder.stats.sent_batches
 
-    with meter_worker(env):
-        wait_for(lambda: answers(port), timeout=60)
-        applied = "SELECT count(*) FROM ingest_batches WHERE counters_applied_at IS NOT NULL"
-        wait_for(lambda: _scalar(applied) == batches, timeout=60)
-        wait_for(lambda: scrape(port).get("meterline_ingest_batches_total{}") == batches)
-        samples = scrape(port)
-        run_dirs = list((tmp_path / "metrics").iterdir())
+    try:
+        with meter_worker(env):
+            wait_for(lambda: answers(port), timeout=60)
+            applied = "SELECT count(*) FROM ingest_batches WHERE counters_applied_at IS NOT NULL"
+            wait_for(lambda: _scalar(applied) == batches, timeout=60)
+            wait_for(lambda: scrape(port).get("meterline_ingest_batches_total{}") == batches)
+            period = f"{in_previous_period():%Y-%m}"
+            closed = subprocess.run(
+                [str(Path(sys.executable).with_name("meter")), "periods", "close", "--period",
+                 period], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            assert closed.returncode == 0, closed.stderr  # one invoice job: cus_1's
+            wait_for(lambda: scrape(port).get("meterline_invoices_generated_total{}") == 1)
+            assert hooks.wait_for(1, answered=False)
+            failed = lambda: sum(1 for *_r, status in hooks.requests if status == 500)  # noqa: E731
+            wait_for(lambda: scrape(port).get("meterline_webhook_failures_total{}") == failed())
+            samples = scrape(port)
+            run_dirs = list((tmp_path / "metrics").iterdir())
+    finally:
+        hook.__exit__(None, None, None)
 
     assert samples["meterline_events_accepted_total{}"] == 150
     assert samples["meterline_events_duplicate_total{}"] == 10
@@ -101,6 +119,9 @@ def test_a_scrape_shows_the_engines_counts_summed_over_worker_processes(
     assert samples['meterline_queue_lag_seconds_count{queue="ingest"}'] >= batches
     fired = _scalar("SELECT count(*) FROM alerts")
     assert fired > 0 and samples["meterline_alerts_fired_total{}"] == fired
+    assert samples["meterline_invoices_generated_total{}"] == 1
+    assert samples["meterline_webhook_failures_total{}"] >= 1
+    assert samples["meterline_webhook_deliveries_total{}"] == 0
     ingest = 'actor_name="ingest_events",queue_name="ingest"'
     assert samples[f"dramatiq_messages_total{{{ingest}}}"] == batches  # Dramatiq's own
     # Multiprocess mode: each worker process keeps its own files, summed at every scrape.
