@@ -38,6 +38,11 @@ class SchedulerProcess:
         jobs: tuple[JobSpec, ...] = JOBS,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
     ) -> None:
+        if poll_interval * 2 > election.lease_seconds:
+            raise ValueError(
+                f"poll_interval: {poll_interval}s; the leader renews its lease on each poll, so"
+                f" two polls must fit in the lease ({election.lease_seconds}s)"
+            )
         self.election = election
         self.enqueue = enqueue
         self.jobs = jobs
@@ -114,8 +119,11 @@ class SchedulerProcess:
 def run(*, poll_interval: float = DEFAULT_POLL_INTERVAL, url: str | None = None) -> None:
     """Run a scheduler process against the configured database until SIGTERM or SIGINT."""
     from storage.embedded import database_url
+    from storage.settings import get_settings
 
-    process = SchedulerProcess(LeaderElection(url or database_url()), poll_interval=poll_interval)
+    lease = get_settings().METER_LEADER_LEASE_SECONDS
+    election = LeaderElection(url or database_url(), lease_seconds=lease)
+    process = SchedulerProcess(election, poll_interval=poll_interval)
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         log.info("scheduler: signal %s, stopping", signum)

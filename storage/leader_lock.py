@@ -10,6 +10,16 @@ leader that cannot reach its session can no longer be sure it holds the lock, so
 
 TCP keepalives (both ends) bound how long a leader cut off by the network keeps the lock on the
 server side; the statement timeout bounds how long a check can hang.
+
+A leader that is frozen (SIGSTOP, a VM paused, a process stalled in swap) keeps its TCP
+connection, so neither its death nor keepalives free the lock. Leadership is therefore a
+*lease*: once it holds the lock, the leader's session sets `idle_session_timeout` to the lease
+(PostgreSQL 14+), and the leader renews it by checking its session on every poll (every few
+seconds, well inside the lease). A leader silent for a whole lease has its session ended by the
+server, which releases the lock; a standby takes it at its next try. So a frozen leader is
+replaced within `lease + the standby's poll interval`. When the frozen process resumes, its
+first check finds the lease over, on its own clock before asking the server (the monotonic
+clock keeps running while a process is stopped), and it steps down without acting.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ import contextlib
 import hashlib
 import logging
 import threading
+import time
 from typing import Any
 
 import psycopg
@@ -31,6 +42,9 @@ def lock_key(name: str) -> int:
 
 
 SCHEDULER_LOCK = lock_key("meterline:scheduler")
+
+#: How long a leader may go without renewing its lease before it is no longer the leader.
+DEFAULT_LEASE_SECONDS = 15.0
 
 _CONNECT_ARGS: dict[str, Any] = {
     "autocommit": True,
@@ -54,12 +68,18 @@ class LeaderElection:
     the scheduler's job threads check leadership while the main loop polls.
     """
 
-    def __init__(self, url: str, *, key: int = SCHEDULER_LOCK) -> None:
+    def __init__(
+        self, url: str, *, key: int = SCHEDULER_LOCK, lease_seconds: float = DEFAULT_LEASE_SECONDS
+    ) -> None:
+        if lease_seconds < 1:
+            raise ValueError(f"lease_seconds: {lease_seconds} is shorter than 1 s")
         self.url = url
         self.key = key
+        self.lease_seconds = lease_seconds
         self._lock = threading.Lock()
         self._conn: psycopg.Connection[Any] | None = None
         self._leading = False
+        self._renewed_at = 0.0  # monotonic time of the last proof that the session was alive
 
     @property
     def is_leader(self) -> bool:
@@ -86,6 +106,8 @@ class LeaderElection:
                 self._drop()
                 return False
             self._leading = bool(row and row[0])
+            if self._leading:
+                self._start_lease()
             return self._leading
 
     def check(self) -> bool:
@@ -104,10 +126,29 @@ class LeaderElection:
                     self._conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
             self._drop()
 
+    def _start_lease(self) -> None:
+        """The server ends this session (and frees the lock) once it is idle for a lease."""
+        assert self._conn is not None
+        lease_ms = int(self.lease_seconds * 1000)
+        try:
+            self._conn.execute(
+                "SELECT set_config('idle_session_timeout', %s, false)", (f"{lease_ms}ms",)
+            )
+        except psycopg.errors.UndefinedObject:  # PostgreSQL before 14
+            log.warning("leader election: no idle_session_timeout: a frozen leader is not bounded")
+        self._renewed_at = time.monotonic()
+
     def _alive(self) -> bool:
+        silent = time.monotonic() - self._renewed_at
+        if silent > self.lease_seconds:
+            # Frozen or stalled past the lease: the server may already have handed the lock on.
+            log.warning("leader election: lease over (silent %.1fs); stepping down", silent)
+            self._drop()
+            return False
         try:
             assert self._conn is not None  # noqa: S101 (invariant for mypy, not validation)
             self._conn.execute("SELECT 1")
+            self._renewed_at = time.monotonic()
             return True
         except (psycopg.Error, AssertionError) as exc:
             log.warning("leader election: lost the leader's session: %s", exc)

@@ -10,7 +10,8 @@ from tasks import UsageRecorder
 from tasks.broker import make_broker
 from tasks.queues import queue_stats
 from tests.alerts.helpers import D, alert_rows, fired, outbox_count, setup_customer
-from tests.metering.test_worker_faults import _scalar, wait_for, worker
+from tests.faults.processes import scalar as _scalar
+from tests.faults.processes import wait_for, worker
 
 
 @pytest.mark.parametrize("moment", ["before_alerts", "after_alerts"])

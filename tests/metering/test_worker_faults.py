@@ -3,73 +3,15 @@ ledger commit and the Redis write loses nothing and counts nothing twice."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 
-from storage import db
-from storage.settings import get_settings
 from tasks import UsageRecorder
 from tasks.broker import make_broker
+from tests.faults.processes import scalar as _scalar
+from tests.faults.processes import wait_for, worker
 from tests.metering.helpers import assert_consistent, setup_customer
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _worker_env() -> dict[str, str]:
-    settings = get_settings()
-    env = dict(os.environ)
-    env["DATABASE_URL"] = str(settings.DATABASE_URL)
-    env["REDIS_URL"] = str(settings.REDIS_URL)
-    env.pop("BROKER_URL", None)
-    # A dead worker's messages come back after 1 s; maintenance runs on every command.
-    env["METER_BROKER_HEARTBEAT_TIMEOUT_MS"] = "1000"
-    env["METER_BROKER_MAINTENANCE_CHANCE"] = "1000000"
-    return env
-
-
-@contextmanager
-def worker(module: str) -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "dramatiq", module, "-p", "1", "-t", "1", "--queues", "ingest"],
-        cwd=ROOT,
-        env=_worker_env(),
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
-
-
-def _scalar(sql: str) -> int:
-    with db.connection() as conn:
-        row = conn.execute(sql).fetchone()
-    return int(row[0] or 0) if row else 0
 
 
 @pytest.mark.parametrize("events", [100, 250])

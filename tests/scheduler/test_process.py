@@ -3,16 +3,10 @@ and the jobs a new leader runs at once so that nothing missed while down is lost
 
 from __future__ import annotations
 
-import os
-import select
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -26,7 +20,6 @@ from tests.scheduler.conftest import terminate_backend, wait_for
 
 POLL = 0.2
 TICK = JobSpec("tick", "tick", lambda: IntervalTrigger(seconds=0.2))
-ROOT = Path(__file__).resolve().parents[2]
 
 
 class Recorder:
@@ -97,61 +90,6 @@ def test_two_schedulers_one_leads_and_the_standby_takes_over(
     b.stop()  # a clean shutdown releases the lock: the old leader comes back
     wait_for(lambda: a.is_leading, timeout=5)
     assert a.terms == 2 and b.terms == 1
-
-
-_CHILD = """
-import sys
-from scheduler.jobs import JobSpec
-from storage.leader_lock import LeaderElection
-from scheduler.process import SchedulerProcess
-from apscheduler.triggers.interval import IntervalTrigger
-
-def enqueue(actor):
-    print("enqueued", actor, flush=True)
-
-jobs = (JobSpec("tick", "tick", lambda: IntervalTrigger(seconds=0.2)),)
-election = LeaderElection(sys.argv[1], key=int(sys.argv[2]))
-SchedulerProcess(election, enqueue=enqueue, jobs=jobs, poll_interval=0.2).run()
-"""
-
-
-def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    assert ready, "the child scheduler printed nothing"
-    return proc.stdout.readline()
-
-
-def test_a_killed_scheduler_process_is_replaced_by_the_standby(
-    start_scheduler: Callable[..., SchedulerProcess],
-    test_servers: SessionServers,
-    election_key: int,
-) -> None:
-    child = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, test_servers.database_url, str(election_key)],
-        cwd=ROOT,
-        env=dict(os.environ),
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert _readline(child, timeout=20).strip() == "enqueued tick"  # the child leads
-        recorder = Recorder()
-        standby = start_scheduler(recorder.enqueue_for("standby"), (TICK,))
-        time.sleep(1.0)
-        assert not standby.is_leading
-        assert recorder.by("standby") == []
-        child.send_signal(signal.SIGKILL)  # no clean-up: PostgreSQL ends the session itself
-        child.wait(timeout=10)
-        took = wait_for(lambda: standby.is_leading, timeout=5)
-        assert took < POLL + 2.0
-        wait_for(lambda: "tick" in recorder.by("standby"), timeout=5)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait(timeout=10)
-        if child.stdout is not None:
-            child.stdout.close()
 
 
 def test_a_scheduler_restarted_after_missing_month_end_closes_periods_at_once(
