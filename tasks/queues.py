@@ -3,7 +3,9 @@
 
 Dramatiq has no broker-neutral API for this: the Redis broker keeps each queue as a list of
 message ids plus a hash of messages (`dramatiq:<queue>.msgs`, which also holds messages being
-processed), delayed ones in `<queue>.DQ` and dead ones in `<queue>.XQ`; RabbitMQ reports counts.
+processed), delayed ones in `<queue>.DQ` and dead ones in `<queue>.XQ`; RabbitMQ reports counts
+(a passive declare) and shows its oldest ready message when asked for one (`basic_get`, then a
+`basic_nack` that puts it back at the head of its queue, unacknowledged by anyone).
 """
 
 from __future__ import annotations
@@ -41,15 +43,39 @@ def _redis_stats(broker: RedisBroker) -> dict[str, Any]:
     return {"queues": {**depths, "dead": dead}, "oldest_message_age_s": round(age, 3)}
 
 
+def _peek_timestamp_ms(broker: Any, queue: str) -> int | None:
+    """`message_timestamp` of the message at the head of a RabbitMQ queue, left in place."""
+    channel = broker.channel
+    method, _properties, body = channel.basic_get(queue, auto_ack=False)
+    if method is None:
+        return None
+    channel.basic_nack(method.delivery_tag, requeue=True)
+    try:
+        return int(dramatiq.Message.decode(body).message_timestamp)
+    except (dramatiq.errors.DecodeError, TypeError, ValueError):  # not a Dramatiq message
+        return None
+
+
+def _rabbitmq_stats(broker: Any) -> dict[str, Any]:
+    triples = {q: broker.get_queue_message_counts(q) for q in QUEUES}
+    depths = {q: ready + delayed for q, (ready, delayed, _dead) in triples.items()}
+    dead = sum(t[2] for t in triples.values())
+    stamps = [_peek_timestamp_ms(broker, q) for q, (ready, _, _) in triples.items() if ready]
+    known = [stamp for stamp in stamps if stamp is not None]
+    age = max(time.time() - min(known) / 1000, 0.0) if known else 0.0
+    return {"queues": {**depths, "dead": dead}, "oldest_message_age_s": round(age, 3)}
+
+
 def queue_stats(broker: dramatiq.Broker | None = None) -> dict[str, Any]:
-    """{"queues": {"ingest": n, "billing": n, "dead": n}, "oldest_message_age_s": s}."""
+    """{"queues": {"ingest": n, "billing": n, "dead": n}, "oldest_message_age_s": s}: the
+    messages waiting or delayed per queue, the dead ones, and how long the oldest message at
+    the head of a queue has waited (0.0 when every queue is empty)."""
     broker = broker or get_broker()
     if isinstance(broker, RedisBroker):
         return _redis_stats(broker)
-    triples = {q: broker.get_queue_message_counts(q) for q in QUEUES}  # type: ignore[attr-defined]
-    depths = {q: ready + delayed for q, (ready, delayed, _dead) in triples.items()}
-    dead = sum(t[2] for t in triples.values())
-    return {"queues": {**depths, "dead": dead}, "oldest_message_age_s": None}
+    if hasattr(broker, "get_queue_message_counts") and hasattr(broker, "channel"):
+        return _rabbitmq_stats(broker)
+    return {"queues": {}, "oldest_message_age_s": None}  # a broker we cannot look into
 
 
 # --- broker durability: a Redis that keeps nothing on disk loses every queued batch ----------

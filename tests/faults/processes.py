@@ -43,10 +43,17 @@ def start_worker(
     queues: tuple[str, ...] = ("ingest",),
     env: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """`dramatiq MODULE` (what `meter worker` runs) as the leader of a new process group."""
-    command = [sys.executable, "-m", "dramatiq", module, "-p", str(processes), "-t", str(threads)]
+    """`meter worker` (for `workers.app`; else `dramatiq MODULE`, a fault-injecting variant)
+    as the leader of a new process group; `queues=()`: every queue."""
+    counts = ["-p", str(processes), "-t", str(threads)]
+    if module == "workers.app":
+        command = [str(Path(sys.executable).with_name("meter")), "worker", *counts]
+        command += [arg for queue in queues for arg in ("-Q", queue)]
+    else:
+        command = [sys.executable, "-m", "dramatiq", module, *counts]
+        command += ["--queues", *queues] if queues else []
     return subprocess.Popen(
-        [*command, "--queues", *queues],
+        command,
         cwd=ROOT,
         env=dict(env) if env is not None else worker_env(),
         start_new_session=True,

@@ -1,0 +1,82 @@
+"""RabbitMQ as the broker (BROKER_URL=amqp://...): the whole path — ingest, alerts, the period
+close and its invoice jobs — through real `meter worker` processes, and `meter ops stats`
+reading its queue depths and the age of its oldest message."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import dramatiq
+import pytest
+
+from pricing.periods import billing_period
+from storage.invoices.records import find_invoice
+from tasks import UsageRecorder, names
+from tasks.broker import make_broker
+from tasks.queues import queue_stats
+from tests.alerts.helpers import D, fired, outbox_count, setup_customer
+from tests.faults.processes import scalar, wait_for, worker, worker_env
+from tests.metering.helpers import in_previous_period
+
+
+@pytest.fixture
+def rabbitmq(rabbitmq_url: str) -> Iterator[dramatiq.Broker]:
+    broker = make_broker(rabbitmq_url)
+    for queue in names.QUEUES:
+        broker.declare_queue(queue, ensure=True)  # type: ignore[call-arg]
+        broker.flush(queue)  # type: ignore[attr-defined]  # what an earlier test left
+    yield broker
+    broker.close()
+
+
+def _record(broker: dramatiq.Broker, count: int, quantity: int, at: datetime | None) -> None:
+    recorder = UsageRecorder(broker, batch_size=50)
+    for _ in range(count):
+        recorder.record("cus_a", "api_calls", quantity, timestamp=at)
+    assert recorder.flush(timeout=20)
+    recorder.close()
+
+
+def test_ingest_alerts_and_invoices_run_on_rabbitmq(
+    clean_state: None, rabbitmq: dramatiq.Broker, rabbitmq_url: str
+) -> None:
+    setup_customer()  # 10,000 calls included; alerts at 80 %, 95 %, 100 %
+    last_period = in_previous_period()
+    _record(rabbitmq, 100, 96, None)  # 9,600 now (2 batches): 80 % and 95 %
+    _record(rabbitmq, 50, 10, last_period)  # 500 last period (1 batch), for its invoice
+    time.sleep(0.05)
+
+    waiting = queue_stats(rabbitmq)  # nothing consumes yet: all of it waits in RabbitMQ
+    assert waiting["queues"]["ingest"] == 3 and waiting["queues"]["dead"] == 0
+    assert waiting["oldest_message_age_s"] >= 0.05
+    assert queue_stats(rabbitmq)["queues"]["ingest"] == 3  # looking took nothing away
+
+    with worker("workers.app", queues=(), env=worker_env(BROKER_URL=rabbitmq_url)):
+        wait_for(lambda: scalar("SELECT count(*) FROM usage_events") == 150, timeout=60)
+        expected = [("usage", "api_calls", D("0.8")), ("usage", "api_calls", D("0.95"))]
+        wait_for(lambda: fired() == expected, timeout=30)
+
+        label = last_period.strftime("%Y-%m")  # the plan's UTC calendar months
+        rabbitmq.enqueue(
+            dramatiq.Message(
+                queue_name=names.BILLING_QUEUE,
+                actor_name=names.CLOSE_PERIOD,
+                args=(label,),
+                kwargs={},
+                options={},
+            )
+        )  # close_period fans out generate_invoice through RabbitMQ, as the scheduler's does
+        start = billing_period(last_period).start
+        wait_for(lambda: find_invoice("cus_a", start) is not None, timeout=60)
+        wait_for(lambda: sum(queue_stats(rabbitmq)["queues"].values()) == 0, timeout=30)
+
+    invoice = find_invoice("cus_a", start)
+    assert invoice is not None
+    assert D(invoice.document["usage"]["api_calls"]) == 500
+    assert scalar("SELECT sum(quantity) FROM usage_events") == 9600 + 500
+    assert outbox_count() == 2
+    idle = queue_stats(rabbitmq)
+    assert idle["oldest_message_age_s"] == 0.0 and idle["queues"]["dead"] == 0
+    assert datetime.now(UTC) > start
