@@ -27,6 +27,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from pricing.errors import ConfigError
 from storage.settings import get_settings
 
 logger = logging.getLogger(f"meterline.{__name__}")
@@ -51,9 +52,16 @@ def redis_url() -> str:
 
 
 def broker_url() -> str:
-    """The Dramatiq broker URL: BROKER_URL, else the Redis URL in effect."""
-    configured = get_settings().BROKER_URL
-    return configured if configured else redis_url()
+    """The Dramatiq broker URL: BROKER_URL, else the Redis URL in effect (not a cluster's)."""
+    settings = get_settings()
+    if settings.BROKER_URL:
+        return settings.BROKER_URL
+    if settings.METER_REDIS_CLUSTER:
+        raise ConfigError(
+            "BROKER_URL: required with METER_REDIS_CLUSTER (the counters' Redis Cluster cannot"
+            " hold Dramatiq's queues): a single Redis (redis://) or RabbitMQ (amqp://)"
+        )
+    return redis_url()
 
 
 def stop_embedded() -> list[str]:

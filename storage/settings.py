@@ -23,6 +23,10 @@ class Settings(BaseSettings):
     DATABASE_URL: str | None = None
     REDIS_URL: str | None = None
     BROKER_URL: str | None = None  # None: the Redis URL in effect (see embedded.broker_url)
+    # REDIS_URL names one node of a Redis Cluster (the counters shard by customer); BROKER_URL
+    # must then name the broker (a single Redis or RabbitMQ): Dramatiq's scripts are not
+    # cluster safe.
+    METER_REDIS_CLUSTER: bool = False
     SENTRY_DSN: str | None = None
     METER_DATA_DIR: Path = Path(".meter")
     METER_ACCEPT_PAST_DAYS: int = Field(default=35, ge=0)

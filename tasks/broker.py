@@ -25,6 +25,7 @@ from dramatiq.brokers.stub import StubBroker
 from pricing.errors import ConfigError
 from storage.embedded import broker_url
 from tasks import names
+from tasks.durable_retries import install_durable_retries
 from tasks.encoding import MessageEncoder
 from tasks.prompt_delivery import PromptDelivery
 
@@ -51,11 +52,13 @@ def make_broker(url: str | None = None) -> dramatiq.Broker:
     Also installs `MessageEncoder` (Dramatiq's encoder is process-wide): one unreadable value
     in a batch then costs one rejected event, not the whole message. Every broker gets the
     `PromptDelivery` middleware (a message that wrote outbox rows sends a delivery run),
-    unless METER_WEBHOOK_PROMPT is off."""
+    unless METER_WEBHOOK_PROMPT is off, and `DurableRetries` in place of Dramatiq's `Retries`
+    (a failed message is acknowledged only once its retry is in the broker)."""
     from storage.settings import get_settings
 
     dramatiq.set_encoder(MessageEncoder())
     broker = _make(url or broker_url())
+    install_durable_retries(broker)  # a retry is never lost to a broker outage
     if get_settings().METER_WEBHOOK_PROMPT:
         broker.add_middleware(PromptDelivery())
     return broker

@@ -7,13 +7,16 @@ tests/alerts)."""
 from __future__ import annotations
 
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import IO
 
 from storage import db
 from storage.settings import get_settings
@@ -58,8 +61,14 @@ def start_worker(
         env=dict(env) if env is not None else worker_env(),
         start_new_session=True,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=_log_file(),
     )
+
+
+def _log_file() -> int | IO[bytes]:
+    """Where workers write their log: METER_TEST_WORKER_LOG (a file, appended) or nowhere."""
+    path = os.environ.get("METER_TEST_WORKER_LOG")
+    return open(path, "ab") if path else subprocess.DEVNULL
 
 
 def stop_worker(process: subprocess.Popen[bytes]) -> None:
@@ -95,10 +104,48 @@ def wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
         if condition():
             return
         time.sleep(0.1)
-    raise AssertionError("condition not met in time")
+    raise AssertionError(f"condition not met in {timeout}s: {ingest_state()}")
+
+
+def ingest_state() -> str:
+    """Where ingest stands (for a failure message): events, batches, batches not yet counted."""
+    try:
+        with db.connection() as conn:
+            row = conn.execute(
+                "SELECT (SELECT count(*) FROM usage_events), count(*),"
+                " count(*) FILTER (WHERE counters_applied_at IS NULL) FROM ingest_batches"
+            ).fetchone()
+    except Exception as exc:  # the database may be the thing that is down
+        return f"(ingest state unknown: {type(exc).__name__})"
+    assert row is not None
+    return f"{row[0]} events in the ledger, {row[1]} batches, {row[2]} without counters"
 
 
 def scalar(sql: str) -> int:
     with db.connection() as conn:
         row = conn.execute(sql).fetchone()
     return int(row[0] or 0) if row else 0
+
+
+def free_port(*, also_free: int | None = None) -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now; with `also_free`, one whose
+    port + `also_free` is free too (a Redis Cluster node's bus port is its port + 10000)."""
+    if also_free is None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            return int(probe.getsockname()[1])
+    rng = random.Random()
+    for _ in range(100):
+        port = rng.randrange(20_000, 65_535 - also_free)
+        if all(_is_free(candidate) for candidate in (port, port + also_free)):
+            return port
+    raise RuntimeError("no free pair of ports")
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True

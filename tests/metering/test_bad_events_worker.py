@@ -13,8 +13,9 @@ import dramatiq
 from storage.ledger import batches
 from tasks.broker import INGEST_ACTOR, INGEST_QUEUE, make_broker
 from tasks.encoding import MessageEncoder
+from tests.faults.processes import scalar as _scalar
+from tests.faults.processes import wait_for, worker
 from tests.metering.helpers import assert_consistent, batch, event, setup_customer
-from tests.metering.test_worker_faults import _scalar, wait_for, worker
 
 
 def test_a_worker_counts_the_valid_events_of_batches_holding_junk(clean_state: None) -> None:

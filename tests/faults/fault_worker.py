@@ -1,4 +1,4 @@
-"""A worker module for fault tests: `dramatiq tests.metering.fault_worker`.
+"""A worker module for fault tests: `dramatiq tests.faults.fault_worker`.
 
 The same actors as `workers.app`, except that the process SIGKILLs itself after a batch's
 PostgreSQL commit and before its Redis write: the worst moment to die.

@@ -25,7 +25,7 @@ def test_worker_killed_between_commit_and_redis_write(clean_state: None, events:
     assert recorder.flush(timeout=10)
     recorder.close()
 
-    with worker("tests.metering.fault_worker"):
+    with worker("tests.faults.fault_worker"):
         # The first batch commits, then its process dies before touching Redis.
         wait_for(lambda: _scalar("SELECT count(*) FROM usage_events") >= 100)
         wait_for(lambda: _scalar("SELECT count(*) FROM ingest_batches") >= 1)
