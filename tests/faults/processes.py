@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO
 
 from storage import db
+from storage.embedded import broker_url
 from storage.settings import get_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,7 +32,7 @@ def worker_env(**overrides: str) -> dict[str, str]:
     env = dict(os.environ)
     env["DATABASE_URL"] = str(settings.DATABASE_URL)
     env["REDIS_URL"] = str(settings.REDIS_URL)
-    env.pop("BROKER_URL", None)
+    env["BROKER_URL"] = broker_url()  # the broker this process's `make_broker()` sends to
     env["METER_BROKER_HEARTBEAT_TIMEOUT_MS"] = "1000"
     env["METER_BROKER_MAINTENANCE_CHANCE"] = "1000000"
     env.update(overrides)

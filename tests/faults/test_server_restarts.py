@@ -29,6 +29,11 @@ PG_OUTAGE_S = 20
 def _use(monkeypatch: pytest.MonkeyPatch, name: str, url: str) -> None:
     """Point this process (and the workers it starts) at `url` for the rest of the test."""
     monkeypatch.setenv(name, url)
+    _reset_clients()
+
+
+def _reset_clients() -> None:
+    """Re-read the settings; drop the pool, caches and Redis client made from the old ones."""
     reset_settings()
     storage_db.close_pool()
     storage_db.clear_caches()
@@ -41,13 +46,14 @@ def own_redis(
 ) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path)
     server.start()
-    _use(monkeypatch, "REDIS_URL", server.url)  # the broker and the counters
+    monkeypatch.setenv("BROKER_URL", server.url)  # the broker and the counters
+    _use(monkeypatch, "REDIS_URL", server.url)
     try:
         yield server
     finally:
         server.stop()
         monkeypatch.undo()
-        _use(monkeypatch, "PATH_UNUSED", "")
+        _reset_clients()
 
 
 @pytest.fixture
@@ -65,7 +71,7 @@ def own_postgres(clean_state: None, monkeypatch: pytest.MonkeyPatch) -> Iterator
         cluster.stop()
         shutil.rmtree(directory, ignore_errors=True)
         monkeypatch.undo()
-        _use(monkeypatch, "PATH_UNUSED", "")
+        _reset_clients()
 
 
 def test_redis_restarted_mid_ingest_keeps_the_backlog_and_the_counters(
