@@ -14,8 +14,10 @@ from pathlib import Path
 
 from storage.ledger import batches
 from tasks.spool import SUFFIX
+from tests.faults.processes import ROOT, wait_for, worker
+from tests.faults.processes import scalar as _scalar
+from tests.faults.processes import worker_env as _worker_env
 from tests.metering.helpers import assert_consistent, setup_customer
-from tests.metering.test_worker_faults import ROOT, _scalar, _worker_env, wait_for, worker
 
 EVENTS = 50_000
 SENT_BEFORE_KILL = 30_000
