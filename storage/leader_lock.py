@@ -107,7 +107,7 @@ class LeaderElection:
                 return False
             self._leading = bool(row and row[0])
             if self._leading:
-                self._start_lease()
+                self._start_lease(self._conn)
             return self._leading
 
     def check(self) -> bool:
@@ -126,14 +126,11 @@ class LeaderElection:
                     self._conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
             self._drop()
 
-    def _start_lease(self) -> None:
+    def _start_lease(self, conn: psycopg.Connection[Any]) -> None:
         """The server ends this session (and frees the lock) once it is idle for a lease."""
-        assert self._conn is not None
         lease_ms = int(self.lease_seconds * 1000)
         try:
-            self._conn.execute(
-                "SELECT set_config('idle_session_timeout', %s, false)", (f"{lease_ms}ms",)
-            )
+            conn.execute("SELECT set_config('idle_session_timeout', %s, false)", (f"{lease_ms}ms",))
         except psycopg.errors.UndefinedObject:  # PostgreSQL before 14
             log.warning("leader election: no idle_session_timeout: a frozen leader is not bounded")
         self._renewed_at = time.monotonic()
