@@ -17,8 +17,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tasks import UsageRecorder
 from tasks.broker import make_broker
+from tests.faults.processes import ROOT, wait_for
+from tests.faults.processes import scalar as _scalar
+from tests.faults.processes import worker_env as _worker_env
 from tests.metering.helpers import in_previous_period, setup_customer
-from tests.metering.test_worker_faults import ROOT, _scalar, _worker_env, wait_for
 from tests.webhook_receiver import receiver
 
 
