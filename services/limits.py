@@ -17,6 +17,7 @@ reasons) are `pricing.limits`'.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Collection
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -32,6 +33,7 @@ from pricing.limits import LimitDecision, Pending, decide
 from pricing.metering import Segment, SegmentState, charge_key, segment_usage
 from pricing.money import parse_decimal
 from pricing.plans import MetricDefinition
+from services.limit_snapshot import CounterSnapshot, LimitSnapshots
 from services.overrides import current_segment, limits_for, override_cache
 from services.usage import carried_in, segment_counters
 from storage import db
@@ -135,9 +137,12 @@ def check_limit(
     *,
     at: datetime | None = None,
     in_flight: InFlight | None = None,
+    snapshots: LimitSnapshots | None = None,
 ) -> LimitDecision:
     """May `customer_id` use `quantity` more of `metric` now? See `pricing.limits.decide` for
-    the boundary. NotFound (a KeyError) for an unknown customer or a metric not in its plan."""
+    the boundary. NotFound (a KeyError) for an unknown customer or a metric not in its plan.
+    With `snapshots`, answered from the customer's background-refreshed snapshot when it has
+    one (`services.limit_snapshot`), without a Redis round trip."""
     amount = check_quantity(quantity)
     at = at or datetime.now(UTC)
     segment = current_segment(customer_id, at)
@@ -145,12 +150,16 @@ def check_limit(
     definition = plan.metrics.get(metric)
     if definition is None:
         raise NotFound(f"metric: {metric!r} is not a metric of plan {plan.code!r}")
-    pending = (
-        in_flight.pending(customer_id, metric_event_name(metric, definition))
-        if in_flight is not None
-        else Pending()
+    event_name = metric_event_name(metric, definition)
+    pending = in_flight.pending(customer_id, event_name) if in_flight is not None else Pending()
+    # The snapshot is read after the pending events (see services.limit_snapshot).
+    snapshot = _snapshot(customer_id, segment, event_name, pending, in_flight, snapshots)
+    state, uniques, revision, seen = (
+        (snapshot.state, snapshot.uniques, snapshot.revision, snapshot.seen)
+        if snapshot is not None
+        else _read_live(customer_id, segment, pending)[1:]
     )
-    _, state, uniques, revision, seen = _read_live(customer_id, segment, pending)
+    seen = {batch_id for batch_id, _, _ in pending.batches if batch_id in seen}
     if in_flight is not None and seen:
         in_flight.ingested(seen)
     pending = pending.without(seen)
@@ -180,12 +189,47 @@ def check_limit(
     )
 
 
+def _unique_metrics(segment: Segment) -> list[str]:
+    return [k for k, m in segment.plan.metrics.items() if m.aggregation == "unique_count"]
+
+
+def _snapshot(
+    customer_id: str,
+    segment: Segment,
+    event_name: str,
+    pending: Pending,
+    in_flight: InFlight | None,
+    snapshots: LimitSnapshots | None,
+) -> CounterSnapshot | None:
+    """The customer's snapshot; on a miss, one synchronous read that becomes its snapshot."""
+    if snapshots is None:
+        return None
+    unique_metrics = _unique_metrics(segment)
+    found = snapshots.get(customer_id, segment.start, unique_metrics, event_name, in_flight)
+    if found is not None:
+        return found
+    read_at = time.monotonic()
+    version, state, uniques, revision, seen = _read_live(customer_id, segment, pending)
+    found = CounterSnapshot(
+        segment.start,
+        tuple(unique_metrics),
+        version,
+        state,
+        uniques,
+        revision,
+        frozenset(seen),
+        read_at,
+    )
+    snapshots.put(customer_id, found, event_name, in_flight)
+    return found
+
+
 def _read_live(
     customer_id: str, segment: Segment, pending: Pending
 ) -> tuple[int, SegmentState, dict[str, int], str, set[str]]:
     """The segment's counters, the overrides revision and which pending batches the ingest
     has marked, in one round trip (markers first: a marker seen means its counters are)."""
-    unique_metrics = [k for k, m in segment.plan.metrics.items() if m.aggregation == "unique_count"]
+    unique_metrics = _unique_metrics(segment)
     batch_ids = [batch_id for batch_id, _, _ in pending.batches]
     keys = [override_store.revision_key(customer_id)]
     keys += [counters.batch_marker_key(customer_id, batch_id) for batch_id in batch_ids]

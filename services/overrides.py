@@ -19,6 +19,7 @@ from pricing.limits import NO_OVERRIDES, EffectiveLimits, LimitOverrides, effect
 from pricing.metering import Segment
 from pricing.money import format_money
 from pricing.plans import Plan, included_usage
+from services.limit_snapshot import forget_snapshots
 from storage import db
 from storage.catalog import limits as store
 from storage.catalog.cache import catalog
@@ -145,6 +146,7 @@ def set_overrides(customer_id: str, change: store.OverrideChange) -> LimitOverri
         raise UserError("--throttle-at", "must be greater than 0 (a share of the included usage)")
     store.apply_change(customer_id, change)
     override_cache.clear()
+    forget_snapshots(customer_id)  # this process's checks see the change at once
     return store.read_overrides(customer_id)
 
 

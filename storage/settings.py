@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     # How long a web process trusts a key it has checked before asking PostgreSQL again: a key
     # revoked elsewhere stops working within this many seconds (0: ask on every request).
     METER_API_KEY_CACHE_SECONDS: float = Field(default=2.0, ge=0, le=60)
+    # How often a process that calls `tasks.check_limit` re-reads, in the background, the
+    # counters of the customers it checked (services/limit_snapshot.py): other processes'
+    # usage counts within their flush interval + ingest + this. 0: read Redis on every check.
+    METER_LIMIT_REFRESH_MS: int = Field(default=50, ge=0, le=10_000)
     # Who sends the invoices (printed on every invoice and credit note, fixed on an invoice
     # when it is finalized). The address may span lines: a newline or a literal "\\n" breaks it.
     METER_SELLER_NAME: str | None = None

@@ -31,12 +31,22 @@ def check_limit(
     at: datetime | None = None,
 ) -> LimitCheck:
     """May the customer use `quantity` more of `metric` now (hard limit, spend cap), and
-    should it be throttled? Counts the live counters plus what this process's default
-    recorder holds and has not seen ingested. See `services.limits` and `pricing.limits`.
-    Imported on first use: recording alone needs no database."""
+    should it be throttled? Counts the counters plus what this process's default recorder
+    holds and has not seen ingested. After a customer's first check the counters come from a
+    snapshot refreshed every `METER_LIMIT_REFRESH_MS` in the background, so the call waits on
+    no network round trip (`services.limit_snapshot`). See `services.limits` and
+    `pricing.limits`. Imported on first use: recording alone needs no database."""
+    from services.limit_snapshot import default_snapshots
     from services.limits import check_limit as check
 
-    return check(customer_id, metric, quantity, at=at, in_flight=recorder_in_use())
+    return check(
+        customer_id,
+        metric,
+        quantity,
+        at=at,
+        in_flight=recorder_in_use(),
+        snapshots=default_snapshots(),
+    )
 
 
 __all__ = [

@@ -300,6 +300,27 @@ def read_segment_and(
     return _segment_counters(fields, unique_metrics, cards), extra
 
 
+def read_many_segments_and(
+    reads: Sequence[tuple[str, datetime, Sequence[str], Sequence[str]]],
+) -> list[tuple[SegmentCounters | None, list[bytes | None]]]:
+    """`read_segment_and` of many (customer, segment start, unique metrics, string keys) in one
+    round trip; each customer's keys are read before its counters, as there."""
+    pipe = get_redis().pipeline(transaction=False)
+    for customer_id, start, unique_metrics, also in reads:
+        pipe.mget(list(also))
+        pipe.hgetall(segment_key(customer_id, start))
+        for metric in unique_metrics:
+            pipe.scard(unique_key(customer_id, start, metric))
+    replies = iter(pipe.execute() if reads else [])
+    found: list[tuple[SegmentCounters | None, list[bytes | None]]] = []
+    for _, _, unique_metrics, _ in reads:
+        extra, fields = list(next(replies)), _decode(next(replies))
+        cards = [next(replies) for _ in unique_metrics]
+        usable = "_v" in fields and int(fields.get("_p", 0)) == 0
+        found.append((_segment_counters(fields, unique_metrics, cards) if usable else None, extra))
+    return found
+
+
 def read_segments(
     segments: Sequence[tuple[str, datetime, Sequence[str]]],
 ) -> list[SegmentCounters | None]:
