@@ -153,3 +153,33 @@ def test_a_forked_child_starts_with_no_snapshot_and_no_thread(
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert snapshots._watched  # the parent keeps its own
+
+
+def test_a_batch_ingested_by_a_real_worker_counts_once_when_the_thread_has_refreshed() -> None:
+    from tasks.broker import make_broker
+    from tests.metering.test_worker_faults import _scalar, wait_for, worker
+
+    snapshots = LimitSnapshots(interval=0.05)  # the shipped default; its own thread refreshes
+    recorder = UsageRecorder(make_broker(), flush_interval=3600, batch_size=100_000)
+    try:
+        use(100)
+        check_limit("cus_1", "api_calls", in_flight=recorder, snapshots=snapshots)
+        for _ in range(10):
+            recorder.record("cus_1", "api_calls", 3)
+        assert recorder.flush(timeout=10)
+        with worker("workers.app"):
+            wait_for(lambda: _scalar("SELECT count(*) FROM usage_events") == 11)
+
+            def counted() -> tuple[Decimal, Decimal]:
+                decision = check_limit(
+                    "cus_1", "api_calls", in_flight=recorder, snapshots=snapshots
+                )
+                assert decision.used == 130  # before and after its marker: never 100 or 160
+                return decision.used, decision.pending
+
+            wait_for(lambda: counted() == (Decimal(130), Decimal(0)))
+        assert snapshots.refreshes > 0
+        assert recorder.pending("cus_1", "api_calls").count == 0
+    finally:
+        recorder.close(timeout=5)
+        snapshots.stop()
