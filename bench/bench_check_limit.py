@@ -158,6 +158,11 @@ def measure(customer: str, args: argparse.Namespace, logs: Path) -> bool:
     print(f"{'call (ms)':52} {'calls':>6} {'p50':>9} {'p99':>9} {'max':>9}")
     time_calls(100, lambda: check_limit(customer, "api_calls"))  # warm caches, connections
     time_calls(100, lambda: synchronous_check(customer, "api_calls"))
+    idle_samples, idle_cpu = spaced_calls(
+        args.calls, 0.001, lambda: check_limit(customer, "api_calls")
+    )
+    show("check_limit (snapshot), idle process", idle_samples)
+    show("  the same calls, CPU time of the calling thread", idle_cpu)
     get_redis().delete("dramatiq:__heartbeats__")
     with common.dramatiq_workers(
         "workers.app", processes=1, threads=2, queues=["ingest"], log_file=logs / "worker.log"
