@@ -157,7 +157,7 @@ def test_a_forked_child_starts_with_no_snapshot_and_no_thread(
 
 def test_a_batch_ingested_by_a_real_worker_counts_once_when_the_thread_has_refreshed() -> None:
     from tasks.broker import make_broker
-    from tests.metering.test_worker_faults import _scalar, wait_for, worker
+    from tests.faults.processes import scalar, wait_for, worker
 
     snapshots = LimitSnapshots(interval=0.05)  # the shipped default; its own thread refreshes
     recorder = UsageRecorder(make_broker(), flush_interval=3600, batch_size=100_000)
@@ -168,7 +168,7 @@ def test_a_batch_ingested_by_a_real_worker_counts_once_when_the_thread_has_refre
             recorder.record("cus_1", "api_calls", 3)
         assert recorder.flush(timeout=10)
         with worker("workers.app"):
-            wait_for(lambda: _scalar("SELECT count(*) FROM usage_events") == 11)
+            wait_for(lambda: scalar("SELECT count(*) FROM usage_events") == 11)
 
             def counted() -> tuple[Decimal, Decimal]:
                 decision = check_limit(
