@@ -291,6 +291,8 @@ def forget_snapshots(customer_id: str) -> None:
 
 
 def _reset_in_child() -> None:
+    global _default_lock
+    _default_lock = threading.Lock()  # another thread may have held it at the fork
     for snapshots in list(_live):
         snapshots._reset()
 
