@@ -99,12 +99,12 @@ def worker(module: str, **kwargs: object) -> Iterator[subprocess.Popen[bytes]]:
         stop_worker(process)
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+def wait_for(condition: Callable[[], bool], timeout: float = 60.0, interval: float = 0.1) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return
-        time.sleep(0.1)
+        time.sleep(interval)
     raise AssertionError(f"condition not met in {timeout}s: {ingest_state()}")
 
 

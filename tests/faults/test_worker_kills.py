@@ -6,7 +6,6 @@ rollups, Redis counters and the invoice of the period."""
 from __future__ import annotations
 
 import random
-import time
 
 from tasks.broker import make_broker
 from tests.faults.checks import all_ingested, assert_exactly_once, close_period, invoiced, record
@@ -31,9 +30,15 @@ def test_worker_groups_killed_repeatedly_lose_nothing_and_count_nothing_twice(
         before = scalar("SELECT count(*) FROM usage_events")
         group = start_worker(processes=2, threads=2)
         try:
-            # Mid-ingest: once this group has written something, a little later.
-            wait_for(lambda b=before: scalar("SELECT count(*) FROM usage_events") > b, 60)
-            time.sleep(rng.uniform(0.1, 0.8))
+            # Mid-ingest by progress, not by time (a fast machine would finish the backlog in
+            # a fixed sleep): once this group has written a random 1,000-12,000 more events.
+            # Four kills leave at most ~70,000 written, however fast the workers are.
+            target = before + rng.randint(1_000, 12_000)
+            wait_for(
+                lambda t=target: scalar("SELECT count(*) FROM usage_events") >= t,
+                60,
+                interval=0.02,
+            )
         finally:
             kill_worker(group)
         kills += 1
