@@ -6,6 +6,7 @@ rollups, Redis counters and the invoice of the period."""
 from __future__ import annotations
 
 import random
+from functools import partial
 
 from tasks.broker import make_broker
 from tests.faults.checks import all_ingested, assert_exactly_once, close_period, invoiced, record
@@ -34,11 +35,7 @@ def test_worker_groups_killed_repeatedly_lose_nothing_and_count_nothing_twice(
             # a fixed sleep): once this group has written a random 1,000-12,000 more events.
             # Four kills leave at most ~70,000 written, however fast the workers are.
             target = before + rng.randint(1_000, 12_000)
-            wait_for(
-                lambda t=target: scalar("SELECT count(*) FROM usage_events") >= t,
-                60,
-                interval=0.02,
-            )
+            wait_for(partial(_written_at_least, target), 60, interval=0.02)
         finally:
             kill_worker(group)
         kills += 1
@@ -52,3 +49,7 @@ def test_worker_groups_killed_repeatedly_lose_nothing_and_count_nothing_twice(
     finally:
         stop_worker(group)
     assert_exactly_once(EVENTS, at, invoice)
+
+
+def _written_at_least(target: int) -> bool:
+    return scalar("SELECT count(*) FROM usage_events") >= target
