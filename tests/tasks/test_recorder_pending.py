@@ -60,3 +60,14 @@ def test_a_sent_batch_without_a_marker_is_forgotten_after_the_window(
     recorder.flush()
     assert recorder.pending("cus_1", "api_calls").count == 0
     assert sent_batch_ids(recorder) == []
+
+
+def test_a_batch_marker_outlives_the_window_a_producer_waits_for_it() -> None:
+    """A marker is written at ingest, after the send the window counts from: it must still
+    be there when the producer last looks (at most PENDING_WINDOW after the send), or the
+    batch would stay pending (over-counted) until the window ends. It must also not live much
+    longer: Redis keeps one per customer × batch."""
+    from storage.usage.counters import MARKER_TTL
+    from tasks.recorder import PENDING_WINDOW
+
+    assert PENDING_WINDOW < MARKER_TTL <= PENDING_WINDOW + 120
