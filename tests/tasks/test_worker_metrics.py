@@ -3,9 +3,6 @@ one scrape shows Dramatiq's metrics and the engine's own, summed over the proces
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -17,17 +14,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tasks import UsageRecorder
 from tasks.broker import make_broker
-from tests.faults.processes import ROOT, wait_for
+from tests.faults.processes import ROOT, free_port, stop_worker, wait_for
 from tests.faults.processes import scalar as _scalar
 from tests.faults.processes import worker_env as _worker_env
 from tests.metering.helpers import in_previous_period, setup_customer
 from tests.webhook_receiver import receiver
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager
@@ -43,12 +34,7 @@ def meter_worker(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
     try:
         yield process
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_worker(process)
 
 
 def scrape(port: int) -> dict[str, float]:
