@@ -36,16 +36,7 @@ class RedisServer:
                 "--appendonly", "yes" if self.appendonly else "no", *extra]  # fmt: skip
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
         client = redis.Redis.from_url(self.url)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        client.close()
+        answering(client)
 
     def stop(self) -> None:
         """SIGTERM: Redis writes out its AOF and exits."""
@@ -121,3 +112,17 @@ class RedisClusterServers:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+
+def answering(client: redis.Redis, timeout: float = 20.0) -> None:
+    """Wait until a just-started redis-server answers PING (then close the client)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    client.close()

@@ -25,6 +25,7 @@ from tasks import broker as broker_module
 from tasks.broker import make_broker
 from tasks.queues import broker_warnings
 from tests.conftest import SessionServers
+from tests.faults.servers import answering
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 StartRedis = Callable[..., str]
@@ -46,16 +47,7 @@ def start_redis(tmp_path: Path) -> Iterator[StartRedis]:
             args += ["--rename-command", "CONFIG", ""]
         servers.append(subprocess.Popen(args, stdout=subprocess.DEVNULL))
         client = redis.Redis(unix_socket_path=str(socket_path))
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        client.close()
+        answering(client)
         return f"unix://{socket_path}"
 
     yield start
