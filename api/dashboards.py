@@ -122,12 +122,13 @@ def customer_page(customer_id: str, request: Request) -> Response:
 @router.get("/customers/{customer_id}/alerts")
 def customer_alerts(customer_id: str, request: Request) -> Response:
     """The page's table of this period's alerts (what its refresh puts in place)."""
-    from services.usage import current_usage
+    from services.overrides import current_segment
 
     key = _page_key(request)
     if key is None or not api_keys.may_read(key, customer_id):
         raise ApiError(403, "scope", "this key cannot read this customer")
-    start = current_usage(customer_id).segment.period.start
+    # Only the period is needed: the page's usage refresh prices the estimate already.
+    start = current_segment(customer_id, datetime.now(UTC)).period.start
     return _render("alerts.html", alerts=_alerts(customer_id, start))
 
 
