@@ -331,8 +331,8 @@ class UsageRecorder(Flusher):
         )
 
     def _pending(self) -> int:
-        if self._spool is not None:
-            return self._spool.unsent_events() + self._inflight
+        if self._spool is not None:  # a batch being sent is still in the spool's unsent lines
+            return self._spool.unsent_events()
         return len(self._buf) - self._markers + self._inflight
 
     def _start(self) -> None:
