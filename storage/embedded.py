@@ -197,7 +197,8 @@ def _start_redis(data_dir: Path, socket_path: Path) -> None:
 
     redis_dir = data_dir / "redis"
     _private_dir(redis_dir)  # queued events and counters: the owner's only
-    _private_dir(socket_path.parent)
+    if socket_path.parent != redis_dir:
+        _private_dir(socket_path.parent)
     config = redis_dir / "redis.conf"
     config.touch(mode=0o600)
     # RDB snapshots plus an append-only file: counters survive a restart of the embedded server.

@@ -73,10 +73,6 @@ def enable() -> None:
     )  # fmt: skip
 
 
-def enabled() -> bool:
-    return _metrics is not None
-
-
 def batch_ingested(
     accepted: int, duplicates: int, rejected: Mapping[str, int], seconds: float
 ) -> None:
