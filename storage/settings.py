@@ -14,6 +14,8 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from storage.leader_lock import DEFAULT_LEASE_SECONDS
+
 
 class Settings(BaseSettings):
     """Meterline's configuration; field names are the environment variable names."""
@@ -56,7 +58,7 @@ class Settings(BaseSettings):
     METER_BROKER_MAINTENANCE_CHANCE: int = Field(default=1000, ge=0, le=1_000_000)
     # Scheduler leader lease: a leader silent this long (frozen, stalled) loses the lock, and a
     # standby takes over at its next poll (see `storage.leader_lock`). Longer than 2 polls (5 s).
-    METER_LEADER_LEASE_SECONDS: float = Field(default=15.0, ge=1, le=3600)
+    METER_LEADER_LEASE_SECONDS: float = Field(default=DEFAULT_LEASE_SECONDS, ge=1, le=3600)
     # Apply pending schema migrations when a process first opens the database. Unset: on for
     # the embedded PostgreSQL (a fresh checkout just runs), off against a configured
     # DATABASE_URL, where `meter db migrate` runs once per release.

@@ -27,7 +27,7 @@ def _redis_stats(broker: RedisBroker) -> dict[str, Any]:
     ns = broker.namespace
     depths: dict[str, int] = {}
     dead = 0
-    oldest_ms: int | None = None
+    stamps: list[int] = []
     for queue in QUEUES:
         depths[queue] = int(client.hlen(f"{ns}:{queue}.msgs")) + int(
             client.hlen(f"{ns}:{queue}.DQ.msgs")
@@ -37,10 +37,8 @@ def _redis_stats(broker: RedisBroker) -> dict[str, Any]:
         if first is not None:
             raw = client.hget(f"{ns}:{queue}.msgs", first)
             if raw is not None:
-                stamp = int(json.loads(raw)["message_timestamp"])
-                oldest_ms = stamp if oldest_ms is None else min(oldest_ms, stamp)
-    age = 0.0 if oldest_ms is None else max(time.time() - oldest_ms / 1000, 0.0)
-    return {"queues": {**depths, "dead": dead}, "oldest_message_age_s": round(age, 3)}
+                stamps.append(int(json.loads(raw)["message_timestamp"]))
+    return _stats(depths, dead, stamps)
 
 
 def _peek_timestamp_ms(broker: Any, queue: str) -> int | None:
@@ -60,9 +58,13 @@ def _rabbitmq_stats(broker: Any) -> dict[str, Any]:
     triples = {q: broker.get_queue_message_counts(q) for q in QUEUES}
     depths = {q: ready + delayed for q, (ready, delayed, _dead) in triples.items()}
     dead = sum(t[2] for t in triples.values())
-    stamps = [_peek_timestamp_ms(broker, q) for q, (ready, _, _) in triples.items() if ready]
-    known = [stamp for stamp in stamps if stamp is not None]
-    age = max(time.time() - min(known) / 1000, 0.0) if known else 0.0
+    peeked = [_peek_timestamp_ms(broker, q) for q, (ready, _, _) in triples.items() if ready]
+    return _stats(depths, dead, [stamp for stamp in peeked if stamp is not None])
+
+
+def _stats(depths: dict[str, int], dead: int, stamps_ms: list[int]) -> dict[str, Any]:
+    """The stats document; the age is that of the oldest head-of-queue message (0.0: none)."""
+    age = max(time.time() - min(stamps_ms) / 1000, 0.0) if stamps_ms else 0.0
     return {"queues": {**depths, "dead": dead}, "oldest_message_age_s": round(age, 3)}
 
 
