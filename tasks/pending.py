@@ -49,9 +49,13 @@ class UnseenUsage:
                 counted[0] += 1
                 counted[1] += quantity
 
-    def pending(self, key: tuple[str, str]) -> Pending:
+    def pending(self, key: tuple[str, str], *, expire_before: float | None = None) -> Pending:
+        """The account of `key`; batches sent before `expire_before` (monotonic) are forgotten
+        first, under the same lock."""
         with self.lock:
             self._fold()
+            if expire_before is not None:
+                self._expire(expire_before)
             sums = self.sums.get(key)
             if sums is None:
                 return Pending()
@@ -62,8 +66,11 @@ class UnseenUsage:
             )
             return Pending(sums[0], Decimal(sums[1]), batches)
 
-    def sent(self, batch_id: str, events: Sequence[Buffered], now: float) -> None:
-        """A batch of recorded events is about to be enqueued."""
+    def sent(
+        self, batch_id: str, events: Sequence[Buffered], now: float, *, expire_before: float
+    ) -> None:
+        """A batch of recorded events is about to be enqueued; batches sent before
+        `expire_before` are forgotten, under the same lock."""
         parts: Sums = {}
         for event in events:
             part = parts.get((event[1], event[2]))
@@ -74,6 +81,7 @@ class UnseenUsage:
                 part[1] += event[3]
         with self.lock:
             self._fold()
+            self._expire(expire_before)
             self.outstanding[batch_id] = (now, parts)
 
     def ingested(self, batch_ids: Collection[str]) -> None:
@@ -90,19 +98,16 @@ class UnseenUsage:
             self._fold()
             self._subtract({key: [1, quantity]})
 
-    def expire(self, before: float) -> None:
-        """Forget batches sent before `before` (monotonic) whose marker never came."""
-        if not self.outstanding:
-            return
-        with self.lock:
-            self._fold()
-            old = []
-            for batch_id, (sent_at, _) in self.outstanding.items():  # oldest first
-                if sent_at >= before:
-                    break
-                old.append(batch_id)
-            for batch_id in old:
-                self._subtract(self.outstanding.pop(batch_id)[1])
+    def _expire(self, before: float) -> None:
+        """Forget batches sent before `before` (monotonic) whose marker never came (the
+        caller holds `lock`)."""
+        old = []
+        for batch_id, (sent_at, _) in self.outstanding.items():  # oldest first
+            if sent_at >= before:
+                break
+            old.append(batch_id)
+        for batch_id in old:
+            self._subtract(self.outstanding.pop(batch_id)[1])
 
     def _subtract(self, parts: Sums) -> None:
         for key, (count, total) in parts.items():

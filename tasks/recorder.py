@@ -303,8 +303,9 @@ class UsageRecorder(Flusher):
         """What this recorder holds for a customer × event name that it has not seen
         ingested: buffered, in flight, or sent without an ingest marker yet (see
         `services.limits`). Batches older than `PENDING_WINDOW` are forgotten here."""
-        self._unseen.expire(time.monotonic() - PENDING_WINDOW)
-        return self._unseen.pending((customer_id, metric))
+        return self._unseen.pending(
+            (customer_id, metric), expire_before=time.monotonic() - PENDING_WINDOW
+        )
 
     def ingested(self, batch_ids: Collection[str]) -> None:
         """These batches are in the counters: stop counting their events as pending."""
@@ -312,8 +313,7 @@ class UsageRecorder(Flusher):
 
     def _sent(self, batch_id: str, events: list[Buffered]) -> None:
         now = time.monotonic()
-        self._unseen.sent(batch_id, events, now)
-        self._unseen.expire(now - PENDING_WINDOW)
+        self._unseen.sent(batch_id, events, now, expire_before=now - PENDING_WINDOW)
 
     @property
     def stats(self) -> RecorderStats:
