@@ -37,6 +37,7 @@ from typing import Any
 import dramatiq
 
 from bench import common
+from bench.ingest_timeline import SendLog, batch_lives, timeline_lines
 from cli.worker import DEFAULT_PROCESSES, DEFAULT_THREADS
 
 NAIVE_QUEUE = "bench_naive"
@@ -270,11 +271,15 @@ def bench_meterline(
         rss = {"start": common.tree_rss(master.pid)}
         progress = _Progress(args.events, master.pid, rss)
         poller = threading.Thread(target=progress.run, args=(args.timeout,), daemon=True)
-        poller.start()
-        sent, started = run_producers(args.producers, args.events, customers, record_usage)
-        flush_usage()
-        recorded = time.time() - started
-        poller.join()
+        sends = SendLog()
+        with sends.watching(default_recorder()):
+            cpu_before, wall_before = common.cpu_by_process(master.pid), time.monotonic()
+            poller.start()
+            sent, started = run_producers(args.producers, args.events, customers, record_usage)
+            flush_usage()
+            recorded = time.time() - started
+            poller.join()
+            cpu_after, wall = common.cpu_by_process(master.pid), time.monotonic() - wall_before
         if progress.error:
             raise progress.error
         last_commit = progress.last_commit
@@ -292,10 +297,18 @@ def bench_meterline(
                 f"{n} {common.mib(rss[n][0])} (largest {common.mib(rss[n][1])})" for n in names
             )
         )
+        print(
+            f"CPU over the run (share of one core; Redis is shared with other users): "
+            f"{common.cpu_line(common.cpu_share(cpu_before, cpu_after, wall), args.events, wall)}"
+        )
         _print_latency("latency record_usage → counters, at full load (the queue builds up)")
+        print("\n".join(timeline_lines(batch_lives(sends.sends))))
         exact = check_exact(sent, args.events)
         if args.latency_seconds > 0:
-            _latency_run(args, customers, rate / 2, record_usage, flush_usage)
+            with sends.watching(default_recorder()):
+                sends.clear()
+                _latency_run(args, customers, rate / 2, record_usage, flush_usage)
+            print("\n".join(timeline_lines(batch_lives(sends.sends))))
     return rate, exact
 
 
@@ -479,8 +492,9 @@ def check_exact(sent: Sent, events: int) -> bool:
     return exact
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser(description: str) -> argparse.ArgumentParser:
+    """The options of this benchmark (`bench.bench_worker_grid` adds its own to them)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--events", type=int, default=500_000, help="events through Meterline")
     parser.add_argument(
         "--workers", type=int, default=DEFAULT_PROCESSES, help="worker processes (both designs)"
@@ -512,7 +526,11 @@ def main(argv: list[str] | None = None) -> None:
         help="seconds recorded at half the measured rate for the latency (0: skip)",
     )
     parser.add_argument("--timeout", type=float, default=600, help="seconds per phase")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser(__doc__.splitlines()[0]).parse_args(argv)
 
     servers = common.use_bench_servers()
     logs = Path(tempfile.mkdtemp(prefix="meterline-bench-"))

@@ -26,8 +26,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil  # type: ignore[import-untyped]
-
 from bench import common
 from bench.bench_ingest import _wait_for_ingest, check_exact, run_producers
 from cli.worker import DEFAULT_THREADS
@@ -41,53 +39,6 @@ class Run:
     rate: float
     cpu: dict[str, float]  # share of one core, per group, over the run
     exact: bool
-
-
-def _bench_backends() -> set[int]:
-    """The PostgreSQL server processes serving the benchmark's database (not other users')."""
-    from storage import db
-
-    with db.connection() as conn:
-        rows = conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-        ).fetchall()
-    return {int(row[0]) for row in rows}
-
-
-def _cpu_by_process(master_pid: int) -> dict[tuple[str, int], float]:
-    """CPU seconds used so far per (group, pid): the worker tree, the PostgreSQL backends of
-    the benchmark's database, the Redis server (shared: other users' commands count too)."""
-    found: dict[tuple[str, int], float] = {}
-    try:
-        root = psutil.Process(master_pid)
-        tree = {p.pid for p in [root, *root.children(recursive=True)]}
-    except psutil.NoSuchProcess:
-        tree = set()
-    backends = _bench_backends()
-    for proc in psutil.process_iter(["pid", "name", "cpu_times"]):
-        times, pid = proc.info["cpu_times"], proc.info["pid"]
-        if times is None:
-            continue
-        group = (
-            "workers" if pid in tree
-            else "postgres" if pid in backends
-            else "redis" if proc.info["name"] == "redis-server"
-            else None
-        )  # fmt: skip
-        if group is not None:
-            found[(group, pid)] = times.user + times.system
-    return found
-
-
-def _cpu_share(
-    before: dict[tuple[str, int], float], after: dict[tuple[str, int], float], wall: float
-) -> dict[str, float]:
-    """Per group, CPU seconds used between the samples over the wall time (1.0 = one core);
-    a process that started meanwhile counts from zero."""
-    shares = dict.fromkeys(("workers", "postgres", "redis"), 0.0)
-    for (group, pid), used in after.items():
-        shares[group] += (used - before.get((group, pid), 0.0)) / wall
-    return shares
 
 
 def _first_batch_started() -> float:
@@ -117,11 +68,11 @@ def measure(processes: int, args: argparse.Namespace, customers: list[str], logs
         log_file=logs / f"workers-{processes}.log",
     ) as master:
         common.wait_for_consumers(get_redis(), processes)
-        cpu_before, wall_before = _cpu_by_process(master.pid), time.monotonic()
+        cpu_before, wall_before = common.cpu_by_process(master.pid), time.monotonic()
         last = _wait_for_ingest(args.events, args.timeout)
-        cpu_after, wall = _cpu_by_process(master.pid), time.monotonic() - wall_before
+        cpu_after, wall = common.cpu_by_process(master.pid), time.monotonic() - wall_before
     seconds = last - _first_batch_started()
-    cpu = _cpu_share(cpu_before, cpu_after, wall)
+    cpu = common.cpu_share(cpu_before, cpu_after, wall)
     print(f"-- {processes} worker process(es) × {args.threads} threads:")
     exact = check_exact(sent, args.events)
     return Run(processes, args.threads, seconds, args.events / seconds, cpu, exact)

@@ -1,5 +1,5 @@
 """What the metering benchmarks share: their own servers, the API plan and its customers, worker
-subprocesses, percentiles and resident memory.
+subprocesses, percentiles, resident memory and the CPU used by each kind of process.
 
 A benchmark never touches anyone's data: it recreates the database `meterline_bench` on the
 PostgreSQL server and claims a Redis database index the way test sessions do (a key in database
@@ -165,6 +165,9 @@ def dramatiq_workers(
     """Run `python -m dramatiq TARGET` in its own process group; stopped on exit (also on
     Ctrl-C or an error): SIGTERM to the master, then SIGKILL to its group after 30 s."""
     env = dict(os.environ, METER_POOL_MAX=str(max(10, threads + 2)), PYTHONPATH=str(REPO))
+    # What `meter worker` sets from METER_WORKER_IDLE_POLL_MS (Dramatiq's own default, 1 s, is
+    # how long an idle worker may sleep before it looks at the queue again).
+    env.setdefault("dramatiq_worker_timeout", str(_idle_poll_ms()))
     command = [
         sys.executable, "-m", "dramatiq", target,
         "--processes", str(processes), "--threads", str(threads),
@@ -178,6 +181,12 @@ def dramatiq_workers(
         yield master
     finally:
         stop_process_group(master)
+
+
+def _idle_poll_ms() -> int:
+    from storage.settings import get_settings
+
+    return get_settings().METER_WORKER_IDLE_POLL_MS
 
 
 def stop_process_group(master: subprocess.Popen[bytes]) -> None:
@@ -218,6 +227,74 @@ def tree_rss(pid: int) -> tuple[int, int]:
 
 def mib(size: int) -> str:
     return f"{size / 2**20:.0f} MiB"
+
+
+# --- CPU per kind of process ----------------------------------------------------------------
+
+#: The kinds of process a metering benchmark's CPU is split into.
+CPU_GROUPS = ("producer", "workers", "postgres", "redis")
+
+
+def _bench_backends() -> set[int]:
+    """The PostgreSQL server processes serving the benchmark's database (not other users')."""
+    from storage import db
+
+    with db.connection() as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+        ).fetchall()
+    return {int(row[0]) for row in rows}
+
+
+def cpu_by_process(master_pid: int) -> dict[tuple[str, int], float]:
+    """CPU seconds used so far per (group, pid): this process (the producer), the worker tree
+    of `master_pid`, the PostgreSQL backends of the benchmark's database, the Redis server
+    (shared: other users' commands count too). Read from /proc through psutil."""
+    found: dict[tuple[str, int], float] = {}
+    try:
+        root = psutil.Process(master_pid)
+        tree = {p.pid for p in [root, *root.children(recursive=True)]}
+    except psutil.NoSuchProcess:
+        tree = set()
+    backends = _bench_backends()
+    me = os.getpid()
+    for proc in psutil.process_iter(["pid", "name", "cpu_times"]):
+        times, pid = proc.info["cpu_times"], proc.info["pid"]
+        if times is None:
+            continue
+        group = (
+            "producer" if pid == me
+            else "workers" if pid in tree
+            else "postgres" if pid in backends
+            else "redis" if proc.info["name"] == "redis-server"
+            else None
+        )  # fmt: skip
+        if group is not None:
+            found[(group, pid)] = times.user + times.system
+    return found
+
+
+def cpu_share(
+    before: dict[tuple[str, int], float], after: dict[tuple[str, int], float], wall: float
+) -> dict[str, float]:
+    """Per group, CPU seconds used between the samples over the wall time (1.0 = one core);
+    a process that started meanwhile counts from zero."""
+    shares = dict.fromkeys(CPU_GROUPS, 0.0)
+    for (group, pid), used in after.items():
+        shares[group] += (used - before.get((group, pid), 0.0)) / wall
+    return shares
+
+
+def cpu_line(shares: dict[str, float], events: int, wall: float) -> str:
+    """'producer 45% (9.1 µs/event), workers ...': share of one core and CPU µs per event."""
+    per_event = {g: shares[g] * wall / events * 1e6 if events else 0.0 for g in CPU_GROUPS}
+    total = sum(shares.values())
+    cells = [f"{g} {shares[g]:.0%} ({per_event[g]:.1f} µs/event)" for g in CPU_GROUPS]
+    return (
+        ", ".join(cells)
+        + f"; together {total:.0%} of one core ({sum(per_event.values()):.1f} µs/event) out of "
+        + f"{(os.cpu_count() or 1) * 100}%"
+    )
 
 
 # --- figures --------------------------------------------------------------------------------
