@@ -3,7 +3,7 @@ and Redis counters, against the naive design (one Dramatiq message per event, ea
 and an INCRBY) measured in the same run.
 
     .venv/bin/python -m bench.bench_ingest [--events N] [--workers P] [--threads T]
-        [--batch-size B] [--flush-interval S] [--producers K] [--customers C]
+        [--batch-size B] [--flush-interval S] [--max-hold S] [--producers K] [--customers C]
         [--baseline-events M] [--baseline-threads T] [--latency-seconds S]
 
 With no flags it runs what a user gets: the recorder's own batches (`UsageRecorder`'s
@@ -253,12 +253,16 @@ def bench_meterline(
         log_file=logs / "ingest-workers.log",
     ) as master:
         common.wait_for_consumers(get_redis(), args.workers)
-        if args.batch_size or args.flush_interval:
-            options: dict[str, Any] = {}
-            if args.batch_size:
-                options["batch_size"] = args.batch_size
-            if args.flush_interval:
-                options["flush_interval"] = args.flush_interval
+        options = {
+            name: value
+            for name, value in (
+                ("batch_size", args.batch_size),
+                ("flush_interval", args.flush_interval),
+                ("max_hold", args.max_hold),
+            )
+            if value is not None
+        }
+        if options:
             configure_recorder(**options)
         batch_size = default_recorder().batch_size
         warmup = min(args.workers * args.threads * batch_size, 50_000)  # a batch a thread
@@ -510,6 +514,12 @@ def build_parser(description: str) -> argparse.ArgumentParser:
         type=float,
         help="seconds a partial batch waits (default: the recorder's)",
     )
+    parser.add_argument(
+        "--max-hold",
+        type=float,
+        help="seconds a partial batch may wait longer while the queue is behind (default: the "
+        "recorder's; 0: never)",
+    )
     parser.add_argument("--producers", type=int, default=2, help="producer threads")
     parser.add_argument("--customers", type=int, default=1000)
     parser.add_argument("--baseline-events", type=int, default=20_000)
@@ -544,7 +554,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{args.workers} processes × {args.threads} threads, recorder batches of "
             f"{args.batch_size or recorder.batch_size} events or "
             f"{(args.flush_interval or recorder.flush_interval) * 1000:.0f} ms"
-            f"{'' if args.batch_size or args.flush_interval else ' (its defaults)'}, "
+            f"{'' if args.batch_size or args.flush_interval else ' (its defaults)'}, max hold "
+            f"{recorder.max_hold if args.max_hold is None else args.max_hold} s, "
             f"{args.producers} producer threads; baseline workers {args.workers} × "
             f"{args.baseline_threads}; worker logs in {logs}"
         )

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import dramatiq
+from dramatiq.brokers.redis import RedisBroker
 
 from tasks.broker import get_broker
 from tasks.message import BatchMessage, Buffered, encode_event
@@ -63,6 +64,18 @@ class BatchSender:
         if failures:
             log.info("batch %s enqueued after %d failed attempts", batch_id, failures)
         return batch_id
+
+    def backlog(self) -> int | None:
+        """Batches waiting in the ingest queue that no worker has taken yet (one round trip to
+        a Redis broker); None when that cannot be told (another broker, or it does not
+        answer: the send that follows retries)."""
+        try:
+            broker = self._ingest_broker()
+            if not isinstance(broker, RedisBroker):
+                return None
+            return int(broker.client.llen(f"{broker.namespace}:{INGEST_QUEUE}"))
+        except Exception:  # an outage shows in the send, which retries it
+            return None
 
     def _ingest_broker(self) -> dramatiq.Broker:
         if self.broker is None:

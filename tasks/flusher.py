@@ -4,6 +4,12 @@ Part of `UsageRecorder` (a base class of it, split out by job): `record()` appen
 sends. Full batches go as soon as they fill, partial ones when the flush interval elapses or
 someone waits (flush, close, a full buffer). With the spool, the thread reads its batches from
 the spool file, trims what is enqueued, and now and then claims dead processes' files.
+
+Backlog: when the interval elapses while batches wait in the ingest queue that no worker has
+taken yet (the workers are behind), a partial batch is held for up to `max_hold` seconds from
+its first tick, so it goes as one larger message. Its events would wait in the queue anyway;
+a larger batch costs the workers less per event (their per-batch and per-customer work is done
+once), so they catch up sooner. Full batches, flush, close and a full buffer never wait.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ class Flusher:
 
     _batch_size: int
     _flush_interval: float
+    _max_hold: float
+    _holding_since: float | None  # monotonic time a partial batch was first held
     _sender: BatchSender
     _unseen: UnseenUsage
     _buf: deque[Buffered | FlushMarker]
@@ -63,20 +71,37 @@ class Flusher:
         while True:
             timed_out = not self._wake.wait(self._flush_interval)
             self._wake.clear()
-            partial = timed_out or self._urgent or self._stopping
+            urgent = self._urgent or self._stopping
             self._urgent = False
             try:
                 if self._spool is not None:
                     self._drain_spool()
                     self._claim_orphans()
                 else:
-                    self._drain(partial)
+                    self._drain(urgent or (timed_out and not self._hold()))
             except Exception:  # a bug, not an outage: enqueue failures are retried in _send
                 # (With the spool nothing is lost: the unsent lines are read again.)
                 log.exception("recorder flusher failed: %d events lost", self._inflight)
                 self._inflight = 0
             if self._stopping and self._drained():
                 return
+
+    def _hold(self) -> bool:
+        """Keep the partial batch for now? Yes while the ingest queue has batches no worker
+        has taken, for at most `max_hold` seconds from the first tick that held it."""
+        if not self._buf or self._max_hold <= 0:
+            return False
+        now = time.monotonic()
+        since = self._holding_since
+        if since is not None and now - since >= self._max_hold:
+            self._holding_since = None
+            return False
+        backlog = self._sender.backlog()
+        if not backlog:
+            self._holding_since = None
+            return False
+        self._holding_since = now if since is None else since
+        return True
 
     def _drained(self) -> bool:
         spool = self._spool
@@ -85,6 +110,8 @@ class Flusher:
         return read_lines(spool.fd, spool.sent).end == spool.sent
 
     def _drain(self, partial: bool) -> None:
+        if partial:
+            self._holding_since = None
         while self._buf and (partial or len(self._buf) >= self._batch_size):
             events, marker = self._take_batch()
             try:

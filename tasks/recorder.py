@@ -102,11 +102,11 @@ class RecorderStats:
     claimed: int = 0  # events of dead processes' spool files this recorder sent
 
 
-#: A batch goes when full or when the interval has passed. Big batches cost ingest less per
-#: event (PostgreSQL merges a customer's rows once per batch); 200 ms bounds the lag to the
-#: live counters (README, Performance).
+#: A batch goes when full or when the interval has passed (while the workers are behind, up to
+#: max_hold later). Big batches cost ingest less per event; 200 ms bounds the lag (README).
 DEFAULT_BATCH_SIZE = 20_000
 DEFAULT_FLUSH_INTERVAL = 0.2
+DEFAULT_MAX_HOLD = 1.0
 
 
 class UsageRecorder(Flusher):
@@ -116,6 +116,7 @@ class UsageRecorder(Flusher):
       broker: where to send; default `tasks.broker.get_broker()`, resolved at the first send.
       batch_size: events per message.
       flush_interval: seconds a partial batch may wait before it is sent.
+      max_hold: seconds more a partial batch may wait while the workers lag (`tasks.flusher`).
       max_buffer: unsent events held before `record()` waits for room. Concurrent threads may
         overshoot it by at most one event each: the check takes no lock. (With the spool, the
         disk holds the unsent events: no limit.)
@@ -129,6 +130,7 @@ class UsageRecorder(Flusher):
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
         flush_interval: float = DEFAULT_FLUSH_INTERVAL,
+        max_hold: float = DEFAULT_MAX_HOLD,
         max_buffer: int = 100_000,
         block_timeout: float = 5.0,
         spool_dir: str | os.PathLike[str] | None = None,
@@ -145,6 +147,7 @@ class UsageRecorder(Flusher):
         self._sender = BatchSender(broker)
         self._batch_size = batch_size
         self._flush_interval = flush_interval
+        self._max_hold = max_hold  # 0 or less: never
         self._max_buffer = max_buffer
         self._block_timeout = block_timeout
         self._closed = False
@@ -154,6 +157,7 @@ class UsageRecorder(Flusher):
 
     batch_size = property(lambda self: self._batch_size, doc="Events per message.")
     flush_interval = property(lambda self: self._flush_interval, doc="Seconds a batch waits.")
+    max_hold = property(lambda self: self._max_hold, doc="Seconds more while workers lag.")
 
     def _reset(self) -> None:
         """Fresh per-process state: at construction and in a forked child (the parent keeps,
@@ -174,6 +178,7 @@ class UsageRecorder(Flusher):
         self._running = False  # record() starts the thread when this is False
         self._stopping = False
         self._urgent = False  # send partial batches now (flush, close, full buffer)
+        self._holding_since: float | None = None  # a partial batch held (tasks.flusher)
         self._inflight = 0  # events taken off the buffer, not yet enqueued
         self._markers = 0  # flush markers in the buffer, not events
         self._sent_events = 0

@@ -343,3 +343,43 @@ def test_module_functions_use_the_configured_default_recorder(
     with pytest.raises(RuntimeError):
         first.record("cus_42", "api_calls")
     second.close(timeout=10)
+
+
+def test_a_partial_batch_is_held_while_the_queue_has_untaken_batches_then_goes_as_one(
+    redis_client: redis.Redis,
+    redis_broker: RedisBroker,
+    make_recorder: Callable[..., UsageRecorder],
+) -> None:
+    recorder = make_recorder(redis_broker, flush_interval=0.05, max_hold=1.0)
+    first = recorder.record("cus_1", "api_calls")
+    # The queue is empty: the partial batch goes at the interval, not held.
+    assert wait_until(lambda: len(redis_messages(redis_client)) == 1, timeout=0.5)
+    # No worker takes it: the next events are held together, past many intervals...
+    held = [recorder.record("cus_1", "api_calls", i) for i in range(3)]
+    time.sleep(0.3)
+    held.append(recorder.record("cus_1", "api_calls"))
+    time.sleep(0.3)
+    assert len(redis_messages(redis_client)) == 1
+    assert recorder.stats.buffered == 4
+    # ... until max_hold has passed since the first tick that held them: then as one batch.
+    assert wait_until(lambda: len(redis_messages(redis_client)) == 2, timeout=2.0)
+    batches = [m["args"][0]["events"] for m in redis_messages(redis_client)]
+    assert [[e["event_id"] for e in b] for b in batches] == [[first], held]
+
+
+def test_flush_and_full_batches_never_wait_for_the_backlog(
+    redis_client: redis.Redis,
+    redis_broker: RedisBroker,
+    make_recorder: Callable[..., UsageRecorder],
+) -> None:
+    recorder = make_recorder(redis_broker, batch_size=3, flush_interval=0.05, max_hold=NEVER)
+    recorder.record("cus_1", "api_calls")
+    assert recorder.flush(timeout=5)  # the queue now holds a batch no worker takes
+    [recorder.record("cus_1", "api_calls") for _ in range(4)]
+    assert wait_until(lambda: len(redis_messages(redis_client)) == 2, timeout=1.0)  # the full one
+    time.sleep(0.2)
+    assert recorder.stats.buffered == 1  # the partial one is held (max_hold never elapses)
+    started = time.monotonic()
+    assert recorder.flush(timeout=5)
+    assert time.monotonic() - started < 1.0
+    assert [len(m["args"][0]["events"]) for m in redis_messages(redis_client)] == [1, 3, 1]
