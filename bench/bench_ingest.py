@@ -16,7 +16,10 @@ applied (its `ingest_batches.counters_applied_at`), after a warm-up that is then
 the ledger holds exactly the measured events when they are checked: ledger = rollups = Redis
 counters = what was sent, per metric (event count, sum and peak of the quantities). Then the
 latency from `record_usage` to the counters (per event: its batch's `counters_applied_at`
-minus its timestamp), p50 and p99, at full load and at half the measured rate.
+minus its timestamp), p50 and p99, at full load and at half the measured rate. Beside them:
+the CPU of the producer (this process), the workers, PostgreSQL's backends and Redis over the
+run (share of one core, µs per event), and each batch's timeline (`bench.ingest_timeline`:
+formation, send, queue wait, processing, batches at once).
 """
 
 from __future__ import annotations
