@@ -312,9 +312,10 @@ def bench_meterline(
         print("\n".join(timeline_lines(batch_lives(sends.sends))))
         exact = check_exact(sent, args.events)
         if args.latency_seconds > 0:
+            paced = args.latency_rate or rate / 2
             with sends.watching(default_recorder()):
                 sends.clear()
-                _latency_run(args, customers, rate / 2, record_usage, flush_usage)
+                _latency_run(args, customers, paced, record_usage, flush_usage)
             print("\n".join(timeline_lines(batch_lives(sends.sends))))
     return rate, exact
 
@@ -358,7 +359,7 @@ def _latency_run(
     flush()
     _wait_for_ingest(sum(shares), args.timeout)
     _print_latency(
-        f"latency record_usage → counters at half that rate ({rate:,.0f} events/s for "
+        f"latency record_usage → counters, paced ({rate:,.0f} events/s for "
         f"{args.latency_seconds:.0f} s)"
     )
 
@@ -537,6 +538,12 @@ def build_parser(description: str) -> argparse.ArgumentParser:
         type=float,
         default=10,
         help="seconds recorded at half the measured rate for the latency (0: skip)",
+    )
+    parser.add_argument(
+        "--latency-rate",
+        type=float,
+        help="events/s of the latency run (default: half the measured rate); a fixed rate "
+        "compares settings at the same load",
     )
     parser.add_argument("--timeout", type=float, default=600, help="seconds per phase")
     return parser
