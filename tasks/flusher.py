@@ -5,11 +5,12 @@ sends. Full batches go as soon as they fill, partial ones when the flush interva
 someone waits (flush, close, a full buffer). With the spool, the thread reads its batches from
 the spool file, trims what is enqueued, and now and then claims dead processes' files.
 
-Backlog: when the interval elapses while batches wait in the ingest queue that no worker has
-taken yet (the workers are behind), a partial batch is held for up to `max_hold` seconds from
-its first tick, so it goes as one larger message. Its events would wait in the queue anyway;
-a larger batch costs the workers less per event (their per-batch and per-customer work is done
-once), so they catch up sooner. Full batches, flush, close and a full buffer never wait.
+Backlog (with `max_hold` > 0; off by default): when the interval elapses while batches wait in
+the ingest queue that no worker has taken yet (the workers are behind), a partial batch is held
+for up to `max_hold` seconds from its first tick, so it goes as one larger message. Its events
+would wait in the queue anyway; a larger batch costs the workers less per event (their
+per-batch and per-customer work is done once). Full batches, flush, close and a full buffer
+never wait.
 """
 
 from __future__ import annotations
