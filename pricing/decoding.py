@@ -6,12 +6,16 @@ a batch, so a batch that fails is decoded again one event at a time: the good ev
 and every bad one gets its reason, worded by the contract and naming the field. The worker
 (`services.ingest`) and the CLI (`meter events import|send`, `meter quote --events`) decode
 here; the producer checks Python values with the same rules (`pricing.events.check_*`).
+
+The worker's message decoder leaves a batch's events as their JSON text (`EventsJSON`): they are
+then decoded straight from it into `Event`s, with no dict per event in between, and a number is
+read exactly as written (a `quantity` of `0.1000000000000000055` is that decimal, not a float's).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC
 from decimal import Decimal
 from typing import Any
@@ -38,15 +42,47 @@ from pricing.money import parse_decimal
 
 _BATCH = list[Event]
 _FIELD = re.compile(r"`\$\.(\w+)")
+_BATCH_JSON = msgspec.json.Decoder(_BATCH)
+_EVENT_JSON = msgspec.json.Decoder(Event)
+_ITEMS_JSON = msgspec.json.Decoder(list[msgspec.Raw])
 
 
-def decode_batch(raw: Sequence[object]) -> tuple[list[Event], list[Rejection]]:
+class EventsJSON:
+    """A batch's events as the JSON array they arrived in, not decoded yet (`raw`), and how to
+    read that text as plain values (`read`: the message decoder's, which keeps what it can of
+    text that is not UTF-8 or numbers too long to convert), for what needs the values
+    themselves: an event's rejection payload, a content digest, a log line."""
+
+    __slots__ = ("_items", "raw", "read")
+
+    def __init__(self, raw: msgspec.Raw, read: Callable[[bytes], Any]) -> None:
+        self.raw = raw
+        self.read = read
+        self._items: list[Any] | None = None
+
+    def items(self) -> list[Any]:
+        """The events as plain values (decoded once; a JSON array of anything)."""
+        if self._items is None:
+            items = self.read(bytes(self.raw))
+            self._items = items if isinstance(items, list) else [items]
+        return self._items
+
+    def __repr__(self) -> str:
+        return f"EventsJSON({len(self.raw)} bytes)"
+
+
+def decode_batch(raw: Sequence[object] | EventsJSON) -> tuple[list[Event], list[Rejection]]:
     """The events of a batch that meet the contract, and a `Rejection` (reason
     `invalid_event`, detail `field: reason`, its position) for each one that does not."""
     try:
-        events = msgspec.convert(raw, _BATCH)
-    except (msgspec.ValidationError, UnicodeEncodeError):  # a key msgspec cannot encode
-        return _one_by_one(raw)  # msgspec names only the first error: find every one
+        if isinstance(raw, EventsJSON):
+            events = _BATCH_JSON.decode(raw.raw)
+        else:
+            events = msgspec.convert(raw, _BATCH)
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeEncodeError):
+        # msgspec names only the first error: find every one (a key msgspec cannot encode,
+        # text that is not UTF-8, ...)
+        return _one_by_one(raw)
     accepted: list[Event] = []
     rejected: list[Rejection] = []
     for position, event in enumerate(events):
@@ -54,7 +90,8 @@ def decode_batch(raw: Sequence[object]) -> tuple[list[Event], list[Rejection]]:
         if problem is None:
             accepted.append(event)
         else:
-            rejected.append(Rejection("invalid_event", problem, raw[position], position))
+            payload = raw.items()[position] if isinstance(raw, EventsJSON) else raw[position]
+            rejected.append(Rejection("invalid_event", problem, payload, position))
     return accepted, rejected
 
 
@@ -106,11 +143,20 @@ def finish(event: Event) -> str | None:
     return None
 
 
-def _one_by_one(raw: Sequence[object]) -> tuple[list[Event], list[Rejection]]:
+def _one_by_one(raw: Sequence[object] | EventsJSON) -> tuple[list[Event], list[Rejection]]:
     accepted: list[Event] = []
     rejected: list[Rejection] = []
-    for position, item in enumerate(raw):
-        found = _check_one(item)
+    texts: Sequence[msgspec.Raw | None] = ()
+    if isinstance(raw, EventsJSON):
+        try:  # each event's own text: one that reads is decoded from it, as in one call
+            texts = _ITEMS_JSON.decode(raw.raw)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            texts = ()  # not an array: its values say why
+        raw = raw.items()
+    if len(texts) != len(raw):
+        texts = [None] * len(raw)
+    for position, (item, text) in enumerate(zip(raw, texts, strict=True)):
+        found = _check_one(item, text)
         if isinstance(found, list):
             rejected.append(Rejection("invalid_event", "; ".join(found), item, position))
         else:
@@ -118,14 +164,18 @@ def _one_by_one(raw: Sequence[object]) -> tuple[list[Event], list[Rejection]]:
     return accepted, rejected
 
 
-def _check_one(item: object) -> Event | list[str]:
-    """The event, or its reasons (`field: reason` each)."""
+def _check_one(item: object, text: msgspec.Raw | None = None) -> Event | list[str]:
+    """The event, or its reasons (`field: reason` each); from its JSON `text` when given and
+    it reads (the values of what does not read say why)."""
     if not isinstance(item, dict):
         return [f"event: expected an object, got {type(item).__name__}"]
     try:
-        event = msgspec.convert(item, Event)
-    except (msgspec.ValidationError, UnicodeEncodeError) as error:
-        return _explain(item, str(error))
+        event = _EVENT_JSON.decode(text) if text is not None else msgspec.convert(item, Event)
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeEncodeError):
+        try:
+            event = msgspec.convert(item, Event)
+        except (msgspec.ValidationError, UnicodeEncodeError) as error:
+            return _explain(item, str(error))
     problem = finish(event)
     return event if problem is None else [problem]
 

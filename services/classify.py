@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pricing.decoding import decode_batch
+from pricing.decoding import EventsJSON, decode_batch
 from pricing.events import MAX_ID_LENGTH, Event, Rejection, event_json, text_problem
 from pricing.metering import Segment, check_event, plan_index
 from pricing.plans import Plan
@@ -91,9 +91,14 @@ class Classified:
     #: The customers the batch names, valid as keys (its rejected events' too).
     named: set[str]
 
+    @property
+    def size(self) -> int:
+        """How many events the batch holds."""
+        return len(self.accepted) + len(self.rejections) + self.duplicates
+
 
 def classify(
-    raw_events: Sequence[Any], now: datetime, *, where: list[int] | None = None
+    raw_events: Sequence[Any] | EventsJSON, now: datetime, *, where: list[int] | None = None
 ) -> Classified:
     """Every event of the batch: accepted (with its segment), a duplicate within the batch, or
     rejected with its reason. One pass; what is the same for many events (the customer's
@@ -104,7 +109,8 @@ def classify(
     earliest = now - timedelta(days=settings.METER_ACCEPT_PAST_DAYS)
     latest = now + timedelta(seconds=settings.METER_ACCEPT_FUTURE_SECONDS)
     parsed, rejections = decode_batch(raw_events)
-    positions = _positions(len(raw_events), rejections)
+    # decode_batch accepts or rejects each event: their number is the batch's.
+    positions = _positions(len(parsed) + len(rejections), rejections)
     customers = {e.customer_id for e in parsed}
     contexts = catalog.customers(customers)
     named = customers | valid_customer_ids(r.payload for r in rejections)

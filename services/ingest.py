@@ -21,6 +21,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from pricing.aggregations import MetricState
+from pricing.decoding import EventsJSON
 from pricing.events import Event, Rejection
 from pricing.metering import SegmentDelta, SegmentState, build_deltas
 from pricing.periods import local_date
@@ -48,6 +49,8 @@ class IngestOutcome:
     segments: list[tuple[str, datetime, datetime]] = field(default_factory=list)
     # The customers the batch names, valid as keys (None for a redelivered batch).
     named: set[str] | None = None
+    #: How many events the batch holds (accepted, repeated or rejected).
+    events: int = 0
 
     @property
     def rejected_total(self) -> int:
@@ -55,7 +58,7 @@ class IngestOutcome:
 
 
 def ingest_batch(
-    batch_id: str, raw_events: Sequence[Any], *, now: datetime | None = None
+    batch_id: str, raw_events: Sequence[Any] | EventsJSON, *, now: datetime | None = None
 ) -> IngestOutcome:
     """Write a batch exactly once; return what happened and the counter deltas to apply."""
     now = now or datetime.now(UTC)
@@ -82,7 +85,9 @@ class _StaleCatalog(Exception):
         self.customer_ids = customer_ids
 
 
-def _ingest_once(batch_id: str, raw_events: Sequence[Any], now: datetime) -> IngestOutcome:
+def _ingest_once(
+    batch_id: str, raw_events: Sequence[Any] | EventsJSON, now: datetime
+) -> IngestOutcome:
     """One attempt; _StaleCatalog (nothing written) when the catalog it used is out of date.
 
     Round trips to PostgreSQL: two, in one pipeline (BEGIN, rejections, locks, revision,
@@ -94,12 +99,19 @@ def _ingest_once(batch_id: str, raw_events: Sequence[Any], now: datetime) -> Ing
     with db.connection() as conn:
         try:
             with conn.pipeline(), conn.transaction():
-                return _write(conn, batch_id, found, events, now)
+                written = _write(conn, batch_id, found, events, now)
+            written.events = found.size
+            return written
         except _Redelivered:
             pass
         stored = batches.stored_outcome(conn, batch_id)
     return IngestOutcome(
-        batch_id, stored.accepted, stored.duplicates, redelivered=True, segments=stored.segments
+        batch_id,
+        stored.accepted,
+        stored.duplicates,
+        redelivered=True,
+        segments=stored.segments,
+        events=found.size,
     )
 
 

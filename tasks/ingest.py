@@ -14,6 +14,7 @@ from typing import Any
 
 import dramatiq
 
+from pricing.decoding import EventsJSON
 from pricing.events import MAX_ID_LENGTH, text_problem
 from services.alerts import check_segments
 from services.classify import valid_customer_ids
@@ -39,8 +40,14 @@ def batch_identity(batch: dict[str, Any]) -> str:
         and text_problem(batch_id) is None
     ):
         return batch_id
-    digest = hashlib.sha256(exact_json(batch, sort_keys=True).encode()).hexdigest()
+    digest = hashlib.sha256(exact_json(_values(batch), sort_keys=True).encode()).hexdigest()
     return f"sha256:{digest}"
+
+
+def _values(batch: dict[str, Any]) -> dict[str, Any]:
+    """The batch with its events as values, however the message decoder left them."""
+    events = batch.get("events")
+    return {**batch, "events": events.items()} if isinstance(events, EventsJSON) else batch
 
 
 @dramatiq.actor(
@@ -54,7 +61,7 @@ def batch_identity(batch: dict[str, Any]) -> str:
 )
 @summarised_failures
 def ingest_events(batch: Any) -> None:
-    if not isinstance(batch, dict) or not isinstance(batch.get("events"), list):
+    if not isinstance(batch, dict) or not isinstance(batch.get("events"), list | EventsJSON):
         record_failed_batch(batch, "malformed batch: expected {batch_id, events: [...]}")
         return
     # One instant for the whole message: the accepted window and "has this segment ended"
@@ -71,7 +78,9 @@ def ingest_events(batch: Any) -> None:
     # Producers' check_limit stops counting this batch as pending: every customer it names
     # (accepted events are in the counters now; rejected ones never will be). At once: until
     # the marker is there, a producer counts the batch twice (its own and the counters').
-    named = outcome.named if outcome.named is not None else valid_customer_ids(batch["events"])
+    named = (
+        outcome.named if outcome.named is not None else valid_customer_ids(_values(batch)["events"])
+    )
     mark_counted(outcome.batch_id, named)
     mark_counters_applied(outcome.batch_id)
     # Alerts, from the rollups the batch committed: a redelivery evaluates the same segments
@@ -87,7 +96,7 @@ def ingest_events(batch: Any) -> None:
     seconds = time.perf_counter() - started
     metrics.batch_ingested(outcome.accepted, outcome.duplicates, outcome.rejected, seconds)
     log.info("batch_ingested batch=%s events=%d accepted=%d duplicates=%d rejected=%d "
-             "redelivered=%s duration_ms=%.1f", outcome.batch_id, len(batch["events"]),
+             "redelivered=%s duration_ms=%.1f", outcome.batch_id, outcome.events,
              outcome.accepted, outcome.duplicates, outcome.rejected_total, outcome.redelivered,
              seconds * 1000)  # fmt: skip
     if outcome.rejected:

@@ -22,6 +22,7 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import Interrupt
 
+from pricing.decoding import EventsJSON
 from pricing.errors import echo
 
 log = logging.getLogger(f"meterline.{__name__}")
@@ -37,6 +38,8 @@ def describe_batch(batch: Batch) -> str:
     if not isinstance(batch, dict):
         return f"malformed batch ({type(batch).__name__})"
     events = batch.get("events")
+    if isinstance(events, EventsJSON):  # as the worker's decoder leaves them (a failure: rare)
+        events = events.items()
     count = f"{len(events)} events" if isinstance(events, list) else "no event list"
     return f"batch {echo(batch.get('batch_id'))} ({count})"
 

@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import logging
 
+import dramatiq
+
 from storage.settings import get_settings
 from tasks import runtime
+from tasks.encoding import WorkerEncoder
 
 broker = runtime.start()  # the worker's start-up: this module is its entry point
+# After the broker (which installs the producers' encoder): ingest messages decode with their
+# events left as JSON text, which the ingest actor decodes into events in one call.
+dramatiq.set_encoder(WorkerEncoder())
 
 if get_settings().SENTRY_DSN:
     import sentry_sdk
