@@ -1,7 +1,8 @@
 """Where the ingest time goes, in process: `python -m bench.profile_ingest`.
 
 Runs the ingest actor on batches of random events over the example API plan's customers, one
-thread, each batch as the worker gets it (the Dramatiq message decoded by `tasks.encoding`),
+thread, each batch as the worker gets it (the Dramatiq message decoded by `tasks.encoding`'s
+`WorkerEncoder`),
 and prints per event: the worker's CPU time (this process), the PostgreSQL backends' CPU time
 (read from /proc for the pool's connections: the server runs on this machine), the wall time
 of each step, and per batch the round trips to PostgreSQL and Redis. Not a throughput
@@ -9,12 +10,18 @@ benchmark (that is `bench_ingest`): a map of the hot path. Uses its own benchmar
 a claimed Redis db (`bench.common`).
 
     .venv/bin/python -m bench.profile_ingest [--batch-size 5000] [--batches 10] [--customers 1000]
+        [--baseline] [--cprofile FILE]
+
+`--baseline` decodes every other batch with the producers' `MessageEncoder` (each event a dict,
+then converted), the others as the worker does, and prints the worker CPU of each: the
+before/after of the worker's decoder in one run, alternated.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import cProfile
 import itertools
 import os
 import random
@@ -114,13 +121,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--customers", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--batches", type=int, default=10)
+    parser.add_argument(
+        "--baseline",
+        action="store_true",
+        help="alternate batches with the producers' decoder (dicts) and print both CPU figures",
+    )
+    parser.add_argument(
+        "--cprofile", metavar="FILE", help="also write a cProfile of the timed batches to FILE"
+    )
     args = parser.parse_args(argv)
     servers = use_bench_servers()
     try:
         customers = setup_api_customers(args.customers)
         import services.ingest as ingest
         from tasks import ingest as actor
-        from tasks.encoding import MessageEncoder
+        from tasks.encoding import MessageEncoder, WorkerEncoder
 
         times: collections.Counter[str] = collections.Counter()
         _timed(ingest, "_classify", "classify (decode + rules)", times)
@@ -130,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
         _timed(ingest, "_write", "write (PostgreSQL)", times)
         _timed(actor, "apply_deltas", "counters (Redis)", times)
         _timed(actor, "mark_counters_applied", "mark applied", times)
-        encoder = MessageEncoder()
+        encoder = WorkerEncoder()  # what workers.app installs
         _timed(encoder, "decode", "message decode", times)
         rng = random.Random(1)
         ids = itertools.count()
@@ -150,17 +165,28 @@ def main(argv: list[str] | None = None) -> None:
                 for _ in range(args.batch_size)
             ]
             batch = {"batch_id": f"b{next(ids)}", "events": events}
-            return encoder.encode({"args": [batch], "kwargs": {}})
+            return encoder.encode({"actor_name": actor.ingest_events.actor_name, "args": [batch]})
 
         messages = [message() for _ in range(args.batches)]
         actor.ingest_events(encoder.decode(message())["args"][0])  # warm-up: pool, caches
         trips: collections.Counter[str] = collections.Counter()
         _count_round_trips(trips)
         times.clear()
+        # CPU time, not wall: the machine is shared and the waits for the servers are not ours.
+        profiler = cProfile.Profile(time.process_time) if args.cprofile else None
         backend = _backend_cpu()
         wall, cpu = time.perf_counter(), time.process_time()
-        for raw in messages:
-            actor.ingest_events(encoder.decode(raw)["args"][0])
+        if profiler is not None:
+            profiler.enable()
+        decoders = [encoder, MessageEncoder()] if args.baseline else [encoder]
+        cpu_of = [0.0, 0.0]
+        for index, raw in enumerate(messages):
+            which = index % len(decoders)
+            batch_cpu = time.process_time()
+            actor.ingest_events(decoders[which].decode(raw)["args"][0])
+            cpu_of[which] += time.process_time() - batch_cpu
+        if profiler is not None:
+            profiler.disable()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         backend = _backend_cpu() - backend
         n = args.batch_size * args.batches
@@ -168,7 +194,14 @@ def main(argv: list[str] | None = None) -> None:
             f"{n:,} events in {args.batches} batches of {args.batch_size:,} over "
             f"{args.customers:,} customers: {n / wall:,.0f} events/s in one thread"
         )
-        print(f"  worker CPU           {cpu / n * 1e6:7.1f} µs/event (this process)")
+        print(
+            f"  worker CPU           {cpu / n * 1e6:7.1f} µs/event (this process; load average "
+            f"{' '.join(f'{x:.2f}' for x in os.getloadavg())})"
+        )
+        if args.baseline:
+            for which, label in enumerate(("worker's decoder (JSON text)", "baseline (dicts)")):
+                count = args.batch_size * len(range(which, args.batches, 2))
+                print(f"    {label:28} {cpu_of[which] / count * 1e6:7.1f} µs/event CPU")
         print(f"  PostgreSQL CPU       {backend / n * 1e6:7.1f} µs/event (its backends)")
         print(f"  wall                 {wall / n * 1e6:7.1f} µs/event")
         for label, seconds in times.items():
@@ -178,6 +211,8 @@ def main(argv: list[str] | None = None) -> None:
             f"Redis {trips['redis'] / args.batches:.1f} (the message's own, fetched by Dramatiq, "
             "not included)"
         )
+        if profiler is not None:
+            profiler.dump_stats(args.cprofile)
     finally:
         servers.release()
 
