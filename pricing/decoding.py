@@ -85,7 +85,22 @@ def decode_batch(raw: Sequence[object] | EventsJSON) -> tuple[list[Event], list[
         return _one_by_one(raw)
     accepted: list[Event] = []
     rejected: list[Rejection] = []
+    # Text that is ASCII without `\u` escapes holds no NUL and no surrogate: then an event in
+    # UTC without properties needs only its quantity's checked value, cached (finish's checks,
+    # inline; anything else, or a quantity not seen yet, goes through finish).
+    plain = isinstance(raw, EventsJSON) and _plain_text(raw.raw)
+    checked_quantities = _checked_quantities
     for position, event in enumerate(events):
+        if plain and not event.properties and event.timestamp.tzinfo is UTC:
+            quantity = event.quantity
+            if quantity is DEFAULT_QUANTITY:
+                accepted.append(event)
+                continue
+            checked = checked_quantities.get(str(quantity))
+            if type(checked) is Decimal:
+                event.quantity = checked
+                accepted.append(event)
+                continue
         problem = finish(event)
         if problem is None:
             accepted.append(event)
@@ -93,6 +108,13 @@ def decode_batch(raw: Sequence[object] | EventsJSON) -> tuple[list[Event], list[
             payload = raw.items()[position] if isinstance(raw, EventsJSON) else raw[position]
             rejected.append(Rejection("invalid_event", problem, payload, position))
     return accepted, rejected
+
+
+def _plain_text(text: msgspec.Raw) -> bool:
+    """True when every string in this JSON is ASCII without NUL (and so without surrogates):
+    ASCII bytes without a `\\u` escape (an escaped backslash before a `u` is a false alarm)."""
+    data = bytes(text)
+    return data.isascii() and b"\\u" not in data
 
 
 def decode_event(raw: object) -> Event:

@@ -7,6 +7,7 @@ batch kept; and a message re-encoded for a retry or a dead letter carries the sa
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import dramatiq
@@ -167,3 +168,29 @@ def test_a_retried_or_dead_lettered_message_carries_the_same_json(worker_encoder
     )
     carried = PRODUCERS.decode(dead.encode())["args"][0]
     assert carried["args"] == [sent]
+
+
+def test_a_plain_ascii_batch_still_gets_every_check_of_finish() -> None:
+    """ASCII text without escapes skips only the text checks: quantities (each text checked
+    once, then reused), time zones and properties are judged as before."""
+    at = datetime.now(UTC).replace(microsecond=0)
+    events = [
+        event(quantity="1.5000000"),
+        event(quantity="0.0000001"),
+        event(quantity="1.5000000"),
+        event(quantity="0.0000001"),
+        {**event(), "timestamp": at.astimezone(timezone(timedelta(hours=2))).isoformat()},
+        event(properties={"n": 10**600}),
+        event(quantity="7"),
+    ]
+    received = in_worker(batch(events))["events"]
+    assert bytes(received.raw).isascii() and b"\\u" not in bytes(received.raw)
+    accepted, rejected = outcome(received)
+    assert (accepted, rejected) == outcome(in_producer(batch(events))["events"])
+    assert [str(e.quantity) for e in accepted] == ["1.500000", "1.500000", "1", "7"]
+    assert accepted[2].timestamp == at and accepted[2].timestamp.tzinfo is UTC
+    assert [(r[1].split(":")[0], r[3]) for r in rejected] == [
+        ("quantity", 1),
+        ("quantity", 3),
+        ("properties.n", 5),
+    ]
