@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -148,6 +149,110 @@ def from_rollups() -> Iterator[None]:
         services.usage.segment_counters = original
 
 
+def segment_version(customer_id: str, segment: Any, source: str) -> int:
+    """The segment's version alone (what a memoised read checks first): one HGET from the
+    counters, or one indexed row from `usage_periods`."""
+    if source == "redis":
+        from storage.redis_client import get_redis
+        from storage.usage.counters import segment_key
+
+        raw = get_redis().hget(segment_key(customer_id, segment.start), "_v")
+        return int(raw) if raw is not None else -1
+    from storage import db
+
+    with db.connection() as conn:
+        row = conn.execute(_VERSION, (customer_id, segment.start)).fetchone()
+    return int(row[0]) if row else -1
+
+
+_VERSION = "SELECT version FROM usage_periods WHERE customer_id = %s AND period_start = %s"
+
+
+def memo_reader(customer: str, source: str, *, hit: bool) -> Callable[[], Any]:
+    """`current_usage` memoised per (customer, segment, version) in the process, the same memo
+    for both sources: read the version, answer from the memo when it holds that version (with
+    `hit` False the memo is emptied first, so every call pays the version read and the read)."""
+    from services.usage import current_usage
+    from storage.catalog.cache import catalog
+
+    memo: dict[tuple[str, datetime, int], Any] = {}
+
+    def read() -> Any:
+        context = catalog.customers({customer})[customer]
+        segment = catalog.segment(context, datetime.now(UTC))
+        assert segment is not None
+        key = (customer, segment.start, segment_version(customer, segment, source))
+        if not hit:
+            memo.clear()
+        found = memo.get(key)
+        if found is None:
+            if source == "redis":
+                found = current_usage(customer)
+            else:
+                with from_rollups():
+                    found = current_usage(customer)
+            memo[key] = found
+        return found
+
+    return read
+
+
+def profile_read(customer: str, calls: int) -> None:
+    """Where one hot read's time goes: each step timed on its own, `calls` times (medians)."""
+    from services.usage import _unique_metrics, current_usage, segment_report
+    from storage.catalog.cache import catalog
+    from storage.redis_client import get_redis
+    from storage.usage import counter_fields as fields_of
+    from storage.usage import counters
+
+    context = catalog.customers({customer})[customer]
+    segment = catalog.segment(context, datetime.now(UTC))
+    assert segment is not None
+    key = counters.segment_key(customer, segment.start)
+    u = _unique_metrics(segment)
+    raw: dict[bytes, bytes] = get_redis().hgetall(key)  # type: ignore[assignment]
+    fields = {k.decode(): v.decode() for k, v in raw.items()}
+    live = counters.read_segment(customer, segment.start, u)
+    assert live is not None
+    state = (live.version, live.state, live.unique_counts)
+    at = datetime.now(UTC)
+
+    def report(context: Any, segment: Any, at: datetime) -> Any:
+        return segment_report(context, segment, at, state)
+
+    def round_trip() -> Any:
+        pipe = get_redis().pipeline(transaction=False)
+        pipe.hgetall(key)
+        return pipe.execute()
+
+    start = segment.start
+    steps: list[tuple[str, Callable[[], Any]]] = [
+        ("whole current_usage (Redis)", lambda: current_usage(customer)),
+        ("  catalog: customer and segment (in process)", lambda: catalog.segment(context, at)),
+        ("  Redis round trip (pipelined HGETALL)", round_trip),
+        ("  decode the hash into the segment state", lambda: fields_of.state_from_fields(fields)),
+        ("  read_segment (round trip + decode)", lambda: counters.read_segment(customer, start, u)),
+        ("  pricing: segment_usage, rate, compose, report", lambda: report(context, segment, at)),
+        ("whole current_usage (rollups)", lambda: _with_rollups(customer)),
+        (
+            "  rollup_counters (PostgreSQL query + decode)",
+            lambda: rollup_counters(customer, segment),
+        ),
+    ]
+    print(f"{'one read, step by step (ms, medians of ' + str(calls) + ')':52} {'p50':>9}")
+    for label, call in steps:
+        time_calls(20, call)
+        samples = sorted(time_calls(calls, call))
+        print(f"{label:52} {samples[len(samples) // 2] * 1000:>9.3f}")
+
+
+def _with_rollups(customer: str) -> Any:
+    from services.usage import current_usage
+
+    with from_rollups():
+        return current_usage(customer)
+
+
 def time_calls(count: int, call: Callable[[], Any]) -> list[float]:
     samples = []
     for _ in range(count):
@@ -161,7 +266,8 @@ def show(label: str, samples: list[float]) -> dict[str, float]:
     figures = common.latency_summary(samples)
     print(
         f"{label:52} {len(samples):>6} {figures['p50']:>9.3f} {figures['p99']:>9.3f} "
-        f"{figures['max']:>9.3f}"
+        f"{figures['max']:>9.3f}   load {os.getloadavg()[0]:.1f}",
+        flush=True,
     )
     return figures
 
@@ -212,6 +318,7 @@ def measure_reads(customer: str, args: argparse.Namespace) -> bool:
         f"  the rollups, {args.readers} concurrent reader processes",
         concurrent_reads(customer, "rollups", args.readers, args.concurrent_calls),
     )
+    measure_memo(customer, args)
     get_redis().flushdb()
     started = time.perf_counter()
     rebuilt = current_usage(customer)
@@ -238,6 +345,32 @@ def measure_reads(customer: str, args: argparse.Namespace) -> bool:
     return same and same_after_rebuild
 
 
+def measure_memo(customer: str, args: argparse.Namespace) -> None:
+    """Both sources with the same memo per (customer, segment, version): its hits and its
+    misses, single-threaded and under `--readers` processes."""
+    figures: dict[str, dict[str, float]] = {}
+    for source in ("redis", "rollups"):
+        for hit in (True, False):
+            read = memo_reader(customer, source, hit=hit)
+            time_calls(50, read)
+            name = f"{source}-memo-{'hit' if hit else 'miss'}"
+            figures[name] = show(
+                f"memo {'hit' if hit else 'miss'}, {source}", time_calls(args.calls, read)
+            )
+    for name in figures.copy():
+        figures[f"busy-{name}"] = show(
+            f"  memo {name.split('-')[-1]}, {name.split('-')[0]}, {args.readers} readers",
+            concurrent_reads(customer, name, args.readers, args.concurrent_calls),
+        )
+    for kind in ("hit", "miss"):
+        redis, pg = figures[f"busy-redis-memo-{kind}"], figures[f"busy-rollups-memo-{kind}"]
+        print(
+            f"ratio with the memo ({kind}s): rollups / counters = "
+            f"{pg['p50'] / redis['p50']:.2f}x at p50, {pg['p99'] / redis['p99']:.2f}x at p99 "
+            f"under {args.readers} readers"
+        )  # fmt: skip
+
+
 def concurrent_reads(customer: str, source: str, readers: int, calls: int) -> list[float]:
     """Latencies of `calls` reads in each of `readers` processes started together."""
     context = multiprocessing.get_context("spawn")  # fresh pools and clients in each
@@ -251,12 +384,15 @@ def _reader(customer: str, source: str, calls: int, start_at: float) -> list[flo
     """One reader process: warm up, wait for the common start, time `calls` reads."""
     from services.usage import current_usage
 
-    def read() -> Any:
+    def plain() -> Any:
         if source == "rollups":
             with from_rollups():
                 return current_usage(customer)
         return current_usage(customer)
 
+    read = plain
+    if "-memo-" in source:
+        read = memo_reader(customer, source.split("-")[0], hit=source.endswith("-hit"))
     time_calls(20, read)
     time.sleep(max(start_at - time.time(), 0))
     return time_calls(calls, read)
@@ -270,6 +406,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--readers", type=int, default=8, help="concurrent reader processes")
     parser.add_argument(
         "--concurrent-calls", type=int, default=500, help="timed reads per concurrent reader"
+    )
+    parser.add_argument(
+        "--profile-calls", type=int, default=500, help="timed calls of each step of one read"
     )
     args = parser.parse_args(argv)
 
@@ -286,6 +425,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{now:%Y-%m-%d %H:%M} through ingest_batch + apply_deltas ({LOAD_BATCH:,} a batch)"
         )
         load_events(customer, args.events, segment.start, now - timedelta(seconds=1))
+        profile_read(customer, args.profile_calls)
         if not measure_reads(customer, args):
             raise SystemExit(1)
     finally:

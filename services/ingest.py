@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from pricing.aggregations import MetricState
 from pricing.decoding import EventsJSON
 from pricing.events import Event, Rejection
 from pricing.metering import SegmentDelta, SegmentState, build_deltas
@@ -34,7 +33,7 @@ from storage.ledger import events as ledger
 from storage.ledger import locks as ingest_locks
 from storage.ledger.batch_write import Route
 from storage.usage import rollups
-from storage.usage.counters import CounterDelta
+from storage.usage.counters import CounterCopy
 
 
 @dataclass
@@ -43,7 +42,8 @@ class IngestOutcome:
     accepted: int = 0
     duplicates: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
-    deltas: list[CounterDelta] = field(default_factory=list)
+    # The counters' copy of every segment the batch changed (`storage.usage.counters`).
+    deltas: list[CounterCopy] = field(default_factory=list)
     redelivered: bool = False
     # Only for a redelivered batch: the (customer, segment start, end) it touched.
     segments: list[tuple[str, datetime, datetime]] = field(default_factory=list)
@@ -136,12 +136,17 @@ def _write(
         duplicates=found.duplicates,
         rejected=len(found.rejections),
     )
+    # The segments' merged rollups, read back after the statement in the same round trip: the
+    # counters' copy of each segment at the version the statement gave it.
+    segments = sorted({(route.customer_id, route.start) for route in found.routes.values()})
+    merged = rollups.send_states(conn, segments)
     current = ingest_locks.revision(revision)
     if any(context.revision < current for context in found.contexts.values()):
         raise _StaleCatalog(list(found.contexts))  # rolls everything back
     if claim.fetchone() is None:
         raise _Redelivered
     result = batch_write.read_result(written)
+    states = rollups.states_from(merged, segments)
     python_deltas: list[SegmentDelta] = []
     if result.python_events:
         fresh = [
@@ -149,12 +154,13 @@ def _write(
         ]
         python_deltas = build_deltas(fresh)
         rollups.apply(conn, python_deltas, bump=False)
+        states.update(rollups.read_states(conn, [(d.customer_id, d.start) for d in python_deltas]))
     outcome = IngestOutcome(
         batch_id=batch_id,
         accepted=result.accepted,
         duplicates=found.duplicates + len(events) - result.accepted,
         rejected=rejected,
-        deltas=_counter_deltas(result, python_deltas),
+        deltas=_counter_copies(result, states, python_deltas),
         named=found.named,
     )
     batch_changed(conn, outcome.deltas, now)
@@ -178,36 +184,22 @@ def _with_days(routes: list[Route], events: Sequence[Event]) -> list[Route]:
     ]
 
 
-def batch_changed(conn: db.Connection, deltas: Sequence[CounterDelta], now: datetime) -> None:
-    """What the batch changed, in its transaction, just before the commit: one delta per
-    customer × segment (each metric's change, the segment's new version). The hook for checks
-    that must see every batch (alert thresholds); the rollups already hold the new totals."""
+def batch_changed(conn: db.Connection, copies: Sequence[CounterCopy], now: datetime) -> None:
+    """What the batch changed, in its transaction, just before the commit: one copy per
+    customer × segment (its merged state at its new version). The hook for checks that must
+    see every batch (alert thresholds); the rollups already hold the new totals."""
 
 
-def _counter_deltas(
-    result: batch_write.WriteResult, python_deltas: Sequence[SegmentDelta]
-) -> list[CounterDelta]:
-    """One counter delta per segment the batch bumped: its plain metrics from the statement,
-    the others from Python."""
-    states: dict[tuple[str, datetime], SegmentState] = {
-        key: SegmentState() for key in result.versions
-    }
-    uniques: dict[tuple[str, datetime], dict[str, list[str]]] = {}
-    for plain in result.plain:
-        states[(plain.customer_id, plain.start)].metrics[plain.metric] = MetricState(
-            count=plain.count,
-            total=plain.total,
-            maximum=plain.maximum,
-            latest_at=plain.latest_at,
-            latest_event_id=plain.latest_event_id,
-            latest_value=plain.latest_value,
-        )
-    for delta in python_deltas:
-        key = (delta.customer_id, delta.start)
-        states[key] = states[key].merge(delta.state)
-        uniques[key] = delta.uniques
+def _counter_copies(
+    result: batch_write.WriteResult,
+    states: dict[tuple[str, datetime], SegmentState],
+    python_deltas: Sequence[SegmentDelta],
+) -> list[CounterCopy]:
+    """One counter copy per segment the batch bumped: its rollups as read back after the
+    batch's writes, and the distinct values the batch added."""
+    uniques = {(delta.customer_id, delta.start): delta.uniques for delta in python_deltas}
     return [
-        CounterDelta(
+        CounterCopy(
             customer_id=customer_id,
             start=start,
             end=end,

@@ -1,6 +1,6 @@
 """Reconciliation: Redis counters against the rollups, and the rollups against the ledger.
 
-The counters are a fast copy of the rollups, kept in step by versioned deltas; anything that
+The counters are a fast copy of the rollups, kept in step by versioned copies; anything that
 escapes that scheme (a flushed or restarted Redis, a hand-edited hash, a bug) would otherwise
 show customers wrong live usage until the segment ends. So a nightly job looks at every
 customer's current segment and the one before it (the one whose invoice may still be open):
@@ -8,8 +8,7 @@ customer's current segment and the one before it (the one whose invoice may stil
 - counters against rollups: the version, every metric's state and the distinct-value counts
   must be equal. A segment that differs is repaired by dropping its counters and reloading
   them from a fresh snapshot of the rollups (dropped first, snapshotted after, so that a batch
-  committed meanwhile is either in the snapshot or staged by its worker afterwards). Counters
-  that were never read (staged deltas only) are left alone: their first read loads the rollups.
+  committed meanwhile is either in the snapshot or written by its worker afterwards, newer).
 - rollups against the ledger: per metric read straight from the events (no `field`, no
   `filter`), the event count, the sum and the peak of the quantities, from one SQL statement
   (`storage.usage.audit`) that reads both in the same snapshot. A mismatch is reported, never
@@ -37,7 +36,7 @@ from storage.usage import audit, counters, rollups
 MAX_LISTED = 1000
 _MICROSECOND = timedelta(microseconds=1)
 # Reasons that can be a batch caught between its PostgreSQL commit and its Redis write.
-_TRANSIENT = frozenset({"behind", "ahead", "unsettled"})
+_TRANSIENT = frozenset({"behind", "ahead"})
 
 
 @dataclass
@@ -153,7 +152,6 @@ def _check_counters(customer_id: str, segment: Segment) -> str | None:
     difference that an in-flight batch could explain is looked at a second time first."""
     reason = _compare(customer_id, segment)
     if reason in _TRANSIENT:
-        counters.settle([counters.segment_key(customer_id, segment.start)])
         reason = _compare(customer_id, segment)
     return reason
 
@@ -161,14 +159,9 @@ def _check_counters(customer_id: str, segment: Segment) -> str | None:
 def _compare(customer_id: str, segment: Segment) -> str | None:
     unique_metrics = _unique_metrics(segment)
     live = counters.read_segment(customer_id, segment.start, unique_metrics)
-    fields = set() if live is not None else counters.stored_fields(customer_id, segment.start)
     snap = rollups.snapshot(customer_id, segment.start)
     if live is None:
-        if not fields:
-            return "missing" if snap.version > 0 else None
-        if "_v" not in fields:
-            return None  # deltas staged, never read yet: the first read loads the rollups
-        return "unsettled"  # staged deltas that cannot be folded: a version gap
+        return "missing" if snap.version > 0 else None
     if live.version < snap.version:
         return "behind"
     if live.version > snap.version:

@@ -1,15 +1,15 @@
 """How a segment's state is laid out in its Redis hash.
 
 Most metrics are kept as integer fields at a fixed scale of 10^-6 (the ledger's quantity scale),
-so the ingest fast path can merge them inside Redis, exactly, with HINCRBY and compares:
+cheap to write and to read back (the hash is a copy of the rollups: nothing merges them here):
 
     n:<metric>  count                  s:<metric>  total × 10^6
     x:<metric>  maximum × 10^6         t:<metric>  latest key: 17-digit epoch µs, NUL, event id
     l:<metric>  latest value × 10^6
 
 A metric that does not fit (a weighted sum, a value with more than 6 decimals, a total beyond
-10^15 × 10^-6, where two additions could overflow 64 bits) is kept whole as JSON in
-`j:<metric>`, and percentage charge states as JSON in `c:<charge>`; only Python merges those.
+10^15 × 10^-6) is kept whole as JSON in `j:<metric>`, and percentage charge states as JSON in
+`c:<charge>`.
 """
 
 from __future__ import annotations

@@ -1,26 +1,29 @@
-"""Real-time usage counters in Redis: one hash per customer × billing segment.
+"""Real-time usage counters in Redis: one hash per customer × billing segment, a versioned copy
+of the segment's rollup rows.
 
-Each ingest transaction bumps the segment's `version` in PostgreSQL and stores its delta; the
-counter hash records the version it reflects (`_v`). A delta is first staged as `pend:<v>` and
-then folded in strictly in version order by a compare-and-set, so
+Each ingest transaction bumps the segment's `version` in PostgreSQL and, after its batch
+statement, reads the segment's rollups back in the same transaction: the merged state at that
+version. After the commit the worker writes that copy (`apply_deltas`); the hash records the
+version it holds (`_v`) and the write is a compare-version-and-set: it happens only if the
+copy is newer than what Redis holds. So nothing is merged here (the merge rule lives once, in
+SQL: `storage.usage.rollups.MERGE_ON_CONFLICT`), and
 
-- a redelivered batch changes nothing (its version is already folded in, or its staging
-  field already exists),
-- two workers finishing out of order still apply their deltas in commit order,
-- a worker killed after its PostgreSQL commit leaves a gap that its redelivery fills; until
-  then a reader sees the staged delta that cannot be folded and answers from (and rebuilds
-  the hash from) the rollups instead.
+- a redelivered batch, a reload after Redis lost its data and a normal batch are the same
+  operation: write the newest copy (a redelivery reads its copy again from the rollups);
+- two workers finishing out of order leave the newer copy in place (the older one is skipped);
+- a worker killed after its PostgreSQL commit leaves nothing to repair: the next batch of the
+  segment carries every earlier change in its copy.
 
-Values are exact decimal strings merged in Python by `pricing` (never INCRBYFLOAT). Distinct
-values for `unique_count` live in a set per metric (SADD is idempotent by nature). All keys of a
-customer share the `{customer}` hash tag so a Redis Cluster keeps them on one slot.
+Distinct values for `unique_count` live in a set per metric (SADD is idempotent by nature; a set
+union needs no merge rule). A batch adds its own values; when its copy does not follow the
+version Redis holds (a gap: an earlier batch's values may be missing), the segment's values are
+first loaded from the rollups. All keys of a customer share the `{customer}` hash tag so a Redis
+Cluster keeps them on one slot.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -46,8 +49,9 @@ _tag = customer_tag
 
 
 #: Bumped whenever the hash layout changes (`storage.usage.counter_fields`): hashes of an older
-#: layout are then simply not found, and rebuilt from the rollups on first use.
-LAYOUT = 2
+#: layout are then simply not found, and rebuilt from the rollups on first use. (3: a copy of
+#: the rollups; layout 2 could hold staged deltas that only its own code could fold.)
+LAYOUT = 3
 
 
 def segment_key(customer_id: str, start: datetime) -> str:
@@ -80,8 +84,9 @@ def mark_counted(batch_id: str, customer_ids: Iterable[str]) -> None:
 
 
 @dataclass(frozen=True)
-class CounterDelta:
-    """One ingest transaction's effect on one customer × segment, at `version`."""
+class CounterCopy:
+    """A customer × segment's merged state at `version`, read back from the rollups in the
+    transaction that made it, and the distinct values that transaction added."""
 
     customer_id: str
     start: datetime
@@ -89,27 +94,6 @@ class CounterDelta:
     version: int
     state: SegmentState
     uniques: dict[str, list[str]]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "customer_id": self.customer_id,
-            "start": self.start.isoformat(),
-            "end": self.end.isoformat(),
-            "version": self.version,
-            "state": self.state.to_json(),
-            "uniques": self.uniques,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> CounterDelta:
-        return cls(
-            customer_id=data["customer_id"],
-            start=datetime.fromisoformat(data["start"]),
-            end=datetime.fromisoformat(data["end"]),
-            version=int(data["version"]),
-            state=SegmentState.from_json(data["state"]),
-            uniques={k: list(v) for k, v in data.get("uniques", {}).items()},
-        )
 
 
 @dataclass(frozen=True)
@@ -123,74 +107,47 @@ def _expire_at(end: datetime) -> int:
     return int(end.timestamp()) + RETENTION
 
 
-def apply_deltas(deltas: Sequence[CounterDelta]) -> None:
-    """Apply each delta exactly once, in version order. Safe to call any number of times.
-
-    Fast path: one script per segment merges the delta inside Redis (integer fields) when the
-    hash is at the version just before the delta's. Anything else (a gap, staged deltas, a
-    metric kept as JSON, a hash Redis lost) takes the general path: stage, then fold.
-    """
-    if not deltas:
+def apply_deltas(copies: Sequence[CounterCopy]) -> None:
+    """Write each segment's copy unless Redis holds this version or a newer one. Safe to call
+    any number of times, in any order. One round trip, plus two for the segments whose copy
+    does not follow the version in Redis (their distinct values are loaded first)."""
+    if not copies:
         return
-    redis = get_redis()
-    fast = scripts_for(redis).fast
-    pipe = redis.pipeline(transaction=False)
-    tried: list[CounterDelta] = []
-    general: list[CounterDelta] = []
-    for delta in deltas:  # distinct values first: SADD is idempotent, order is not needed
-        for metric, values in delta.uniques.items():
-            if values:
-                ukey = unique_key(delta.customer_id, delta.start, metric)
-                pipe.sadd(ukey, *values)
-                pipe.expireat(ukey, _expire_at(delta.end))
-    for delta in deltas:
-        args = _fast_args(delta)
-        if args is None:
-            general.append(delta)
-            continue
-        fast(keys=[segment_key(delta.customer_id, delta.start)], args=args, client=pipe)
-        tried.append(delta)
+    pipe = get_redis().pipeline(transaction=False)
+    for copy in copies:  # distinct values first: a reader never sees a copy without its values
+        _add_uniques(pipe, copy.customer_id, copy.start, copy.end, copy.uniques)
+    for copy in copies:
+        _put(pipe, copy, gap_check=True)
     replies = pipe.execute()
-    outcomes = replies[len(replies) - len(tried) :] if tried else []
-    general += [delta for delta, done in zip(tried, outcomes, strict=True) if not done]
-    if general:
-        _stage_and_settle(general)
+    gapped = [c for c, reply in zip(copies, replies[-len(copies) :], strict=True) if reply == -1]
+    if gapped:
+        stored = rollups.read_uniques([(c.customer_id, c.start) for c in gapped])
+        pipe = get_redis().pipeline(transaction=False)
+        for copy in gapped:
+            uniques = stored[(copy.customer_id, copy.start)]
+            _add_uniques(pipe, copy.customer_id, copy.start, copy.end, uniques)
+            _put(pipe, copy, gap_check=False)
+        pipe.execute()
 
 
-def _fast_args(delta: CounterDelta) -> list[Any] | None:
-    """The fast script's arguments, or None when the delta needs the general path."""
-    if delta.state.charges:
-        return None
-    args: list[Any] = [delta.version, _expire_at(delta.end), len(delta.state.metrics)]
-    for name, state in delta.state.metrics.items():
-        fields = fields_of.integer_fields(name, state)
-        if fields is None:
-            return None
-        args += [
-            name,
-            fields[f"n:{name}"],
-            fields[f"s:{name}"],
-            fields.get(f"x:{name}", ""),
-            fields.get(f"t:{name}", ""),
-            fields.get(f"l:{name}", ""),
-        ]
-    return args
+def _add_uniques(
+    pipe: Any, customer_id: str, start: datetime, end: datetime, uniques: dict[str, list[str]]
+) -> None:
+    for metric, values in uniques.items():
+        if values:
+            ukey = unique_key(customer_id, start, metric)
+            for i in range(0, len(values), 10_000):
+                pipe.sadd(ukey, *values[i : i + 10_000])
+            pipe.expireat(ukey, _expire_at(end))
 
 
-def _stage_and_settle(deltas: Sequence[CounterDelta]) -> None:
-    redis = get_redis()
-    stage = scripts_for(redis).stage
-    pipe = redis.pipeline(transaction=False)
-    keys: dict[str, CounterDelta] = {}
-    for delta in deltas:
-        key = segment_key(delta.customer_id, delta.start)
-        keys[key] = delta
-        payload = json.dumps({"at": time.time(), "state": delta.state.to_json()})
-        stage(keys=[key], args=[delta.version, payload, _expire_at(delta.end)], client=pipe)
-    pipe.execute()
-    # Redis lost these segments (restart, flush): rebuild them now rather than let staged
-    # deltas pile up until the next read.
-    reload_segments([(keys[k].customer_id, keys[k].start, keys[k].end) for k in settle(keys)])
+def _put(pipe: Any, copy: CounterCopy, *, gap_check: bool) -> None:
+    fields = fields_of.state_to_fields(copy.state)
+    flat = [x for pair in fields.items() for x in pair]
+    args = [copy.version, _expire_at(copy.end), "1" if gap_check else "0", len(fields), *flat]
+    scripts_for(get_redis()).put(
+        keys=[segment_key(copy.customer_id, copy.start)], args=args, client=pipe
+    )
 
 
 def reload_segments(segments: Iterable[tuple[str, datetime, datetime]]) -> None:
@@ -201,83 +158,14 @@ def reload_segments(segments: Iterable[tuple[str, datetime, datetime]]) -> None:
         load_segment(customer_id, start, end, snap.version, snap.state, snap.uniques)
 
 
-def settle(keys: Iterable[str]) -> list[str]:
-    """Fold staged deltas into each hash in version order (compare-and-set, retried).
-    Returns the keys that cannot be folded because Redis has no base state for them."""
-    redis = get_redis()
-    cas = scripts_for(redis).cas
-    todo = list(dict.fromkeys(keys))
-    unhydrated: list[str] = []
-    for _ in range(50):
-        if not todo:
-            return unhydrated
-        pipe = redis.pipeline(transaction=False)
-        for key in todo:
-            pipe.hgetall(key)
-        hashes = pipe.execute()
-        pipe = redis.pipeline(transaction=False)
-        attempted = []
-        for key, raw in zip(todo, hashes, strict=True):
-            fields = _decode(raw)
-            if "_v" not in fields and "pend:1" not in fields:
-                unhydrated.append(key)
-                continue
-            plan = _fold(fields)
-            if plan is None:
-                continue
-            expected, new_version, fields, delete = plan
-            flat = [x for pair in fields.items() for x in pair]
-            cas(
-                keys=[key],
-                args=[expected, new_version, len(fields), *flat, *delete],
-                client=pipe,
-            )
-            attempted.append(key)
-        results = pipe.execute() if attempted else []
-        todo = [key for key, ok in zip(attempted, results, strict=True) if not ok]
-    raise RuntimeError(f"counters: could not settle {len(todo)} key(s) after 50 attempts")
-
-
 def _decode(raw: dict[bytes, bytes]) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in raw.items()}
-
-
-def _fold(fields: dict[str, str]) -> tuple[str, int, dict[str, str], list[str]] | None:
-    """The compare-and-set that folds contiguous staged deltas, or None if nothing to do."""
-    # Version 1 is the segment's first batch: its base is the empty state at version 0.
-    current = int(fields.get("_v", 0))
-    pending = {int(k[5:]): k for k in fields if k.startswith("pend:")}
-    stale = [name for version, name in pending.items() if version <= current]
-    version = current
-    state = fields_of.state_from_fields(fields)
-    metrics: set[str] = set()
-    charges: set[str] = set()
-    while version + 1 in pending:
-        version += 1
-        delta = SegmentState.from_json(json.loads(fields[pending[version]])["state"])
-        state = state.merge(delta)
-        metrics.update(delta.metrics)
-        charges.update(delta.charges)
-    if version == current and not stale:
-        return None
-    new_fields: dict[str, str] = {}
-    delete: list[str] = []
-    for name in metrics:
-        written = fields_of.metric_fields(name, state.metrics[name])
-        new_fields.update(written)
-        delete += [f for f in fields_of.stale_fields(name, written) if f in fields]
-    for key in charges:
-        charge, charge_state = state.charges[key]
-        new_fields[f"c:{key}"] = json.dumps(SegmentState.charge_json(charge, charge_state))
-    folded = [pending[v] for v in range(current + 1, version + 1)]
-    return fields.get("_v", ""), version, new_fields, delete + stale + folded
 
 
 def read_segment(
     customer_id: str, start: datetime, unique_metrics: Sequence[str]
 ) -> SegmentCounters | None:
-    """The counters of a segment, or None when they must be rebuilt (missing, or a delta
-    staged that cannot be folded yet: a gap in the versions)."""
+    """The counters of a segment, or None when they must be rebuilt (Redis has no copy)."""
     return read_segment_and(customer_id, start, unique_metrics)[0]
 
 
@@ -297,7 +185,7 @@ def read_segment_and(
     extra: list[bytes | None] = list(replies.pop(0)) if also else []
     raw, *cards = replies
     fields = _decode(raw)
-    if "_v" not in fields or int(fields.get("_p", 0)) > 0:
+    if "_v" not in fields:
         return None, extra
     return _segment_counters(fields, unique_metrics, cards), extra
 
@@ -318,7 +206,7 @@ def read_many_segments_and(
     for _, _, unique_metrics, _ in reads:
         extra, fields = list(next(replies)), _decode(next(replies))
         cards = [next(replies) for _ in unique_metrics]
-        usable = "_v" in fields and int(fields.get("_p", 0)) == 0
+        usable = "_v" in fields
         found.append((_segment_counters(fields, unique_metrics, cards) if usable else None, extra))
     return found
 
@@ -339,8 +227,7 @@ def read_segments(
     for _, _, unique_metrics in segments:
         fields = _decode(next(replies))
         cards = [next(replies) for _ in unique_metrics]
-        usable = "_v" in fields and int(fields.get("_p", 0)) == 0
-        found.append(_segment_counters(fields, unique_metrics, cards) if usable else None)
+        found.append(_segment_counters(fields, unique_metrics, cards) if "_v" in fields else None)
     return found
 
 
@@ -362,26 +249,12 @@ def load_segment(
     state: SegmentState,
     uniques: dict[str, list[str]],
 ) -> None:
-    """Write a PostgreSQL snapshot into Redis (unless Redis is already newer), then fold any
-    deltas staged after that version."""
-    redis = get_redis()
-    key = segment_key(customer_id, start)
-    expire = _expire_at(end)
-    for metric, values in uniques.items():
-        ukey = unique_key(customer_id, start, metric)
-        for i in range(0, len(values), 10_000):
-            redis.sadd(ukey, *values[i : i + 10_000])
-        redis.expireat(ukey, expire)
-    fields = fields_of.state_to_fields(state)
-    flat = [x for pair in fields.items() for x in pair]
-    scripts_for(redis).load(keys=[key], args=[version, expire, len(fields), *flat])
-    settle([key])
-
-
-def stored_fields(customer_id: str, start: datetime) -> set[str]:
-    """The names of the fields in a segment's hash, as they are (empty when there is none)."""
-    names = get_redis().hkeys(segment_key(customer_id, start))
-    return {name.decode() if isinstance(name, bytes) else name for name in names}
+    """Write a PostgreSQL snapshot into Redis, with all its distinct values (unless Redis
+    already holds that version or a newer one)."""
+    pipe = get_redis().pipeline(transaction=False)
+    _add_uniques(pipe, customer_id, start, end, uniques)
+    _put(pipe, CounterCopy(customer_id, start, end, version, state, {}), gap_check=False)
+    pipe.execute()
 
 
 def forget_segment(customer_id: str, start: datetime, unique_metrics: Sequence[str]) -> None:

@@ -127,9 +127,21 @@ def read_states(
     conn: psycopg.Connection[Any], keys: Sequence[tuple[str, datetime]]
 ) -> dict[tuple[str, datetime], SegmentState]:
     """The stored state of each (customer, segment start), in one query."""
+    return states_from(send_states(conn, keys), keys)
+
+
+def send_states(conn: psycopg.Connection[Any], keys: Sequence[tuple[str, datetime]]) -> Any:
+    """Send `read_states`'s query (in the caller's pipeline: no round trip of its own); pass
+    the cursor to `states_from` once the pipeline has synced."""
+    return conn.execute(_SELECT, ([k[0] for k in keys], [k[1] for k in keys]))
+
+
+def states_from(
+    cursor: Any, keys: Sequence[tuple[str, datetime]]
+) -> dict[tuple[str, datetime], SegmentState]:
+    """The states `send_states` read, one per key (empty where the segment has no rows)."""
     states: dict[tuple[str, datetime], SegmentState] = {key: SegmentState() for key in keys}
-    rows = conn.execute(_SELECT, ([k[0] for k in keys], [k[1] for k in keys])).fetchall()
-    for row in rows:
+    for row in cursor.fetchall():
         state = states[(row[0], row[1])]
         state.metrics[row[2]] = _state_from_row(row[3:11])
         for charge_key, charge in (row[11] or {}).items():
@@ -354,6 +366,25 @@ def snapshot(customer_id: str, start: datetime) -> Snapshot:
         ):
             uniques.setdefault(metric, []).append(value)
     return Snapshot(version=int(row[0]) if row else 0, state=state, uniques=uniques)
+
+
+def read_uniques(
+    keys: Sequence[tuple[str, datetime]],
+) -> dict[tuple[str, datetime], dict[str, list[str]]]:
+    """The distinct values stored for each (customer, segment start), per metric: one query."""
+    found: dict[tuple[str, datetime], dict[str, list[str]]] = {key: {} for key in keys}
+    if not keys:
+        return found
+    with db.connection() as conn:
+        rows = conn.execute(
+            "SELECT u.customer_id, u.period_start, u.metric, u.value FROM usage_rollup_uniques u"
+            " JOIN unnest(%b::text[], %b::timestamptz[]) AS k(customer_id, period_start)"
+            " ON u.customer_id = k.customer_id AND u.period_start = k.period_start",
+            ([k[0] for k in keys], [k[1] for k in keys]),
+        ).fetchall()
+    for customer_id, start, metric, value in rows:
+        found[(customer_id, start)].setdefault(metric, []).append(value)
+    return found
 
 
 # What a sum, count or max metric's value reads (MetricState.value), compared in place.

@@ -1,11 +1,10 @@
-"""The Lua scripts behind the Redis counters (see `storage.usage.counters` for the protocol).
+"""The Lua script behind the Redis counters (see `storage.usage.counters` for the protocol).
 
-The source lives in `lua/*.lua` beside this module (shipped as package data). Each script runs
-atomically on one hash (one `{customer}` slot, so they are Redis Cluster safe). `_p` counts the
-staged deltas (`pend:<version>` fields) so the fast path can tell, without listing the hash,
-that it must leave ordering to the general path.
+The source lives in `lua/*.lua` beside this module (shipped as package data). The script runs
+atomically on one hash (one `{customer}` slot, so it is Redis Cluster safe). It merges nothing:
+it writes a copy of the segment's rollups when the copy's version is newer than the hash's.
 
-`scripts_for(client)` registers the four scripts once per client and hands back the same
+`scripts_for(client)` registers the scripts once per client and hands back the same
 objects on every later call. The registry holds its clients weakly (the scripts see their
 client through a weak proxy), so a client that is dropped (`reset_redis`, a fork) takes its
 entry with it.
@@ -22,7 +21,7 @@ from importlib import resources
 import redis
 from redis.commands.core import Script
 
-NAMES = ("fast", "stage", "cas", "load")
+NAMES = ("put",)
 
 
 @cache
@@ -37,10 +36,7 @@ def source(name: str) -> str:
 class Scripts:
     """The counters' scripts registered on one client; call with `client=` a pipeline of it."""
 
-    fast: Script  # merge a delta inside Redis when the hash is one version behind
-    stage: Script  # park a delta under its version (the general path)
-    cas: Script  # compare-and-set the state folded in Python
-    load: Script  # replace the state with a PostgreSQL snapshot
+    put: Script  # write a copy of the rollups unless the hash is as new or newer
 
 
 _registered: weakref.WeakKeyDictionary[redis.Redis, Scripts] = weakref.WeakKeyDictionary()
