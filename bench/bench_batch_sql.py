@@ -5,10 +5,14 @@ Ingests a few warm-up batches of random events over the example API plan's custo
 indexes hold rows), keeps the last batch's parameters, then replays that batch with fresh event
 ids through each statement in turn, alternated, each in a transaction rolled back, and reads the
 backend's CPU time from /proc around the statement (the server runs on this machine). The
-baseline is the statement before it staged its events in key order and before it left empty
-properties unparsed (issue 11). Uses its own benchmark database and a claimed Redis db.
+shipped statement is the one for a batch of new events (plain inserts, `WRITE_NEW_BATCH`); the
+baseline is the statement before it, which every batch used (conflict checks on the ids and a
+join with the ids inserted, `WRITE_BATCH`, now sent only when a batch holds a known event).
+`--explain` also prints both statements' plans. Uses its own benchmark database and a claimed
+Redis db.
 
     .venv/bin/python -m bench.bench_batch_sql [--batch-size 20000] [--warmup 5] [--rounds 10]
+        [--customers 1000] [--explain]
 """
 
 from __future__ import annotations
@@ -23,24 +27,6 @@ from typing import Any
 import msgspec
 
 from bench.common import setup_api_customers, use_bench_servers
-
-_ORDER = '    ORDER BY customer_id COLLATE "C", event_id COLLATE "C"\n'
-_PARSED = (
-    "CASE WHEN i.properties::text = '{}' THEN NULL\n"
-    "            ELSE NULLIF(i.properties::jsonb, '{}'::jsonb) END"
-)
-
-
-def baseline_statement(shipped: str) -> str:
-    """The statement as it was before: events in JSON order, every properties parsed."""
-    for old in (_ORDER, "properties json)", _PARSED):
-        if old not in shipped:
-            raise SystemExit(f"the shipped statement changed: {old!r} not found")
-    return (
-        shipped.replace(_ORDER, "")
-        .replace("properties json)", "properties jsonb)")
-        .replace(_PARSED, "NULLIF(i.properties, '{}'::jsonb)")
-    )
 
 
 def _backend_cpu(pid: int) -> float:
@@ -65,12 +51,24 @@ def _events(customers: list[str], count: int, prefix: str, rng: random.Random) -
     ]
 
 
+def _explain(conn: Any, statement: str, params: dict[str, Any], events: list[Any]) -> None:
+    """EXPLAIN (ANALYZE, BUFFERS, WAL) of one replay, rolled back: where the time goes."""
+    fresh = [dict(e, event_id=f"explain-{i}") for i, e in enumerate(events)]
+    params["events"] = msgspec.json.encode(fresh).decode()
+    rows = conn.execute("EXPLAIN (ANALYZE, BUFFERS, WAL) " + statement, params).fetchall()
+    conn.rollback()
+    print("\n".join(row[0] for row in rows))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=20_000)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument(
+        "--explain", action="store_true", help="also print the shipped statement's plan"
+    )
     args = parser.parse_args(argv)
     servers = use_bench_servers()
     try:
@@ -99,15 +97,15 @@ def main(argv: list[str] | None = None) -> None:
             "candidates": len(events),
             "rejected": 0,
         }
-        statements = {
-            "shipped": batch_write.WRITE_BATCH,
-            "before": baseline_statement(batch_write.WRITE_BATCH),
-        }
+        statements = {"shipped": batch_write.WRITE_NEW_BATCH, "before": batch_write.WRITE_BATCH}
         cpu: dict[str, list[float]] = {name: [] for name in statements}
         with db.connection() as conn:
             row = conn.execute("SELECT pg_backend_pid()").fetchone()
             pid = int(row[0]) if row else 0
             conn.rollback()
+            if args.explain:
+                for statement in statements.values():
+                    _explain(conn, statement, params, events)
             for r in range(args.rounds):
                 order = list(statements) if r % 2 == 0 else list(statements)[::-1]
                 for name in order:
@@ -125,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
                 f" median, {statistics.mean(seconds) / n * 1e6:6.2f} mean"
             )
         ratio = statistics.median(cpu["before"]) / max(statistics.median(cpu["shipped"]), 1e-9)
-        print(f"ratio: before / shipped = {ratio:.2f}x")
+        print(f"ratio: before / shipped = {ratio:.2f}x (load average {os.getloadavg()[0]:.1f})")
     finally:
         servers.release()
 

@@ -15,10 +15,12 @@ change committed after the catalog was read sends the batch back to be classifie
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
+
+import psycopg
 
 from pricing.decoding import EventsJSON
 from pricing.events import Event, Rejection
@@ -98,8 +100,8 @@ def _ingest_once(
     ledger.ensure_months(events)
     with db.connection() as conn:
         try:
-            with conn.pipeline(), conn.transaction():
-                written = _write(conn, batch_id, found, events, now)
+            with conn.pipeline() as pipeline, conn.transaction():
+                written = _write(conn, pipeline, batch_id, found, events, now)
             written.events = found.size
             return written
         except _Redelivered:
@@ -120,24 +122,21 @@ class _Redelivered(Exception):
 
 
 def _write(
-    conn: db.Connection, batch_id: str, found: Classified, events: list[Event], now: datetime
+    conn: db.Connection,
+    pipeline: psycopg.Pipeline,
+    batch_id: str,
+    found: Classified,
+    events: list[Event],
+    now: datetime,
 ) -> IngestOutcome:
-    # Sent in the caller's pipeline; the first fetch below is their one round trip.
+    # Sent in the caller's pipeline; the sync in _send_write is their one round trip.
     rejected = batches.record_rejections(conn, batch_id, found.rejections, now)
     # Held until the commit: no history change of these customers can start meanwhile.
     revision = ingest_locks.lock_for_ingest(conn, found.contexts)
     claim = batches.claim(conn, batch_id, now)
-    written = batch_write.write_batch(
-        conn,
-        batch_id,
-        events,
-        _with_days(list(found.routes.values()), events),
-        received_at=now,
-        duplicates=found.duplicates,
-        rejected=len(found.rejections),
-    )
-    # The segments' merged rollups, read back after the statement in the same round trip: the
-    # counters' copy of each segment at the version the statement gave it.
+    written = _send_write(conn, pipeline, batch_id, found, events, now)
+    # The segments' merged rollups, read back after the statement (a statement that a known
+    # event sent back to its savepoint would have taken this read with it).
     segments = sorted({(route.customer_id, route.start) for route in found.routes.values()})
     merged = rollups.send_states(conn, segments)
     current = ingest_locks.revision(revision)
@@ -165,6 +164,40 @@ def _write(
     )
     batch_changed(conn, outcome.deltas, now)
     return outcome
+
+
+def _send_write(
+    conn: db.Connection,
+    pipeline: psycopg.Pipeline,
+    batch_id: str,
+    found: Classified,
+    events: list[Event],
+    now: datetime,
+) -> Any:
+    """The batch's statement, sent and synced with what the pipeline holds before it: the one
+    for new events, or, when one of them is known (a resend, a redelivery), the one that skips
+    the known events (a round trip more). Its cursor, for `batch_write.read_result`."""
+    routes = _with_days(list(found.routes.values()), events)
+
+    def send(statement: Callable[..., Any]) -> Any:
+        return statement(
+            conn,
+            batch_id,
+            events,
+            routes,
+            received_at=now,
+            duplicates=found.duplicates,
+            rejected=len(found.rejections),
+        )
+
+    written = send(batch_write.write_batch)
+    try:
+        pipeline.sync()
+    except psycopg.errors.UniqueViolation as error:
+        if not batch_write.is_known_event(error):
+            raise
+        written = send(batch_write.rewrite_batch)
+    return written
 
 
 def _with_days(routes: list[Route], events: Sequence[Event]) -> list[Route]:

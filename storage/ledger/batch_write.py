@@ -16,6 +16,13 @@ Python (`pricing.metering.build_deltas`, `rollups.apply(..., bump=False)`). The 
 returns, in one result, the plain deltas (kind `a`), those events (`p`), the new versions
 (`v`) and the number of events inserted (`c`). The batch's claim is a statement of its own,
 earlier in the transaction: the caller rolls everything back when the claim was not new.
+
+Nearly every batch holds only new events, so the statement first assumes it (`write_batch`,
+behind a savepoint): plain inserts, no conflict check per event and no join of the events with
+the ids inserted, about a sixth of the statement's PostgreSQL CPU (bench/README.md, issue 11).
+A known event makes it fail with a unique violation on `event_ids` (or the ledger's key); the
+caller then rolls back to the savepoint and sends the statement that skips the known events
+(`rewrite_batch`): one more round trip for a batch with duplicates, the same result.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from decimal import Decimal
 from typing import Any
 
 import msgspec
+import psycopg
 
 from pricing.events import Event
 from storage import db
@@ -35,7 +43,9 @@ from storage.usage.rollups import MERGE_ON_CONFLICT
 
 _ENCODER = msgspec.json.Encoder()
 
-WRITE_BATCH = f"""
+# The events and the routes, then the two inserts (`_INSERT_NEW` or `_INSERT_DEDUP`, which name
+# the inserted rows `fresh`), then the deltas (`_DERIVE`), all in one statement.
+_STAGE = """
 WITH input AS (
     SELECT * FROM json_to_recordset(%(events)s::json) AS t(
         event_id text, customer_id text, metric text, quantity numeric, timestamp timestamptz,
@@ -50,26 +60,51 @@ WITH input AS (
     FROM json_to_recordset(%(routes)s::json) AS r(customer_id text, start timestamptz,
         "end" timestamptz, timezone text, day date, name text, keys text[])
     LEFT JOIN LATERAL unnest(r.keys) AS k(key) ON true
+)"""
+
+# Most events have no properties: their '{}' is not parsed as jsonb (about 2.5 µs of PostgreSQL
+# CPU per event, an eighth of this statement); the others are, and an empty object is NULL.
+_LEDGER_ROW = """i.customer_id, i.event_id, i.metric, i.quantity, i.timestamp,
+        CASE WHEN i.properties::text = '{}' THEN NULL
+            ELSE NULLIF(i.properties::jsonb, '{}'::jsonb) END, %(batch_id)s"""
+
+# Every event is new (the usual case): plain inserts, no arbiter check, no join with the ids
+# inserted. A known event fails the statement with a unique violation on either key
+# (`is_known_event`); the caller then rolls back to the savepoint and sends `_INSERT_DEDUP`.
+_INSERT_NEW = f"""
+, ids AS (
+    INSERT INTO event_ids (customer_id, event_id, timestamp, received_at)
+    SELECT customer_id, event_id, timestamp, %(received_at)s FROM input
+), ins AS (
+    INSERT INTO usage_events (customer_id, event_id, metric, quantity, timestamp, properties,
+        batch_id)
+    SELECT {_LEDGER_ROW}
+    FROM input i
 ), fresh AS (
+    SELECT customer_id, event_id, metric, quantity, timestamp FROM input
+)"""  # noqa: S608 (constant SQL text)
+
+# Some events may be known: each is inserted only if `event_ids` (the accepted window) does not
+# hold its id yet, whatever its timestamp.
+_INSERT_DEDUP = f"""
+, ids AS (
     INSERT INTO event_ids (customer_id, event_id, timestamp, received_at)
     SELECT customer_id, event_id, timestamp, %(received_at)s FROM input
     ON CONFLICT DO NOTHING
     RETURNING customer_id, event_id
-), ins AS (
+), fresh AS (
     INSERT INTO usage_events (customer_id, event_id, metric, quantity, timestamp, properties,
         batch_id)
-    SELECT i.customer_id, i.event_id, i.metric, i.quantity, i.timestamp,
-        -- Most events have no properties: their '{{}}' is not parsed as jsonb (about 2.5 µs
-        -- of PostgreSQL CPU per event, an eighth of this statement); the others are, and an
-        -- empty object is NULL, as before.
-        CASE WHEN i.properties::text = '{{}}' THEN NULL
-            ELSE NULLIF(i.properties::jsonb, '{{}}'::jsonb) END, %(batch_id)s
-    FROM input i JOIN fresh f USING (customer_id, event_id)
+    SELECT {_LEDGER_ROW}
+    FROM input i JOIN ids f USING (customer_id, event_id)
     RETURNING customer_id, event_id, metric, quantity, timestamp
-), routed AS (
+)"""  # noqa: S608 (constant SQL text)
+
+_DERIVE = f"""
+, routed AS (
     SELECT n.customer_id, n.event_id, n.quantity, n.timestamp, r.start, r."end", r.tz, r.day,
         r.key
-    FROM ins n JOIN route r ON r.customer_id = n.customer_id AND r.name = n.metric
+    FROM fresh n JOIN route r ON r.customer_id = n.customer_id AND r.name = n.metric
         AND n.timestamp >= r.start AND n.timestamp < r."end"
 ), delta AS (
     -- One sort: each group's latest event first; the aggregates span the whole group.
@@ -136,6 +171,11 @@ UNION ALL
 SELECT 'c', NULL, NULL, NULL, NULL, accepted, NULL, NULL, NULL, NULL, NULL FROM counts
 """  # noqa: S608 (constant SQL text; values are parameters)
 
+#: The statement for a batch whose events are all new; fails on a known one.
+WRITE_NEW_BATCH = _STAGE + _INSERT_NEW + _DERIVE
+#: The statement that skips the known events (after `WRITE_NEW_BATCH` failed).
+WRITE_BATCH = _STAGE + _INSERT_DEDUP + _DERIVE
+
 
 @dataclass(frozen=True)
 class Route:
@@ -182,6 +222,10 @@ def encode_events(events: Sequence[Event]) -> str:
     return _ENCODER.encode(events).decode()
 
 
+#: Where the statement for new events starts: a known event rolls back to here.
+_SAVEPOINT = "batch_write"
+
+
 def write_batch(
     conn: db.Connection,
     batch_id: str,
@@ -192,19 +236,57 @@ def write_batch(
     duplicates: int,
     rejected: int,
 ) -> Any:
-    """Send the statement (in the caller's pipeline); `read_result(cursor)` once synced."""
+    """Send the statement for a batch whose events are all new behind a savepoint, in the
+    caller's pipeline; `read_result(cursor)` once synced. If the sync raises a unique violation
+    that `is_known_event` recognizes, send `rewrite_batch` with the same arguments."""
+    conn.execute(f"SAVEPOINT {_SAVEPOINT}")
     return conn.execute(
-        WRITE_BATCH,
-        {
-            "events": encode_events(events),
-            "routes": _ENCODER.encode(routes).decode(),
-            "received_at": received_at,
-            "batch_id": batch_id,
-            "duplicates": duplicates,
-            "candidates": len(events),
-            "rejected": rejected,
-        },
+        WRITE_NEW_BATCH,
+        _parameters(batch_id, events, routes, received_at, duplicates, rejected),
     )
+
+
+def rewrite_batch(
+    conn: db.Connection,
+    batch_id: str,
+    events: Sequence[Event],
+    routes: Sequence[Route],
+    *,
+    received_at: datetime,
+    duplicates: int,
+    rejected: int,
+) -> Any:
+    """After `write_batch` failed on a known event: roll back to its savepoint (what was sent
+    before it stays) and send the statement that skips the known events."""
+    conn.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
+    return conn.execute(
+        WRITE_BATCH, _parameters(batch_id, events, routes, received_at, duplicates, rejected)
+    )
+
+
+def is_known_event(error: psycopg.errors.UniqueViolation) -> bool:
+    """Whether `write_batch`'s statement failed because an event's id was already stored."""
+    name = error.diag.constraint_name or ""
+    return name == "event_ids_pkey" or name.startswith("usage_events")
+
+
+def _parameters(
+    batch_id: str,
+    events: Sequence[Event],
+    routes: Sequence[Route],
+    received_at: datetime,
+    duplicates: int,
+    rejected: int,
+) -> dict[str, Any]:
+    return {
+        "events": encode_events(events),
+        "routes": _ENCODER.encode(routes).decode(),
+        "received_at": received_at,
+        "batch_id": batch_id,
+        "duplicates": duplicates,
+        "candidates": len(events),
+        "rejected": rejected,
+    }
 
 
 def read_result(cursor: Any) -> WriteResult:

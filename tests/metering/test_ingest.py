@@ -73,6 +73,29 @@ def test_a_resend_with_another_timestamp_is_still_a_duplicate() -> None:
     assert assert_consistent()["api_calls"] == 5
 
 
+@pytest.mark.date_sensitive
+def test_a_batch_with_known_events_keeps_its_new_events_and_rejections(db) -> None:  # type: ignore[no-untyped-def]
+    """The batch's statement assumes every event is new; a known one sends it back to the
+    savepoint and the statement that skips known events. What went before the savepoint (the
+    rejections) stays, and the new events of the batch count once. Eight rounds: the pipeline
+    recovers every time, also once both statements are prepared (psycopg prepares a query
+    from its fifth execution)."""
+    first = [event(quantity=5, event_id=f"known-{n}") for n in range(8)]
+    ingest_events(batch(first))
+    earlier = (datetime.now(UTC) - timedelta(days=2)).isoformat()
+    for n in range(8):
+        resend = dict(first[n], timestamp=earlier)  # another timestamp: still a duplicate
+        fresh = [event(quantity=1), event("login", properties={"user_id": f"u{n}"})]
+        ingest_events(batch([event(customer_id="nobody"), resend, *fresh]))
+    quantities = assert_consistent()
+    assert quantities["api_calls"] == 8 * 5 + 8
+    assert quantities["seats"] == 8
+    stats = batches.stats()
+    assert stats["accepted"] == 8 + 8 * 2 and stats["duplicates"] == 8
+    assert db.execute("SELECT count(*) FROM rejected_events").fetchone()[0] == 8
+    assert ledger.count_events("cus_1", period_start(), period_start() + timedelta(days=62)) == 24
+
+
 def test_a_repeat_inside_one_batch_counts_once() -> None:
     one = event(quantity=4, event_id="twice")
     ingest_events(batch([one, one, event(quantity=1)]))
