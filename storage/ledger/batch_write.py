@@ -80,7 +80,7 @@ _INSERT_NEW = f"""
         batch_id)
     SELECT {_LEDGER_ROW}
     FROM input i
-), fresh AS (
+), fresh AS NOT MATERIALIZED (
     SELECT customer_id, event_id, metric, quantity, timestamp FROM input
 )"""  # noqa: S608 (constant SQL text)
 
