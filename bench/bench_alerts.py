@@ -5,11 +5,18 @@
         [--threads T] [--batch-size B] [--customers C] [--probes K] [--load-share F]
 
 Runs on its own database and Redis index (see `bench.common`) with real `dramatiq workers.app`
-processes. Phase 1 (throughput): R rounds, each ingesting N events over C customers whose plan
-has no alert rules (`alerts: []`), then N events over C customers on the same plan with the
-default rules (80/95/100 % of each metric's included usage; storage and bandwidth cross theirs
-during the run, so alerts are written too); the tables and counters are emptied between
-phases, and the figure is the median of the rounds. Phase 2 (latency): the producer records a
+processes. Phase 1 (throughput), in rounds of two phases each (the order alternates from round
+to round): N events over C customers whose plan has no alert rules (`alerts: []`), and N events
+over C customers on the same plan with the default rules (80/95/100 % of each metric's included
+usage). The metering tables and counters are emptied before each phase. Two kinds of round:
+- crossing rounds (R): both phases on customers never seen before, so in the rules-on phase
+  every customer's storage and bandwidth cross all three of their thresholds (about 6 alerts
+  per customer, mostly in the first batches): the cost of writing alerts;
+- steady rounds (S, after them): the first crossing round's customers again, whose alerts
+  have fired this period already (kept), so nothing is written: the cost of watching.
+Each round prints on/off and the alerts its rules-on phase wrote; the summary gives the
+crossing rounds' and the steady rounds' medians separately, and the median of all rounds.
+Phase 2 (latency): the producer records a
 steady background load at F × the rules-on rate of phase 1 (default half) over its own
 customers (`--load-customers`, default 100), and K times a
 probe customer records the one event that crosses 80 %; the latency is from just before that
@@ -19,6 +26,7 @@ probe customer records the one event that crosses 80 %; the latency is from just
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import threading
@@ -60,13 +68,15 @@ def _customers(prefix: str, plan_text: str, count: int) -> list[str]:
     return ids
 
 
-def _empty() -> None:
+def _empty(alerts: bool = True) -> None:
+    """Empty the metering tables and counters (and the alerts and outbox: `alerts`)."""
     from storage import db
     from storage.redis_client import get_redis
 
     common.empty_metering_tables()
-    with db.connection() as conn:
-        conn.execute("TRUNCATE alerts, outbox")
+    if alerts:
+        with db.connection() as conn:
+            conn.execute("TRUNCATE alerts, outbox")
     common.delete_keys(get_redis(), "ml:*")
 
 
@@ -78,40 +88,72 @@ def _alert_count() -> int:
     return int(row[0]) if row else 0
 
 
-def _throughput(events: int, customers: list[str], timeout: float) -> float:
+def _throughput(events: int, customers: list[str], timeout: float) -> tuple[float, int]:
+    """Events/s of one phase, and the alerts it wrote."""
     from tasks.producer import flush_usage, record_usage
 
-    _empty()
+    _empty(alerts=False)
+    before = _alert_count()
     _, started = run_producers(2, events, customers, record_usage)
     flush_usage()
     last = _wait_for_ingest(events, timeout)
-    return events / (last - started)
+    return events / (last - started), _alert_count() - before
+
+
+def _summary(name: str, rounds: list[tuple[float, float]]) -> None:
+    if not rounds:
+        return
+    off = statistics.median(r[0] for r in rounds)
+    on = statistics.median(r[1] for r in rounds)
+    ratios = ", ".join(f"{r[1] / r[0]:.3f}" for r in rounds)
+    print(
+        f"{name} (median of {len(rounds)}): rules off {off:,.0f} events/s, rules on "
+        f"{on:,.0f} events/s: on/off = {on / off:.3f} ({(1 - on / off) * 100:+.1f} % slower; "
+        f"goal <= 5 %); each round's on/off: {ratios}"
+    )
 
 
 def phase_throughput(args: argparse.Namespace) -> float:
-    """Median events/s with the rules off and on; prints both and the ratio. Returns 'on'."""
-    quiet = _customers("off", PLAN_OFF, args.customers)
-    ruled = _customers("on", common.API_PLAN.read_text(), args.customers)
-    _throughput(min(args.events, 50_000), quiet, args.timeout)  # warm-up
-    off: list[float] = []
-    on: list[float] = []
-    alerts: list[int] = []
-    for round_ in range(args.rounds):
-        off.append(_throughput(args.events, quiet, args.timeout))
-        on.append(_throughput(args.events, ruled, args.timeout))
-        alerts.append(_alert_count())
+    """Events/s with the rules off and on, crossing rounds and steady rounds; prints each
+    round and the medians. Returns the median rules-on rate of all rounds."""
+    rules = common.API_PLAN.read_text()
+    warm = [_customers("warm_off", PLAN_OFF, args.customers)]
+    warm.append(_customers("warm_on", rules, args.customers))
+    for customers in warm:  # warm-up: the workers' code paths, pools and plans
+        _throughput(min(args.events, 50_000), customers, args.timeout)
+    _empty()
+    crossing: list[tuple[float, float]] = []
+    steady: list[tuple[float, float]] = []
+    first: tuple[list[str], list[str]] | None = None
+    for round_ in range(args.rounds + args.steady_rounds):
+        if round_ < args.rounds:
+            kind = "crossing"
+            pair = (
+                _customers(f"r{round_}_off", PLAN_OFF, args.customers),
+                _customers(f"r{round_}_on", rules, args.customers),
+            )
+            first = first or pair
+        else:
+            kind = "steady"
+            assert first is not None  # --rounds >= 1
+            pair = first
+        results: dict[str, tuple[float, int]] = {}
+        for side in ("off", "on") if round_ % 2 == 0 else ("on", "off"):
+            results[side] = _throughput(
+                args.events, pair[0] if side == "off" else pair[1], args.timeout
+            )
+        (off, _), (on, written) = results["off"], results["on"]
+        (crossing if kind == "crossing" else steady).append((off, on))
         print(
-            f"  round {round_ + 1}: rules off {off[-1]:,.0f} events/s, "
-            f"rules on {on[-1]:,.0f} events/s ({alerts[-1]} alerts written)",
+            f"  round {round_ + 1} ({kind}): rules off {off:,.0f} events/s, rules on "
+            f"{on:,.0f} events/s: on/off {on / off:.3f} ({written} alerts written, "
+            f"load average {os.getloadavg()[0]:.1f})",
             flush=True,
         )
-    off_rate, on_rate = statistics.median(off), statistics.median(on)
-    print(
-        f"throughput (median of {args.rounds}): rules off {off_rate:,.0f} events/s, "
-        f"rules on {on_rate:,.0f} events/s: on/off = {on_rate / off_rate:.3f} "
-        f"({(1 - on_rate / off_rate) * 100:+.1f} % slower; goal <= 5 %)"
-    )
-    return on_rate
+    _summary("crossing rounds", crossing)
+    _summary("steady rounds", steady)
+    _summary("all rounds", crossing + steady)
+    return statistics.median(on for _, on in crossing + steady)
 
 
 def _outbox_seen(customer_id: str, deadline: float) -> float:
@@ -177,7 +219,12 @@ def phase_latency(args: argparse.Namespace, rate: float) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000, help="events per phase")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of off/on")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="crossing rounds of off/on (fresh customers)"
+    )
+    parser.add_argument(
+        "--steady-rounds", type=int, default=2, help="rounds of off/on with nothing to write"
+    )
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
     parser.add_argument("--threads", type=int, default=4, help="threads per worker process")
     parser.add_argument(
