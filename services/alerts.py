@@ -11,7 +11,8 @@ redelivery gets there first. A worker killed after the ingest commit and before 
 leaves the batch unacknowledged: its redelivery evaluates the same segments again.
 
 Cost when nothing is crossed: the counters' read and a comparison per rule; the estimated bill
-is priced only for customers with spend alerts, or for the payload of an alert that fires.
+is priced only for customers with spend alerts, or for the payload of an alert that fires (once
+per customer and batch, amounts only: `services.alert_estimate`).
 Rules known to have fired are remembered in the process (`_Fired`), so a segment whose
 thresholds have all fired costs a dictionary lookup.
 """
@@ -30,10 +31,11 @@ from pricing.alerts import AlertOverrides, Rule, RuleSet, reached, rules_for
 from pricing.limits import NO_OVERRIDES as NO_LIMIT_OVERRIDES
 from pricing.limits import LimitOverrides
 from pricing.metering import Segment, SegmentState, metric_quantity
-from pricing.money import format_decimal, format_money
 from services.alert_cache import AlertOverrideCache, FiredKeys, SegmentKey
+from services.alert_estimate import Estimate, estimate
+from services.alert_payload import new_alerts
 from services.overrides import limits_for, overrides_of, overrides_of_many
-from services.usage import UsageReport, carried_in, segment_report, segments_counters
+from services.usage import carried_in, segments_counters
 from storage import alerts as store
 from storage import db
 from storage.catalog.cache import CustomerContext, catalog
@@ -184,7 +186,21 @@ def check_segments(
 ) -> list[Fired]:
     """Fire the alerts the touched (customer, segment start, end) have reached; return the
     ones this call wrote. Safe to call any number of times for the same segments."""
-    watching = _pending(touched)
+    found = _reached(_pending(touched))
+    due = [
+        (watch, priced or estimate(watch.context, watch.segment, live), rules)
+        for watch, live, priced, rules in found
+    ]  # priced once per customer, however many of its rules fire
+    return _write(due, now) if due else []
+
+
+_Live = tuple[int, SegmentState, dict[str, int]]
+_Found = tuple[_Watch, _Live, Estimate | None, list[Rule]]
+
+
+def _reached(watching: list[tuple[_Watch, _Pending]]) -> list[_Found]:
+    """The watched segments with rules reached, with their counters (and their estimate when
+    spend rules needed it)."""
     if not watching:
         return []
     # The segments to look at closer (those that may have reached a level, and every one
@@ -192,21 +208,19 @@ def check_segments(
     closer = _maybe_reached([(w, p) for w, p in watching if not p.spend])
     closer += [(w, p) for w, p in watching if p.spend]
     lives = segments_counters([(w.period_key[0], w.segment) for w, _ in closer])
-    due: list[tuple[_Watch, UsageReport, list[Rule]]] = []
+    found: list[_Found] = []
     for (watch, pending), live in zip(closer, lives, strict=True):
-        if pending.spend:  # priced as `meter usage` prices it
-            report = segment_report(watch.context, watch.segment, now, live)
-            used = {name: m.used for name, m in report.metrics.items()}
-            reached_now = reached(_rules(pending.rules), used, report.estimated_total)
+        if pending.spend:  # the estimated bill `meter usage` shows, amounts only
+            priced = estimate(watch.context, watch.segment, live)
+            reached_now = reached(_rules(pending.rules), priced.used, priced.estimated_total)
             if reached_now:
-                due.append((watch, report, reached_now))
+                found.append((watch, live, priced, reached_now))
             continue
         used = _used(watch, list(pending.lowest), live)
         reached_now = reached(_rules(pending.rules), used, None)
         if reached_now:
-            report = segment_report(watch.context, watch.segment, now, live)
-            due.append((watch, report, reached_now))
-    return _write(due, now) if due else []
+            found.append((watch, live, None, reached_now))
+    return found
 
 
 def _pending(touched: Iterable[tuple[str, datetime, datetime]]) -> list[tuple[_Watch, _Pending]]:
@@ -292,14 +306,18 @@ def _used(
     }
 
 
-def _write(due: Sequence[tuple[_Watch, UsageReport, list[Rule]]], now: datetime) -> list[Fired]:
+def _write(due: Sequence[tuple[_Watch, Estimate, list[Rule]]], now: datetime) -> list[Fired]:
     """Record the due alerts in one transaction, in a fixed order (customer, then each
     customer's rules in firing order), so concurrent writers of the same keys never deadlock."""
     ordered = sorted(due, key=lambda item: item[0].context.customer_id)
     new = [
-        (rule, _new_alert(watch, report, rule, now))
-        for watch, report, rules in ordered
-        for rule in rules
+        (rule, alert)
+        for watch, priced, rules in ordered
+        for rule, alert in zip(
+            rules,
+            new_alerts(watch.context.customer_id, watch.segment, priced, rules, now),
+            strict=True,
+        )
     ]
     with db.connection() as conn, conn.transaction():
         written = store.record(conn, [alert for _, alert in new])
@@ -313,63 +331,3 @@ def _write(due: Sequence[tuple[_Watch, UsageReport, list[Rule]]], now: datetime)
     for item in fired:
         log.info("alert %s: %s %s", item.alert_id, item.customer_id, item.topic)
     return fired
-
-
-def idempotency_key(customer_id: str, rule: Rule, period_start: datetime) -> str:
-    """Stable across redeliveries, workers and retries: the alert's unique key as text."""
-    parts = [
-        "alert",
-        customer_id,
-        rule.kind,
-        rule.metric or "-",
-        format_decimal(rule.threshold),
-        format_decimal(rule.basis) if rule.basis is not None else "-",
-        period_start.isoformat(),
-    ]
-    return ":".join(parts)
-
-
-def _new_alert(watch: _Watch, report: UsageReport, rule: Rule, now: datetime) -> store.NewAlert:
-    segment = watch.segment
-    customer_id = watch.context.customer_id
-    currency = segment.plan.currency
-    metric = report.metrics.get(rule.metric) if rule.metric else None
-    value = metric.used if metric is not None else report.estimated_total
-    payload: dict[str, Any] = {
-        "idempotency_key": idempotency_key(customer_id, rule, segment.period.start),
-        "type": rule.topic,
-        "customer_id": customer_id,
-        "plan": segment.plan.code,
-        "metric": rule.metric,
-        "kind": rule.kind,
-        "threshold": format_decimal(rule.threshold),
-        "threshold_label": rule.label(),
-        "used": format_decimal(metric.used) if metric is not None else None,
-        "included": format_decimal(metric.included) if metric is not None else None,
-        "limit": format_decimal(rule.level) if rule.kind == "limit" else None,
-        "period": {
-            "start": segment.period.start.isoformat(),
-            "end": segment.period.end.isoformat(),
-            "label": segment.period.label,
-        },
-        "estimated_bill": format_money(report.estimated_total, currency),
-        "currency": currency,
-        "triggered_at": now.isoformat(),
-    }
-    return store.NewAlert(
-        customer_id=customer_id,
-        metric=rule.metric,
-        kind=rule.kind,
-        threshold=rule.threshold,
-        basis=rule.basis,
-        period_start=segment.period.start,
-        period_end=segment.period.end,
-        period_label=segment.period.label,
-        plan_code=segment.plan.code,
-        value=value,
-        estimated_total=report.estimated_total,
-        currency=currency,
-        triggered_at=now,
-        topic=rule.topic,
-        payload=payload,
-    )

@@ -82,6 +82,13 @@ class _Memos:
 _memos = _Memos()
 db.register_cache(_memos.clear)
 
+
+def charge_memo(customer_id: str, segment: Segment) -> ChargeMemo:
+    """The customer's `ChargeMemo` for the segment's plan version, shared by `check_limit`'s
+    spend cap and the alert check's estimated bill (`services.alert_estimate`)."""
+    return _memos.get(customer_id, segment)
+
+
 #: Aggregations to which pending events add (an upper bound with a filter or for uniques).
 _ADDITIVE = frozenset({"sum", "count", "unique_count"})
 
