@@ -18,11 +18,14 @@ from typing import Any
 from pricing.alerts import EVERY_METRIC, AlertOverrides
 from storage import db, outbox
 
-_INSERT = """
+_INSERT = (
+    """
 INSERT INTO alerts (customer_id, metric, kind, threshold, basis, period_start, period_end,
-    period_label, plan_code, value, estimated_total, currency, triggered_at)
+    period_label, plan_code, value, estimated_total, currency, triggered_at, outbox_id)
 SELECT customer_id, metric, kind, threshold, basis, period_start, period_end, period_label,
-    plan_code, value, estimated_total, currency, triggered_at
+    plan_code, value, estimated_total, currency, triggered_at, """
+    + outbox.NEXT_ID
+    + """
 FROM unnest(%s::text[], %s::text[], %s::text[], %s::numeric[], %s::numeric[],
     %s::timestamptz[], %s::timestamptz[], %s::text[], %s::text[], %s::numeric[],
     %s::numeric[], %s::text[], %s::timestamptz[]) WITH ORDINALITY
@@ -30,8 +33,9 @@ FROM unnest(%s::text[], %s::text[], %s::text[], %s::numeric[], %s::numeric[],
          plan_code, value, estimated_total, currency, triggered_at, ord)
 ORDER BY ord
 ON CONFLICT ON CONSTRAINT alerts_once DO NOTHING
-RETURNING id, customer_id, period_start, metric, kind, threshold, basis
+RETURNING id, customer_id, period_start, metric, kind, threshold, basis, outbox_id
 """
+)
 
 # The columns of `_INSERT`, in its order.
 _PARAMS = (
@@ -92,16 +96,19 @@ class StoredAlert:
 
 def record(conn: db.Connection, alerts: Sequence[NewAlert]) -> list[tuple[NewAlert, int]]:
     """Write the alerts not written before, each with its outbox row (whose payload gets the
-    alert's `alert_id`), on `conn` (the caller's transaction), in the order given: three
-    statements whatever their number. Returns those written with their ids, in that order."""
+    alert's `alert_id`), on `conn` (the caller's transaction), in the order given: two
+    statements whatever their number (the alert takes its outbox row's id from the outbox's
+    sequence, so no second write of the alert). Returns those written with their ids, in
+    that order."""
     if not alerts:
         return []
     columns = [[getattr(alert, name) for alert in alerts] for name in _PARAMS]
     rows = conn.execute(_INSERT, columns).fetchall()
-    ids = {(r[1], r[2], r[3], r[4], r[5], r[6]): int(r[0]) for r in rows}
-    written = [(alert, ids[alert.key()]) for alert in alerts if alert.key() in ids]
-    if not written:
+    ids = {(r[1], r[2], r[3], r[4], r[5], r[6]): (int(r[0]), int(r[7])) for r in rows}
+    taken = [(alert, ids[alert.key()]) for alert in alerts if alert.key() in ids]
+    if not taken:
         return []  # all fired before (or by a concurrent worker that committed first)
+    written = [(alert, alert_id) for alert, (alert_id, _) in taken]
     outbox_ids = outbox.enqueue_many(
         [
             (
@@ -114,12 +121,21 @@ def record(conn: db.Connection, alerts: Sequence[NewAlert]) -> list[tuple[NewAle
         ],
         conn,
         now=written[0][0].triggered_at,
+        global_ids=[outbox_id for _, (_, outbox_id) in taken],
     )
-    conn.execute(
-        "UPDATE alerts a SET outbox_id = t.outbox_id"
-        " FROM unnest(%s::bigint[], %s::bigint[]) AS t(id, outbox_id) WHERE a.id = t.id",
-        ([alert_id for _, alert_id in written], outbox_ids),
-    )
+    # An announcement queued before under the alert's key (its alert row since deleted) keeps
+    # its row: the alert points at it.
+    moved = [
+        (alert_id, found)
+        for (_, (alert_id, taken_id)), found in zip(taken, outbox_ids, strict=True)
+        if found != taken_id
+    ]
+    if moved:
+        conn.execute(
+            "UPDATE alerts a SET outbox_id = t.outbox_id"
+            " FROM unnest(%s::bigint[], %s::bigint[]) AS t(id, outbox_id) WHERE a.id = t.id",
+            ([alert_id for alert_id, _ in moved], [found for _, found in moved]),
+        )
     return written
 
 

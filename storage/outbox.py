@@ -175,22 +175,26 @@ def enqueue(
     return ids[GLOBAL]
 
 
-# `_INSERT` for many notifications at once (each with its customer and idempotency key).
+# `_INSERT` for many notifications at once (each with its customer and idempotency key; the
+# global row's id given, `global_ids`, when the caller took it from the sequence: `NEXT_ID`).
 _INSERT_MANY = """
 WITH items AS (
-    SELECT i.topic, i.customer_id, i.key, p.payload, i.ord
-    FROM unnest(%(topics)s::text[], %(customers)s::text[], %(keys)s::text[])
-        WITH ORDINALITY AS i(topic, customer_id, key, ord)
+    SELECT i.topic, i.customer_id, i.key, i.id, p.payload, i.ord
+    FROM unnest(%(topics)s::text[], %(customers)s::text[], %(keys)s::text[], %(ids)s::bigint[])
+        WITH ORDINALITY AS i(topic, customer_id, key, id, ord)
     JOIN jsonb_array_elements(%(payloads)s::jsonb) WITH ORDINALITY AS p(payload, ord)
         USING (ord)
 ), targets AS (
     SELECT items.*, 'global' AS endpoint FROM items
     UNION ALL
-    SELECT items.*, 'customer' FROM items JOIN customer_webhooks w USING (customer_id)
+    SELECT items.topic, items.customer_id, items.key, NULL, items.payload, items.ord, 'customer'
+    FROM items JOIN customer_webhooks w USING (customer_id)
 )
-INSERT INTO outbox (topic, payload, created_at, next_attempt_at, customer_id, endpoint,
+INSERT INTO outbox (id, topic, payload, created_at, next_attempt_at, customer_id, endpoint,
     idempotency_key)
-SELECT topic, payload, %(now)s, %(now)s, customer_id, endpoint, key FROM targets
+SELECT coalesce(id, nextval('outbox_id_seq')), topic, payload, %(now)s, %(now)s, customer_id,
+    endpoint, key
+FROM targets
 ORDER BY ord, endpoint DESC
 ON CONFLICT (idempotency_key, endpoint) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id, endpoint, idempotency_key
@@ -198,17 +202,23 @@ RETURNING id, endpoint, idempotency_key
 
 
 def enqueue_many(
-    items: Sequence[tuple[str, str | None, str, Any]], conn: db.Connection, *, now: datetime
+    items: Sequence[tuple[str, str | None, str, Any]],
+    conn: db.Connection,
+    *,
+    now: datetime,
+    global_ids: Sequence[int] | None = None,
 ) -> list[int]:
     """`enqueue` for many (topic, customer_id, idempotency_key, payload) in one statement on
     the caller's transaction (the same rows: one per endpoint, at most once per key); the ids
-    of their global rows, in the order given."""
+    of their global rows, in the order given. `global_ids`: the global rows' ids, taken from the
+    outbox's sequence beforehand (`NEXT_ID`); a key queued before keeps its row and id."""
     if not items:
         return []
     params = {
         "topics": [topic for topic, _, _, _ in items],
         "customers": [customer for _, customer, _, _ in items],
         "keys": [key for _, _, key, _ in items],
+        "ids": list(global_ids) if global_ids is not None else [None] * len(items),
         # One JSON document, not an array of them: far cheaper to send.
         "payloads": Jsonb([payload for _, _, _, payload in items]),
         "now": now,
@@ -226,6 +236,10 @@ def enqueue_many(
             ).fetchall()
             ids.update({key: int(row_id) for key, row_id in found})
     return [ids[key] for _, _, key, _ in items]
+
+
+#: SQL for the next id of the outbox's sequence (`enqueue_many`'s `ids`).
+NEXT_ID = "nextval('outbox_id_seq')"
 
 
 def due(
