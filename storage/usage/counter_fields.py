@@ -24,7 +24,6 @@ from pricing.metering import SegmentState
 SCALE = 6
 LIMIT = 10**15  # |scaled total| below this: two of them always add within 64 bits
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_PARTS = ("n", "s", "x", "t", "l")
 
 
 def scaled(value: Decimal) -> int | None:
@@ -67,13 +66,6 @@ def metric_fields(name: str, state: MetricState) -> dict[str, str]:
     if fields is None:
         return {f"j:{name}": json.dumps(SegmentState.metric_json(state))}
     return fields
-
-
-def stale_fields(name: str, fields: dict[str, str]) -> list[str]:
-    """The fields of the other layout, to delete when a metric is written as `fields`."""
-    if f"j:{name}" in fields:
-        return [f"{part}:{name}" for part in _PARTS]
-    return [f"j:{name}"]
 
 
 def _from_scaled(raw: str) -> Decimal:

@@ -36,7 +36,6 @@ def test_values_beyond_the_scale_or_the_range_are_kept_as_json() -> None:
         fields = counter_fields.metric_fields("m", original)
         assert list(fields) == ["j:m"]
         assert counter_fields.metric_from_fields("m", fields) == original
-        assert counter_fields.stale_fields("m", fields) == ["n:m", "s:m", "x:m", "t:m", "l:m"]
 
 
 def test_latest_keys_order_like_timestamp_then_event_id() -> None:
