@@ -15,7 +15,8 @@ change committed after the catalog was read sends the batch back to be classifie
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -134,11 +135,8 @@ def _write(
     # Held until the commit: no history change of these customers can start meanwhile.
     revision = ingest_locks.lock_for_ingest(conn, found.contexts)
     claim = batches.claim(conn, batch_id, now)
-    written = _send_write(conn, pipeline, batch_id, found, events, now)
-    # The segments' merged rollups, read back after the statement (a statement that a known
-    # event sent back to its savepoint would have taken this read with it).
     segments = sorted({(route.customer_id, route.start) for route in found.routes.values()})
-    merged = rollups.send_states(conn, segments)
+    written, merged = _send_write(conn, pipeline, batch_id, found, events, segments, now)
     current = ingest_locks.revision(revision)
     if any(context.revision < current for context in found.contexts.values()):
         raise _StaleCatalog(list(found.contexts))  # rolls everything back
@@ -172,15 +170,18 @@ def _send_write(
     batch_id: str,
     found: Classified,
     events: list[Event],
+    segments: list[tuple[str, datetime]],
     now: datetime,
-) -> Any:
-    """The batch's statement, sent and synced with what the pipeline holds before it: the one
-    for new events, or, when one of them is known (a resend, a redelivery), the one that skips
-    the known events (a round trip more). Its cursor, for `batch_write.read_result`."""
+) -> tuple[Any, Any]:
+    """The batch's statement and the read-back of its segments' merged rollups, sent and
+    synced with what the pipeline holds before them: the statement for new events, or, when
+    one of them is known (a resend, a redelivery), the one that skips the known events (a
+    round trip more; the rollback to its savepoint takes the read-back with it, so both are
+    sent again). Their cursors, for `batch_write.read_result` and `rollups.states_from`."""
     routes = _with_days(list(found.routes.values()), events)
 
-    def send(statement: Callable[..., Any]) -> Any:
-        return statement(
+    def send(after_known_event: bool) -> tuple[Any, Any]:
+        written = batch_write.write_batch(
             conn,
             batch_id,
             events,
@@ -188,16 +189,22 @@ def _send_write(
             received_at=now,
             duplicates=found.duplicates,
             rejected=len(found.rejections),
+            after_known_event=after_known_event,
         )
+        return written, rollups.send_states(conn, segments)
 
-    written = send(batch_write.write_batch)
     try:
+        sent = send(after_known_event=False)
         pipeline.sync()
     except psycopg.errors.UniqueViolation as error:
         if not batch_write.is_known_event(error):
             raise
-        written = send(batch_write.rewrite_batch)
-    return written
+        # The error can surface while the read-back is sent, before any sync: until one, the
+        # server discards what follows (the sync then reports the read-back as aborted).
+        with contextlib.suppress(psycopg.errors.PipelineAborted):
+            pipeline.sync()
+        sent = send(after_known_event=True)
+    return sent
 
 
 def _with_days(routes: list[Route], events: Sequence[Event]) -> list[Route]:

@@ -13,16 +13,18 @@ window, then `usage_events`), and derives from the rows actually inserted, with 
 
 Events of the other metrics (`python` routes) are returned by id, for the caller to fold in
 Python (`pricing.metering.build_deltas`, `rollups.apply(..., bump=False)`). The statement
-returns, in one result, the plain deltas (kind `a`), those events (`p`), the new versions
-(`v`) and the number of events inserted (`c`). The batch's claim is a statement of its own,
-earlier in the transaction: the caller rolls everything back when the claim was not new.
+returns, in one result, those events (`p`), the new versions (`v`) and the number of events
+inserted (`c`); the caller reads the merged rollups back (`storage.usage.rollups`). The
+batch's claim is a statement of its own, earlier in the transaction: the caller rolls
+everything back when the claim was not new.
 
 Nearly every batch holds only new events, so the statement first assumes it (`write_batch`,
 behind a savepoint): plain inserts, no conflict check per event and no join of the events with
 the ids inserted, about a sixth of the statement's PostgreSQL CPU (bench/README.md, issue 11).
 A known event makes it fail with a unique violation on `event_ids` (or the ledger's key); the
 caller then rolls back to the savepoint and sends the statement that skips the known events
-(`rewrite_batch`): one more round trip for a batch with duplicates, the same result.
+(`write_batch(..., after_known_event=True)`): one more round trip for a batch with
+duplicates, the same result.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -159,16 +160,13 @@ _DERIVE = f"""
 ), totals AS (
     {TOTALS_ON_OUTCOME}
 )
-SELECT 'a', customer_id, key, start, "end", n, total, maximum, latest_at, latest_event_id,
-    latest_value FROM delta
-UNION ALL
-SELECT 'p', customer_id, event_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+SELECT 'p', customer_id, event_id, NULL, NULL, NULL
 FROM routed WHERE key IS NULL
 UNION ALL
-SELECT 'v', customer_id, NULL, period_start, period_end, version, NULL, NULL, NULL, NULL, NULL
+SELECT 'v', customer_id, NULL, period_start, period_end, version
 FROM bump
 UNION ALL
-SELECT 'c', NULL, NULL, NULL, NULL, accepted, NULL, NULL, NULL, NULL, NULL FROM counts
+SELECT 'c', NULL, NULL, NULL, NULL, accepted FROM counts
 """  # noqa: S608 (constant SQL text; values are parameters)
 
 #: The statement for a batch whose events are all new; fails on a known one.
@@ -194,25 +192,8 @@ class Route:
 
 
 @dataclass
-class PlainDelta:
-    """One plain metric's delta in one segment, as the statement computed it."""
-
-    customer_id: str
-    metric: str
-    start: datetime
-    end: datetime
-    count: int
-    total: Decimal
-    maximum: Decimal
-    latest_at: datetime
-    latest_event_id: str
-    latest_value: Decimal
-
-
-@dataclass
 class WriteResult:
     accepted: int = 0
-    plain: list[PlainDelta] = field(default_factory=list)
     python_events: set[tuple[str, str]] = field(default_factory=set)
     versions: dict[tuple[str, datetime], tuple[datetime, int]] = field(default_factory=dict)
 
@@ -235,32 +216,22 @@ def write_batch(
     received_at: datetime,
     duplicates: int,
     rejected: int,
+    after_known_event: bool = False,
 ) -> Any:
-    """Send the statement for a batch whose events are all new behind a savepoint, in the
-    caller's pipeline; `read_result(cursor)` once synced. If the sync raises a unique violation
-    that `is_known_event` recognizes, send `rewrite_batch` with the same arguments."""
-    conn.execute(f"SAVEPOINT {_SAVEPOINT}")
-    return conn.execute(
-        WRITE_NEW_BATCH,
-        _parameters(batch_id, events, routes, received_at, duplicates, rejected),
-    )
+    """Send the batch's statement in the caller's pipeline; `read_result(cursor)` once synced.
 
-
-def rewrite_batch(
-    conn: db.Connection,
-    batch_id: str,
-    events: Sequence[Event],
-    routes: Sequence[Route],
-    *,
-    received_at: datetime,
-    duplicates: int,
-    rejected: int,
-) -> Any:
-    """After `write_batch` failed on a known event: roll back to its savepoint (what was sent
-    before it stays) and send the statement that skips the known events."""
-    conn.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
+    First the statement for a batch whose events are all new, behind a savepoint. If the sync
+    raises a unique violation that `is_known_event` recognizes, call again with the same
+    arguments and `after_known_event=True`: that rolls back to the savepoint (what was sent
+    before it stays) and sends the statement that skips the known events."""
+    if after_known_event:
+        conn.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
+        statement = WRITE_BATCH
+    else:
+        conn.execute(f"SAVEPOINT {_SAVEPOINT}")
+        statement = WRITE_NEW_BATCH
     return conn.execute(
-        WRITE_BATCH, _parameters(batch_id, events, routes, received_at, duplicates, rejected)
+        statement, _parameters(batch_id, events, routes, received_at, duplicates, rejected)
     )
 
 
@@ -293,9 +264,7 @@ def read_result(cursor: Any) -> WriteResult:
     result = WriteResult()
     for row in cursor.fetchall():
         kind = row[0]
-        if kind == "a":
-            result.plain.append(PlainDelta(*row[1:]))
-        elif kind == "p":
+        if kind == "p":
             result.python_events.add((row[1], row[2]))
         elif kind == "v":
             result.versions[(row[1], row[3])] = (row[4], int(row[5]))
