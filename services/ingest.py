@@ -15,7 +15,6 @@ change committed after the catalog was read sends the batch back to be classifie
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -135,8 +134,12 @@ def _write(
     # Held until the commit: no history change of these customers can start meanwhile.
     revision = ingest_locks.lock_for_ingest(conn, found.contexts)
     claim = batches.claim(conn, batch_id, now)
+    written = _send_write(conn, pipeline, batch_id, found, events, now)
+    # The segments' merged rollups, read back after the statement's sync: sent before it, the
+    # read would share the pipeline segment a known event aborts, and psycopg's record of the
+    # statements it prepared would then not match the server's.
     segments = sorted({(route.customer_id, route.start) for route in found.routes.values()})
-    written, merged = _send_write(conn, pipeline, batch_id, found, events, segments, now)
+    merged = rollups.send_states(conn, segments)
     current = ingest_locks.revision(revision)
     if any(context.revision < current for context in found.contexts.values()):
         raise _StaleCatalog(list(found.contexts))  # rolls everything back
@@ -170,18 +173,15 @@ def _send_write(
     batch_id: str,
     found: Classified,
     events: list[Event],
-    segments: list[tuple[str, datetime]],
     now: datetime,
-) -> tuple[Any, Any]:
-    """The batch's statement and the read-back of its segments' merged rollups, sent and
-    synced with what the pipeline holds before them: the statement for new events, or, when
-    one of them is known (a resend, a redelivery), the one that skips the known events (a
-    round trip more; the rollback to its savepoint takes the read-back with it, so both are
-    sent again). Their cursors, for `batch_write.read_result` and `rollups.states_from`."""
+) -> Any:
+    """The batch's statement, sent and synced with what the pipeline holds before it: the one
+    for new events, or, when one of them is known (a resend, a redelivery), the one that skips
+    the known events (a round trip more). Its cursor, for `batch_write.read_result`."""
     routes = _with_days(list(found.routes.values()), events)
 
-    def send(after_known_event: bool) -> tuple[Any, Any]:
-        written = batch_write.write_batch(
+    def send(after_known_event: bool) -> Any:
+        return batch_write.write_batch(
             conn,
             batch_id,
             events,
@@ -191,20 +191,15 @@ def _send_write(
             rejected=len(found.rejections),
             after_known_event=after_known_event,
         )
-        return written, rollups.send_states(conn, segments)
 
+    written = send(after_known_event=False)
     try:
-        sent = send(after_known_event=False)
         pipeline.sync()
     except psycopg.errors.UniqueViolation as error:
         if not batch_write.is_known_event(error):
             raise
-        # The error can surface while the read-back is sent, before any sync: until one, the
-        # server discards what follows (the sync then reports the read-back as aborted).
-        with contextlib.suppress(psycopg.errors.PipelineAborted):
-            pipeline.sync()
-        sent = send(after_known_event=True)
-    return sent
+        written = send(after_known_event=True)
+    return written
 
 
 def _with_days(routes: list[Route], events: Sequence[Event]) -> list[Route]:
