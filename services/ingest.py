@@ -15,6 +15,7 @@ change committed after the catalog was read sends the batch back to be classifie
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -194,10 +195,14 @@ def _send_write(
 
     written = send(after_known_event=False)
     try:
-        pipeline.sync()
+        batch_write.round_trip(conn)
     except psycopg.errors.UniqueViolation as error:
         if not batch_write.is_known_event(error):
             raise
+        # Until a sync the server skips what follows the error (the sync reports the round
+        # trip's probe as aborted).
+        with contextlib.suppress(psycopg.errors.PipelineAborted):
+            pipeline.sync()
         written = send(after_known_event=True)
     return written
 

@@ -235,6 +235,15 @@ def write_batch(
     )
 
 
+def round_trip(conn: db.Connection) -> None:
+    """Send what the caller's pipeline holds and wait for its results (an error among them is
+    raised here). Not `Pipeline.sync()`: with a statement of megabytes queued, psycopg 3.3's
+    sync waits forever over a Unix socket (the server waits for the rest of the statement);
+    a fetch flushes it. The probe is never prepared: a statement prepared in a pipeline
+    segment that an error aborts would be remembered by psycopg but unknown to the server."""
+    conn.execute("SELECT 1", prepare=False).fetchone()
+
+
 def is_known_event(error: psycopg.errors.UniqueViolation) -> bool:
     """Whether `write_batch`'s statement failed because an event's id was already stored."""
     name = error.diag.constraint_name or ""
